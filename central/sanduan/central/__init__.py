@@ -1,0 +1,1 @@
+"""The central collector: ingest, storage, assessment, compensation, reports."""

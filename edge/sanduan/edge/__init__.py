@@ -1,0 +1,1 @@
+"""The station edge agent: polls Modbus RTU devices, buffers in SQLite, grades, forwards."""

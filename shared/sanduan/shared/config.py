@@ -1,0 +1,336 @@
+"""Typed configuration for a station and for the collector, loaded from TOML and validated once.
+
+Every mistake becomes a :class:`~sanduan.shared.errors.ConfigError` naming the file, the key
+(dotted, with list indices: ``bus[0].device[1].slave``) and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sanduan.shared.errors import ConfigError
+from sanduan.shared.model import WaterBody
+
+STATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base for config sections: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai)") from None
+    return name
+
+
+TimeZoneName = Annotated[str, Field(min_length=1)]
+
+
+class TlsConfig(Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+    """Skip the host-name check (test brokers only)."""
+
+
+class MqttConfig(Strict):
+    """How to reach the broker. ``broker`` is ``mqtt://host:port``, ``mqtts://host:port``
+    (TLS) or ``embedded`` (the in-process broker of the single-machine demo)."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    tls: TlsConfig | None = None
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        if v == "embedded":
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(
+                f"broker must look like mqtt://host:1883 or mqtts://host:8883, not {v!r}"
+            )
+        try:
+            parts.port  # noqa: B018  # raises on a bad port
+        except ValueError:
+            raise ValueError(f"bad port in broker URL {v!r}") from None
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.broker)
+        if parts.port:
+            return parts.port
+        return 8883 if parts.scheme == "mqtts" else 1883
+
+    @property
+    def use_tls(self) -> bool:
+        return self.tls is not None or urlsplit(self.broker).scheme == "mqtts"
+
+    def resolved_password(self) -> str | None:
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password
+
+
+def _model_key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def parse_model(model: type[M], data: dict[str, Any], source: str) -> M:
+    """Validate ``data`` into ``model``; the first error becomes a ConfigError for ``source``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = _model_key(tuple(err["loc"]))
+        msg = str(err["msg"])
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see the example files in deploy/)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = msg.removeprefix("Value error, ")
+        more = len(exc.errors()) - 1
+        if more:
+            msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise ConfigError(source, key, msg) from None
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file becomes a ConfigError naming it."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(p), "", "is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
+
+
+def load_model(model: type[M], path: Path | str) -> M:
+    return parse_model(model, read_toml(path), str(path))
+
+
+# --- station -----------------------------------------------------------------------------
+
+
+class StationSection(Strict):
+    id: str
+    name: str = ""
+    timezone: TimeZoneName = "Asia/Shanghai"
+    target_class: Annotated[int, Field(ge=1, le=5)] = 3
+    water_body: WaterBody = WaterBody.RIVER
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not STATION_ID_RE.match(v):
+            raise ValueError(
+                f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v)
+
+
+class BufferConfig(Strict):
+    path: Path = Path("sanduan-buffer.db")
+    max_bytes: Annotated[int, Field(ge=1_000_000)] = 512 * 1024 * 1024
+    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    commit_max_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+
+class UplinkConfig(MqttConfig):
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    batch_max_readings: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_batches_per_s: Annotated[float, Field(gt=0)] = 20.0
+    max_inflight_batches: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
+class GradingConfig(Strict):
+    alarm_consecutive: Annotated[int, Field(ge=1, le=10_000)] = 3
+
+
+class DeviceConfig(Strict):
+    name: str
+    slave: Annotated[int, Field(ge=1, le=247)]
+    profile: str | None = None
+    registers: list[dict[str, Any]] | None = None
+    """An inline register map (same keys as a profile's registers) instead of ``profile``."""
+    poll_period_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    pause_s: Annotated[float, Field(ge=0, le=10)] = 0.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    degraded_after: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="after")
+    def _one_map(self) -> DeviceConfig:
+        if (self.profile is None) == (self.registers is None):
+            raise ValueError(
+                f"device {self.name!r}: give exactly one of 'profile' (a built-in profile name or"
+                " a file path) or 'registers' (an inline register map)"
+            )
+        return self
+
+
+class BusConfig(Strict):
+    name: str
+    port: str
+    baudrate: Annotated[int, Field(ge=300, le=921_600)] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    max_gap: Annotated[int, Field(ge=0, le=124)] = 10
+    """Unwanted registers that may be read and discarded to merge two reads into one."""
+    device: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_slaves(self) -> BusConfig:
+        seen: dict[int, str] = {}
+        for d in self.device:
+            if d.slave in seen:
+                raise ValueError(
+                    f"devices {seen[d.slave]!r} and {d.name!r} share slave id {d.slave} on bus"
+                    f" {self.name!r}"
+                )
+            seen[d.slave] = d.name
+        return self
+
+
+class StationConfig(Strict):
+    station: StationSection
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    bus: list[BusConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> StationConfig:
+        ports: dict[str, str] = {}
+        names: set[str] = set()
+        for b in self.bus:
+            if b.port in ports:
+                raise ValueError(
+                    f"buses {ports[b.port]!r} and {b.name!r} use the same serial port {b.port!r};"
+                    " one port has one owner: put both devices on one bus"
+                )
+            ports[b.port] = b.name
+            for d in b.device:
+                if d.name in names:
+                    raise ValueError(f"device name {d.name!r} is used twice")
+                names.add(d.name)
+        return self
+
+
+def load_station_config(path: Path | str) -> StationConfig:
+    return load_model(StationConfig, path)
+
+
+# --- central -----------------------------------------------------------------------------
+
+
+class CentralSection(Strict):
+    store: str = "sqlite:///sanduan-central.db"
+    county: Path | None = None
+    rules: Path | None = None
+    timezone: TimeZoneName = "Asia/Shanghai"
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"store must be sqlite:///path/to/file.db or postgresql://user@host/db, not {v!r}"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return _check_timezone(v)
+
+
+class CollectorMqttConfig(MqttConfig):
+    group: str | None = None
+    """Shared-subscription group: collectors with the same group split the stations."""
+
+
+class IngestConfig(Strict):
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    gap_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    resend_interval_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+class ValidityConfig(Strict):
+    """Data-validity rules: how many valid values make a valid period."""
+
+    min_values_per_hour: Annotated[int, Field(ge=1)] = 1
+    min_hours_per_day: Annotated[int, Field(ge=1, le=24)] = 20
+    min_values_per_day_4h: Annotated[int, Field(ge=1, le=6)] = 3
+    min_days_per_month: Annotated[int, Field(ge=1, le=31)] = 20
+    min_months_per_year: Annotated[int, Field(ge=1, le=12)] = 9
+    excluded_flags: list[str] = Field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
+
+
+class CentralConfig(Strict):
+    central: CentralSection = Field(default_factory=CentralSection)
+    mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    validity: ValidityConfig = Field(default_factory=ValidityConfig)
+
+
+def load_central_config(path: Path | str) -> CentralConfig:
+    cfg = load_model(CentralConfig, path)
+    base = Path(path).parent
+    sec = cfg.central
+    updates: dict[str, Path] = {}
+    for key in ("county", "rules"):
+        value: Path | None = getattr(sec, key)
+        if value is not None and not value.is_absolute():
+            updates[key] = base / value
+    if updates:
+        cfg = cfg.model_copy(update={"central": sec.model_copy(update=updates)})
+    return cfg
