@@ -32,8 +32,8 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
         "import sys, time; t=time.perf_counter();"
         "from sanduan.cli import app\n"
         "try:\n app(['--help'])\nexcept SystemExit: pass\n"
-        "heavy=[m for m in ('numba','numpy','pymodbus','paho','psycopg','sqlite_utils','matplotlib')"
-        " if m in sys.modules]\n"
+        "heavy=[m for m in ('numba','numpy','pymodbus','paho','psycopg',"
+        "'sqlite_utils','matplotlib') if m in sys.modules]\n"
         "print('HEAVY', ','.join(heavy)); print('ELAPSED', time.perf_counter()-t)"
     )
     best = float("inf")

@@ -13,7 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("shared", "edge", "central", "hil")
-IO_MODULES = ("asyncio", "serial", "paho", "sqlite3", "sqlite_utils", "psycopg", "pymodbus", "socket")
+IO_MODULES = (
+    "asyncio",
+    "serial",
+    "paho",
+    "sqlite3",
+    "sqlite_utils",
+    "psycopg",
+    "pymodbus",
+    "socket",
+)
 PURE_SHARED = ("params", "standards", "wire", "registers", "model", "topics", "grading")
 
 
@@ -72,9 +81,11 @@ def test_pure_cores_import_no_io() -> None:
             if not _is_pure(module):
                 continue
             checked += 1
-            for imported in _imports(path):
-                if imported.split(".")[0] in IO_MODULES:
-                    problems.append(f"{module} imports {imported}")
+            problems.extend(
+                f"{module} imports {imported}"
+                for imported in _imports(path)
+                if imported.split(".")[0] in IO_MODULES
+            )
     assert checked > 0
     assert not problems, "pure core imports I/O:\n" + "\n".join(problems)
 

@@ -41,7 +41,11 @@ def _station(**extra: object) -> dict[str, object]:
         ({"station": {"id": "a/b"}}, "station.id", "must be 1-64 characters"),
         ({}, "station", "required key is missing"),
         ({"station": {"id": "S", "colour": 1}}, "station.colour", "unknown key"),
-        ({"station": {"id": "S", "timezone": "Mars/Base"}}, "station.timezone", "unknown time zone"),
+        (
+            {"station": {"id": "S", "timezone": "Mars/Base"}},
+            "station.timezone",
+            "unknown time zone",
+        ),
         ({"station": {"id": "S", "target_class": 6}}, "station.target_class", "less than or equal"),
         (
             _station(uplink={"broker": "http://x"}),

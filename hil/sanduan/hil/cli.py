@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Hardware-in-the-loop rig: simulated devices and county scenarios.", no_args_is_help=True)
+app = typer.Typer(
+    help="Hardware-in-the-loop rig: simulated devices and county scenarios.", no_args_is_help=True
+)
 
 
 def demo_command() -> None:

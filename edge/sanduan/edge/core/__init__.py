@@ -1,0 +1,1 @@
+"""Pure logic of the edge agent: read planning, bus timing, schedules. No I/O here."""

@@ -1,0 +1,280 @@
+"""GB 3838 grading: the high-level API over the numba kernels.
+
+Class codes: 1..5 are Class I..V, 6 is inferior V (劣V), 0 is "not graded" (no value, NaN, or an
+item without class limits). The kernels are imported on first use, so importing this package
+(or :mod:`sanduan.shared.grading.cache`) does not import numba.
+
+Exceedance multiples are (C - L) / L for items with upper limits. :class:`ItemGrade` carries the
+multiple against the sample's ``exceedance_class`` limit: the target class when one is given,
+else Class III (national reporting). A negative multiple means the value is under that limit.
+Main pollutants are always ranked on the Class III multiple.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sanduan.shared.errors import InputError, InvalidValueError
+from sanduan.shared.model import INFERIOR_V, NOT_GRADED, WaterBody
+from sanduan.shared.params import Parameter, all_parameters, resolve
+from sanduan.shared.standards import Direction, gb3838
+
+REPORTING_CLASS = 3
+_LABELS = {0: "-", 1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "劣V"}
+
+
+def class_label(grade: int) -> str:
+    """Roman numeral of a class: I..V, 劣V for 6, "-" for 0 (not graded)."""
+    return _LABELS[grade]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemGrade:
+    value: float
+    grade: int
+    evaluated: bool
+    exceedance: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SampleGrade:
+    grade: int
+    meets_target: bool | None
+    items: Mapping[str, ItemGrade]
+    main_pollutants: tuple[str, ...]
+    water_body: WaterBody
+    target_class: int | None
+    exceedance_class: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``sanduan grade --json`` document."""
+        return {
+            "class": self.grade,
+            "meets_target": self.meets_target,
+            "items": {
+                name: {
+                    "value": it.value,
+                    "class": it.grade,
+                    "evaluated": it.evaluated,
+                    "exceedance": it.exceedance,
+                }
+                for name, it in self.items.items()
+            },
+            "main_pollutants": list(self.main_pollutants),
+        }
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class KernelTables:
+    """Per-parameter kernel inputs, row ``i`` for the parameter with ``index == i``.
+
+    ``limits`` is float64 (P, 5), ``directions`` int64 (P,), ``evaluated`` and ``nonnegative``
+    (the parameter cannot be negative) bool (P,); all read-only.
+    """
+
+    water_body: WaterBody
+    names: tuple[str, ...]
+    limits: npt.NDArray[np.float64]
+    directions: npt.NDArray[np.int64]
+    evaluated: npt.NDArray[np.bool_]
+    nonnegative: npt.NDArray[np.bool_]
+
+
+def kernel_tables(water_body: WaterBody = WaterBody.RIVER) -> KernelTables:
+    """Kernel tables for a water body, built from the registry and GB 3838 once."""
+    return _kernel_tables(WaterBody(water_body))
+
+
+@functools.cache
+def _kernel_tables(water_body: WaterBody) -> KernelTables:
+    params = all_parameters()
+    std = gb3838()
+    limits = np.full((len(params), 5), np.nan, dtype=np.float64)
+    directions = np.zeros(len(params), dtype=np.int64)
+    evaluated = np.zeros(len(params), dtype=np.bool_)
+    nonnegative = np.zeros(len(params), dtype=np.bool_)
+    for p in params:
+        item = std.item(p.name)
+        evaluated[p.index] = p.evaluated
+        nonnegative[p.index] = p.physical_min >= 0
+        if item is None or item.direction is Direction.NONE:
+            continue
+        row = item.limits_for(water_body)
+        limits[p.index, : len(row)] = row
+        directions[p.index] = int(item.direction)
+    for a in (limits, directions, evaluated, nonnegative):
+        a.flags.writeable = False
+    names = tuple(p.name for p in params)
+    return KernelTables(water_body, names, limits, directions, evaluated, nonnegative)
+
+
+def _check_target(target_class: int | None) -> None:
+    if target_class is not None and not 1 <= target_class <= 5:
+        raise InputError(f"target class must be 1..5, got {target_class}")
+
+
+def _negative(p: Parameter, value: float) -> InvalidValueError:
+    return InvalidValueError(p.name, value, "negative value; a concentration cannot be below 0")
+
+
+def grade_sample(
+    values: Mapping[str, float],
+    water_body: WaterBody = WaterBody.RIVER,
+    target_class: int | None = None,
+) -> SampleGrade:
+    """Grade one sample: ``values`` maps parameter names (aliases and HJ 212 codes accepted) to
+    values in the registry's units.
+
+    Raises UnknownParameterError, InvalidValueError for a negative concentration, and
+    InputError for a parameter given twice or a target class outside 1..5.
+    """
+    from sanduan.shared.grading import kernels as k
+
+    _check_target(target_class)
+    water_body = WaterBody(water_body)
+    tables = kernel_tables(water_body)
+    seen: dict[str, str] = {}
+    params: list[Parameter] = []
+    vals: list[float] = []
+    for label, raw in values.items():
+        p = resolve(label)
+        if p.name in seen:
+            raise InputError(f"parameter {p.name} given twice ({seen[p.name]!r} and {label!r})")
+        seen[p.name] = label
+        v = float(raw)
+        if v < 0 and p.physical_min >= 0:
+            raise _negative(p, v)
+        params.append(p)
+        vals.append(v)
+
+    arr = np.asarray(vals, dtype=np.float64)
+    idx = np.asarray([p.index for p in params], dtype=np.int64)
+    grades = k.classify_indexed(arr, idx, tables.limits, tables.directions)
+    basis = target_class if target_class is not None else REPORTING_CLASS
+    exc = k.exceedance_indexed(arr, idx, tables.limits, tables.directions, basis)
+    exc3 = (
+        exc
+        if basis == REPORTING_CLASS
+        else k.exceedance_indexed(arr, idx, tables.limits, tables.directions, REPORTING_CLASS)
+    )
+    row = np.zeros((1, len(tables.names)), dtype=np.int8)
+    row[0, idx] = grades
+    overall = int(k.overall_class(row, tables.evaluated)[0])
+
+    meets: bool | None = None
+    if target_class is not None and overall != NOT_GRADED:
+        meets = bool(k.meets_target(np.array([overall], dtype=np.int8), target_class)[0])
+
+    items: dict[str, ItemGrade] = {}
+    for i, p in enumerate(params):
+        e = float(exc[i])
+        items[p.name] = ItemGrade(
+            value=vals[i],
+            grade=int(grades[i]),
+            evaluated=p.evaluated,
+            exceedance=None if math.isnan(e) else e,
+        )
+
+    main: tuple[str, ...] = ()
+    if overall > REPORTING_CLASS:
+        worse = [
+            i for i, p in enumerate(params) if p.evaluated and int(grades[i]) > REPORTING_CLASS
+        ]
+        # Worst class first, then largest Class III multiple (none, as for DO and pH, last),
+        # then registry order.
+        worse.sort(
+            key=lambda i: (
+                -int(grades[i]),
+                -float(exc3[i]) if not math.isnan(exc3[i]) else math.inf,
+                params[i].index,
+            )
+        )
+        main = tuple(params[i].name for i in worse[:3])
+
+    return SampleGrade(
+        grade=overall,
+        meets_target=meets,
+        items=MappingProxyType(items),
+        main_pollutants=main,
+        water_body=water_body,
+        target_class=target_class,
+        exceedance_class=basis,
+    )
+
+
+def classify_array(
+    parameter: str,
+    values: npt.ArrayLike,
+    water_body: WaterBody = WaterBody.RIVER,
+    *,
+    parallel: bool = False,
+) -> npt.NDArray[np.int8]:
+    """Class of each value of one parameter (int8, codes 0..6). Raises InvalidValueError for a
+    negative value of a parameter that cannot be negative."""
+    from sanduan.shared.grading import kernels as k
+
+    p = resolve(parameter)
+    tables = kernel_tables(water_body)
+    arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    if p.physical_min >= 0:
+        neg = np.flatnonzero(arr < 0)
+        if neg.size:
+            raise _negative(p, float(arr[neg[0]]))
+    fn = k.classify_parallel if parallel else k.classify
+    grades: npt.NDArray[np.int8] = fn(arr, tables.limits[p.index], int(tables.directions[p.index]))
+    return grades
+
+
+def classify_batch(
+    values: npt.ArrayLike,
+    param_index: npt.ArrayLike,
+    water_body: WaterBody = WaterBody.RIVER,
+    *,
+    parallel: bool = False,
+) -> npt.NDArray[np.int8]:
+    """Class of each value of a long-format batch; ``param_index[i]`` is the
+    :attr:`Parameter.index` of ``values[i]``. Raises InputError for an index outside the
+    registry and InvalidValueError for a negative value of a parameter that cannot be
+    negative."""
+    from sanduan.shared.grading import kernels as k
+
+    tables = kernel_tables(water_body)
+    arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+    idx = np.ascontiguousarray(param_index, dtype=np.int64).reshape(-1)
+    if arr.shape != idx.shape:
+        raise InputError(f"{arr.size} values but {idx.size} parameter indexes")
+    p_count = len(tables.names)
+    out_of_table = np.flatnonzero((idx < 0) | (idx >= p_count))
+    if out_of_table.size:
+        i = int(out_of_table[0])
+        raise InputError(f"parameter index {int(idx[i])} at position {i} is not 0..{p_count - 1}")
+    neg = np.flatnonzero((arr < 0) & tables.nonnegative[idx])
+    if neg.size:
+        i = int(neg[0])
+        raise _negative(all_parameters()[int(idx[i])], float(arr[i]))
+    fn = k.classify_indexed_parallel if parallel else k.classify_indexed
+    grades: npt.NDArray[np.int8] = fn(arr, idx, tables.limits, tables.directions)
+    return grades
+
+
+__all__ = [
+    "INFERIOR_V",
+    "NOT_GRADED",
+    "REPORTING_CLASS",
+    "ItemGrade",
+    "KernelTables",
+    "SampleGrade",
+    "class_label",
+    "classify_array",
+    "classify_batch",
+    "grade_sample",
+    "kernel_tables",
+]

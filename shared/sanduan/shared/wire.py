@@ -1,0 +1,970 @@
+"""Wire format v1: the messages between station agents and the central collector.
+
+One implementation for both sides. Every message is a single msgpack map carrying ``"v": 1`` and a
+kind tag ``"k"``; docs/wire-format.md specifies every field. :func:`encode` validates a message
+before packing it (nothing invalid is ever sent) and is deterministic (same message, same bytes);
+:func:`decode` validates everything and raises :class:`WireFormatError` -- and only that -- for any
+input it does not accept.
+
+Kinds (the tag is also the MQTT topic suffix, see :mod:`sanduan.shared.topics`):
+
+* :class:`Batch` (station -> centre): readings in columns.
+* :class:`Ack` (centre -> station): a batch is committed.
+* :class:`ResendRequest` (centre -> station): send these reading seq ranges again.
+* :class:`Status` (station -> centre): heartbeat; with ``online=False`` also the MQTT last will.
+* :class:`Event` (station -> centre): an alarm or notable occurrence.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from itertools import accumulate, pairwise
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
+
+import msgpack
+
+from sanduan.shared.errors import WireFormatError
+from sanduan.shared.model import NOT_GRADED, Flag, Reading
+from sanduan.shared.topics import STATION_RE, Kind
+
+__all__ = [
+    "DEFAULT_MAX",
+    "VERSION",
+    "Ack",
+    "Batch",
+    "Event",
+    "Kind",
+    "Message",
+    "ResendRequest",
+    "Scalar",
+    "SeqRange",
+    "Severity",
+    "Status",
+    "decode",
+    "decode_ack",
+    "decode_batch",
+    "decode_event",
+    "decode_resend",
+    "decode_status",
+    "encode",
+    "from_json_obj",
+    "seq_ranges",
+    "to_json_obj",
+]
+
+VERSION = 1
+"""The format version carried in every message's ``"v"`` field."""
+
+DEFAULT_MAX = 1 << 20
+"""Default largest message :func:`decode` accepts, in bytes (a 1000-reading batch is ~20 kB)."""
+
+MAX_GRADE = 6
+U63_MAX = (1 << 63) - 1
+"""Largest sequence number, time or counter (fits a signed 64-bit column)."""
+I64_MIN = -(1 << 63)
+
+NAME_MAX = 64  # keys of device_errors / bus_utilisation / extra / details
+TEXT_MAX = 4096  # message texts and string scalars
+SHORT_MAX = 256  # agent version, resend reason
+DICT_MAX = 256  # entries in any dict field
+
+CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+EVENT_KIND_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+SeqRange = tuple[int, int]
+"""An inclusive range of reading sequence numbers ``(first, last)``."""
+
+Scalar = str | int | float | bool | None
+"""Values allowed in ``Status.extra`` and ``Event.details``."""
+
+_INF = math.inf
+_NINF = -math.inf
+_FLAG_OF: dict[str, Flag] = {f.value: f for f in Flag}
+_FLAG_CHARS = frozenset(_FLAG_OF)
+_KNOWN_FLAGS = "".join(_FLAG_OF)
+
+
+class Severity(enum.StrEnum):
+    """How urgent an :class:`Event` is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+_SEVERITY_OF: dict[str, Severity] = {s.value: s for s in Severity}
+
+
+# --------------------------------------------------------------------------------------------
+# message classes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Readings of one station, in columns.
+
+    The code column is dictionary-encoded: ``codes`` lists the distinct parameter codes of the
+    batch and ``code_idx[i]`` indexes it for reading ``i``. All per-reading columns (``seq``,
+    ``ts_ms``, ``code_idx``, ``values``, ``flags``, ``grades``) have the same length, at least 1.
+    ``seq`` is strictly increasing but need not be contiguous. ``values`` are float64; NaN means
+    missing (decoded NaNs are always the one :data:`math.nan` object, so equal batches compare
+    equal). The header fields ``first_seq``, ``last_seq`` and ``count`` are derived from ``seq``.
+    Build one with :meth:`from_readings` or :meth:`from_columns`.
+    """
+
+    KIND: ClassVar[Kind] = Kind.BATCH
+
+    station: str
+    batch_seq: int
+    created_ms: int
+    seq: tuple[int, ...]
+    ts_ms: tuple[int, ...]
+    codes: tuple[str, ...]
+    code_idx: tuple[int, ...]
+    values: tuple[float, ...]
+    flags: tuple[Flag, ...]
+    grades: tuple[int, ...]
+
+    @property
+    def first_seq(self) -> int:
+        return self.seq[0]
+
+    @property
+    def last_seq(self) -> int:
+        return self.seq[-1]
+
+    @property
+    def count(self) -> int:
+        return len(self.seq)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def code_column(self) -> tuple[str, ...]:
+        """The parameter code of every reading (the dictionary expanded)."""
+        return tuple(map(self.codes.__getitem__, self.code_idx))
+
+    def rows(self) -> list[tuple[int, int, str, float, Flag, int]]:
+        """``(seq, ts_ms, code, value, flag, grade)`` per reading, e.g. for ``executemany``."""
+        return list(
+            zip(
+                self.seq,
+                self.ts_ms,
+                map(self.codes.__getitem__, self.code_idx),
+                self.values,
+                self.flags,
+                self.grades,
+                strict=True,
+            )
+        )
+
+    def to_readings(self) -> list[Reading]:
+        return [Reading(*row) for row in self.rows()]
+
+    @classmethod
+    def from_columns(
+        cls,
+        station: str,
+        batch_seq: int,
+        created_ms: int,
+        *,
+        seq: Sequence[int],
+        ts_ms: Sequence[int],
+        code: Sequence[str],
+        values: Sequence[float],
+        flags: Sequence[Flag | str] | None = None,
+        grades: Sequence[int] | None = None,
+    ) -> Batch:
+        """Build a batch from plain per-reading columns (``code`` is one code per reading).
+
+        ``flags`` default to N and ``grades`` to 0. Nothing is validated here; :func:`encode`
+        validates.
+        """
+        index: dict[str, int] = {}
+        code_idx = tuple(index.setdefault(c, len(index)) for c in code)
+        n = len(seq)
+        return cls(
+            station=station,
+            batch_seq=batch_seq,
+            created_ms=created_ms,
+            seq=tuple(seq),
+            ts_ms=tuple(ts_ms),
+            codes=tuple(index),
+            code_idx=code_idx,
+            values=tuple(math.nan if math.isnan(v) else float(v) for v in values),
+            flags=(Flag.N,) * n
+            if flags is None
+            else tuple(cast(Flag, _FLAG_OF.get(f, f)) for f in flags),
+            grades=(NOT_GRADED,) * n if grades is None else tuple(grades),
+        )
+
+    @classmethod
+    def from_readings(
+        cls, station: str, batch_seq: int, created_ms: int, readings: Iterable[Reading]
+    ) -> Batch:
+        """Build a batch from readings already in seq order."""
+        rs = list(readings)
+        return cls.from_columns(
+            station,
+            batch_seq,
+            created_ms,
+            seq=[r.seq for r in rs],
+            ts_ms=[r.ts_ms for r in rs],
+            code=[r.code for r in rs],
+            values=[r.value for r in rs],
+            flags=[r.flag for r in rs],
+            grades=[r.grade for r in rs],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The centre has committed batch ``batch_seq`` (readings ``first_seq..last_seq``).
+
+    ``ranges``, if not empty, lists exactly which reading seq ranges inside
+    ``first_seq..last_seq`` the centre now holds (ascending, not overlapping); empty means every
+    reading of the batch as sent.
+    """
+
+    KIND: ClassVar[Kind] = Kind.ACK
+
+    station: str
+    batch_seq: int
+    first_seq: int
+    last_seq: int
+    time_ms: int
+    ranges: tuple[SeqRange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ResendRequest:
+    """The centre asks a station to send these inclusive reading seq ranges again."""
+
+    KIND: ClassVar[Kind] = Kind.RESEND
+
+    station: str
+    ranges: tuple[SeqRange, ...]
+    time_ms: int
+    reason: str = "gap"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Station heartbeat. ``online=False`` is the MQTT last will (see :meth:`last_will`).
+
+    ``oldest_unacked_age_s`` is None when nothing is waiting for an ack; ``last_acked_seq`` is
+    None before the first ack; ``clock_offset_s`` (station clock minus reference, seconds) is None
+    when unknown. ``bus_utilisation`` values are fractions 0..1.
+    """
+
+    KIND: ClassVar[Kind] = Kind.STATUS
+
+    station: str
+    time_ms: int
+    online: bool = True
+    agent_version: str = ""
+    buffer_depth: int = 0
+    oldest_unacked_age_s: float | None = None
+    last_acked_seq: int | None = None
+    dropped: int = 0
+    device_errors: dict[str, int] = field(default_factory=dict)
+    bus_utilisation: dict[str, float] = field(default_factory=dict)
+    clock_offset_s: float | None = None
+    extra: dict[str, Scalar] = field(default_factory=dict)
+
+    @classmethod
+    def last_will(cls, station: str, time_ms: int, agent_version: str = "") -> Status:
+        """The status a station registers as its last will when it connects."""
+        return cls(station=station, time_ms=time_ms, online=False, agent_version=agent_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An alarm or notable occurrence at a station.
+
+    ``event_id`` increases per station. ``kind`` is a short lower-case tag such as
+    ``"exceedance"``, ``"device-fault"`` or ``"clock"``; ``code`` is the parameter code concerned,
+    if any.
+    """
+
+    KIND: ClassVar[Kind] = Kind.EVENT
+
+    station: str
+    time_ms: int
+    event_id: int
+    kind: str
+    message: str
+    severity: Severity = Severity.WARNING
+    code: str | None = None
+    details: dict[str, Scalar] = field(default_factory=dict)
+
+
+Message = Batch | Ack | ResendRequest | Status | Event
+
+
+def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
+    """Collapse ascending seq numbers into inclusive ranges: ``[1,2,3,7]`` -> ``((1,3),(7,7))``."""
+    out: list[SeqRange] = []
+    start = prev = None
+    for s in seqs:
+        if prev is not None and s == prev + 1:
+            prev = s
+            continue
+        if start is not None and prev is not None:
+            out.append((start, prev))
+        start = prev = s
+    if start is not None and prev is not None:
+        out.append((start, prev))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers (shared by encode and decode)
+
+
+def _fail(kind: str, reason: str) -> NoReturn:
+    raise WireFormatError(f"{kind}: {reason}")
+
+
+_TYPE_NAMES = {
+    tuple: "array",
+    list: "array",
+    dict: "map",
+    bytes: "bin",
+    str: "string",
+    type(None): "nil",
+    bool: "bool",
+    int: "int",
+    float: "float",
+}
+
+
+def _tn(x: object) -> str:
+    """msgpack's name for the type of a decoded value."""
+    return _TYPE_NAMES.get(type(x), type(x).__name__)
+
+
+def _keys(d: dict[str, Any], expected: frozenset[str], kind: str) -> None:
+    if d.keys() != expected:
+        missing = sorted(expected - d.keys())
+        unknown = sorted(d.keys() - expected, key=repr)
+        parts = []
+        if missing:
+            parts.append("missing field(s) " + ", ".join(map(repr, missing)))
+        if unknown:
+            parts.append("unknown field(s) " + ", ".join(map(repr, unknown)))
+        _fail(kind, "; ".join(parts))
+
+
+def _int(d: dict[str, Any], key: str, kind: str, lo: int = 0, hi: int = U63_MAX) -> int:
+    x = d[key]
+    if type(x) is not int:
+        _fail(kind, f"field {key!r} must be an int, got {_tn(x)}")
+    if not lo <= x <= hi:
+        _fail(kind, f"field {key!r} = {x} is out of range {lo}..{hi}")
+    return x
+
+
+def _opt_int(d: dict[str, Any], key: str, kind: str) -> int | None:
+    return None if d[key] is None else _int(d, key, kind)
+
+
+def _float(d: dict[str, Any], key: str, kind: str, lo: float = _NINF, hi: float = _INF) -> float:
+    x = d[key]
+    if type(x) is not float:
+        _fail(kind, f"field {key!r} must be a float, got {_tn(x)}")
+    if not (math.isfinite(x) and lo <= x <= hi):
+        _fail(kind, f"field {key!r} = {x!r} is not a finite number in {lo}..{hi}")
+    return x
+
+
+def _opt_float(d: dict[str, Any], key: str, kind: str, lo: float = _NINF) -> float | None:
+    return None if d[key] is None else _float(d, key, kind, lo)
+
+
+def _str(d: dict[str, Any], key: str, kind: str, max_len: int, min_len: int = 0) -> str:
+    x = d[key]
+    if type(x) is not str:
+        _fail(kind, f"field {key!r} must be a string, got {_tn(x)}")
+    if not min_len <= len(x) <= max_len:
+        _fail(kind, f"field {key!r} must be {min_len}..{max_len} characters, got {len(x)}")
+    return x
+
+
+def _station(d: dict[str, Any], kind: str) -> str:
+    x = d["station"]
+    if type(x) is not str:
+        _fail(kind, f"field 'station' must be a string, got {_tn(x)}")
+    if STATION_RE.fullmatch(x) is None:
+        _fail(kind, f"invalid station id {x[:80]!r}: must match [A-Za-z0-9_.-]{{1,64}}")
+    return x
+
+
+def _tuple(d: dict[str, Any], key: str, kind: str) -> tuple[Any, ...]:
+    x = d[key]
+    if type(x) is not tuple:
+        _fail(kind, f"field {key!r} must be an array, got {_tn(x)}")
+    return x
+
+
+def _all_of(col: tuple[Any, ...], typ: type, key: str, kind: str) -> None:
+    if col and set(map(type, col)) != {typ}:
+        i = next(i for i, x in enumerate(col) if type(x) is not typ)
+        _fail(kind, f"column {key!r}[{i}] must be {typ.__name__}, got {_tn(col[i])}")
+
+
+def _ranges(d: dict[str, Any], key: str, kind: str) -> tuple[SeqRange, ...]:
+    rs = _tuple(d, key, kind)
+    prev = -1
+    for i, r in enumerate(rs):
+        if not (type(r) is tuple and len(r) == 2 and type(r[0]) is int and type(r[1]) is int):
+            _fail(kind, f"{key}[{i}] must be a [first, last] pair of ints")
+        a, b = r
+        if not 0 <= a <= b <= U63_MAX:
+            _fail(kind, f"{key}[{i}] = [{a}, {b}] is not a valid range (need 0 <= first <= last)")
+        if a <= prev:
+            _fail(kind, f"{key}[{i}] = [{a}, {b}] overlaps or is out of order")
+        prev = b
+    return rs
+
+
+def _names(d: dict[str, Any], key: str, kind: str) -> dict[str, Any]:
+    x = d[key]
+    if type(x) is not dict:
+        _fail(kind, f"field {key!r} must be a map, got {_tn(x)}")
+    if len(x) > DICT_MAX:
+        _fail(kind, f"field {key!r} has {len(x)} entries, above the maximum {DICT_MAX}")
+    for k in x:
+        if type(k) is not str or not 1 <= len(k) <= NAME_MAX:
+            _fail(kind, f"field {key!r}: keys must be strings of 1..{NAME_MAX} characters")
+    return x
+
+
+def _scalars(d: dict[str, Any], key: str, kind: str) -> dict[str, Scalar]:
+    x = _names(d, key, kind)
+    for k, v in x.items():
+        t = type(v)
+        if v is None or t is bool:
+            continue
+        if t is int:
+            if not I64_MIN <= v <= U63_MAX:
+                _fail(kind, f"{key}[{k!r}] = {v} does not fit in 64 bits")
+        elif t is float:
+            if not math.isfinite(v):
+                _fail(kind, f"{key}[{k!r}] must be finite, got {v!r}")
+        elif t is str:
+            if len(v) > TEXT_MAX:
+                _fail(kind, f"{key}[{k!r}] is longer than {TEXT_MAX} characters")
+        else:
+            _fail(kind, f"{key}[{k!r}] must be a string, number, bool or nil, got {_tn(v)}")
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# per-kind wire mapping
+
+_BATCH_KEYS = frozenset(
+    ("v", "k", "station", "bseq", "first", "last", "created", "n", "seq", "ts", "codes", "ci")
+).union(("val", "flag", "grade"))
+_ACK_KEYS = frozenset(("v", "k", "station", "bseq", "first", "last", "t", "ranges"))
+_RESEND_KEYS = frozenset(("v", "k", "station", "ranges", "reason", "t"))
+_STATUS_KEYS = frozenset(
+    ("v", "k", "station", "t", "online", "agent", "buffer", "oldest_age", "last_ack")
+).union(("dropped", "dev_err", "bus_util", "clock_offset", "extra"))
+_EVENT_KEYS = frozenset(
+    ("v", "k", "station", "t", "id", "kind", "code", "msg", "severity", "details")
+)
+
+
+def _deltas(col: Sequence[int]) -> list[int]:
+    """First value, then successive differences."""
+    if not col:
+        return []
+    out = [col[0]]
+    out += [b - a for a, b in pairwise(col)]
+    return out
+
+
+def _batch_to_wire(m: Batch) -> dict[str, Any]:
+    vals: Sequence[float] = m.values
+    if set(map(type, vals)) != {float}:
+        vals = [float(v) for v in vals]
+    if not all(map(float.__eq__, vals, vals)):  # canonical NaN bytes
+        vals = [math.nan if math.isnan(v) else v for v in vals]
+    return {
+        "v": VERSION,
+        "k": Kind.BATCH.value,
+        "station": m.station,
+        "bseq": m.batch_seq,
+        "first": m.seq[0] if m.seq else 0,
+        "last": m.seq[-1] if m.seq else 0,
+        "created": m.created_ms,
+        "n": len(m.seq),
+        "seq": tuple(_deltas(m.seq)),
+        "ts": tuple(_deltas(m.ts_ms)),
+        "codes": tuple(m.codes),
+        "ci": tuple(m.code_idx),
+        "val": tuple(vals),
+        "flag": "".join(m.flags),
+        "grade": bytes(m.grades),
+    }
+
+
+def _batch_from_wire(d: dict[str, Any]) -> Batch:
+    kn = "batch"
+    _keys(d, _BATCH_KEYS, kn)
+    station = _station(d, kn)
+    bseq = _int(d, "bseq", kn)
+    first = _int(d, "first", kn)
+    last = _int(d, "last", kn)
+    created = _int(d, "created", kn)
+    n = _int(d, "n", kn)
+    if n == 0:
+        _fail(kn, "batch has no readings (n = 0)")
+    seq_d = _tuple(d, "seq", kn)
+    ts_d = _tuple(d, "ts", kn)
+    codes = _tuple(d, "codes", kn)
+    ci = _tuple(d, "ci", kn)
+    vals = _tuple(d, "val", kn)
+    fl = d["flag"]
+    if type(fl) is not str:
+        _fail(kn, f"field 'flag' must be a string of flag letters, got {_tn(fl)}")
+    gr = d["grade"]
+    if type(gr) is not bytes:
+        _fail(kn, f"field 'grade' must be binary (one byte per reading), got {_tn(gr)}")
+    for key, col in (("seq", seq_d), ("ts", ts_d), ("ci", ci), ("val", vals), ("flag", fl)):
+        if len(col) != n:
+            _fail(kn, f"column {key!r} has {len(col)} entries but the header count n = {n}")
+    if len(gr) != n:
+        _fail(kn, f"column 'grade' has {len(gr)} entries but the header count n = {n}")
+
+    # seq: first value, then deltas >= 1
+    _all_of(seq_d, int, "seq", kn)
+    if seq_d[0] != first:
+        _fail(kn, f"header first = {first} but the seq column starts at {seq_d[0]}")
+    if n > 1 and min(seq_d[1:]) < 1:
+        i = next(i for i in range(1, n) if seq_d[i] < 1)
+        _fail(kn, f"seq is not strictly increasing at index {i}")
+    seq = tuple(accumulate(seq_d))
+    if seq[-1] != last:
+        _fail(kn, f"header last = {last} but the seq column ends at {seq[-1]}")
+
+    # ts: first value, then signed deltas
+    _all_of(ts_d, int, "ts", kn)
+    ts = tuple(accumulate(ts_d))
+    if min(ts) < 0 or max(ts) > U63_MAX:
+        _fail(kn, "column 'ts' has a time outside 0..2**63-1 ms")
+
+    # code dictionary
+    for i, c in enumerate(codes):
+        if type(c) is not str or CODE_RE.fullmatch(c) is None:
+            _fail(kn, f"codes[{i}] = {c!r} is not a parameter code ([A-Za-z0-9_-]{{1,32}})")
+    if len(set(codes)) != len(codes):
+        _fail(kn, "the code dictionary has duplicate entries")
+    _all_of(ci, int, "ci", kn)
+    if min(ci) < 0 or max(ci) >= len(codes):
+        _fail(kn, f"column 'ci' indexes outside the code dictionary (0..{len(codes) - 1})")
+    if len(set(ci)) != len(codes):
+        _fail(kn, "the code dictionary has entries no reading uses")
+
+    # values: float64, NaN = missing, no infinities
+    _all_of(vals, float, "val", kn)
+    if _INF in vals or _NINF in vals:
+        _fail(kn, "column 'val' holds an infinity (use NaN for missing)")
+    if not all(map(float.__eq__, vals, vals)):
+        vals = tuple(math.nan if math.isnan(v) else v for v in vals)
+
+    if not _FLAG_CHARS.issuperset(fl):
+        i = next(i for i, c in enumerate(fl) if c not in _FLAG_CHARS)
+        _fail(kn, f"unknown flag {fl[i]!r} at index {i}; known flags: {_KNOWN_FLAGS}")
+    if max(gr) > MAX_GRADE:
+        i = next(i for i, g in enumerate(gr) if g > MAX_GRADE)
+        _fail(kn, f"grade {gr[i]} at index {i} is out of range 0..{MAX_GRADE}")
+
+    return Batch(
+        station=station,
+        batch_seq=bseq,
+        created_ms=created,
+        seq=seq,
+        ts_ms=ts,
+        codes=codes,
+        code_idx=ci,
+        values=vals,
+        flags=tuple(map(_FLAG_OF.__getitem__, fl)),
+        grades=tuple(gr),
+    )
+
+
+def _ack_to_wire(m: Ack) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "k": Kind.ACK.value,
+        "station": m.station,
+        "bseq": m.batch_seq,
+        "first": m.first_seq,
+        "last": m.last_seq,
+        "t": m.time_ms,
+        "ranges": tuple((a, b) for a, b in m.ranges),
+    }
+
+
+def _ack_from_wire(d: dict[str, Any]) -> Ack:
+    kn = "ack"
+    _keys(d, _ACK_KEYS, kn)
+    station = _station(d, kn)
+    first = _int(d, "first", kn)
+    last = _int(d, "last", kn)
+    if first > last:
+        _fail(kn, f"first = {first} is after last = {last}")
+    ranges = _ranges(d, "ranges", kn)
+    if ranges and not (first <= ranges[0][0] and ranges[-1][1] <= last):
+        _fail(kn, f"ranges fall outside first..last = {first}..{last}")
+    return Ack(
+        station=station,
+        batch_seq=_int(d, "bseq", kn),
+        first_seq=first,
+        last_seq=last,
+        time_ms=_int(d, "t", kn),
+        ranges=ranges,
+    )
+
+
+def _resend_to_wire(m: ResendRequest) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "k": Kind.RESEND.value,
+        "station": m.station,
+        "ranges": tuple((a, b) for a, b in m.ranges),
+        "reason": m.reason,
+        "t": m.time_ms,
+    }
+
+
+def _resend_from_wire(d: dict[str, Any]) -> ResendRequest:
+    kn = "resend"
+    _keys(d, _RESEND_KEYS, kn)
+    station = _station(d, kn)
+    ranges = _ranges(d, "ranges", kn)
+    if not ranges:
+        _fail(kn, "no ranges requested")
+    return ResendRequest(
+        station=station,
+        ranges=ranges,
+        time_ms=_int(d, "t", kn),
+        reason=_str(d, "reason", kn, SHORT_MAX),
+    )
+
+
+def _opt_to_float(x: float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _status_to_wire(m: Status) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "k": Kind.STATUS.value,
+        "station": m.station,
+        "t": m.time_ms,
+        "online": m.online,
+        "agent": m.agent_version,
+        "buffer": m.buffer_depth,
+        "oldest_age": _opt_to_float(m.oldest_unacked_age_s),
+        "last_ack": m.last_acked_seq,
+        "dropped": m.dropped,
+        "dev_err": dict(sorted(m.device_errors.items())),
+        "bus_util": {k: float(v) for k, v in sorted(m.bus_utilisation.items())},
+        "clock_offset": _opt_to_float(m.clock_offset_s),
+        "extra": dict(sorted(m.extra.items())),
+    }
+
+
+def _status_from_wire(d: dict[str, Any]) -> Status:
+    kn = "status"
+    _keys(d, _STATUS_KEYS, kn)
+    station = _station(d, kn)
+    online = d["online"]
+    if type(online) is not bool:
+        _fail(kn, f"field 'online' must be a bool, got {_tn(online)}")
+    dev_err = _names(d, "dev_err", kn)
+    for k, v in dev_err.items():
+        if type(v) is not int or not 0 <= v <= U63_MAX:
+            _fail(kn, f"dev_err[{k!r}] must be a non-negative int, got {v!r}")
+    bus = _names(d, "bus_util", kn)
+    for k, v in bus.items():
+        if type(v) is not float or not 0.0 <= v <= 1.0:
+            _fail(kn, f"bus_util[{k!r}] must be a float in 0..1, got {v!r}")
+    return Status(
+        station=station,
+        time_ms=_int(d, "t", kn),
+        online=online,
+        agent_version=_str(d, "agent", kn, SHORT_MAX),
+        buffer_depth=_int(d, "buffer", kn),
+        oldest_unacked_age_s=_opt_float(d, "oldest_age", kn, 0.0),
+        last_acked_seq=_opt_int(d, "last_ack", kn),
+        dropped=_int(d, "dropped", kn),
+        device_errors=dev_err,
+        bus_utilisation=bus,
+        clock_offset_s=_opt_float(d, "clock_offset", kn),
+        extra=_scalars(d, "extra", kn),
+    )
+
+
+def _event_to_wire(m: Event) -> dict[str, Any]:
+    return {
+        "v": VERSION,
+        "k": Kind.EVENT.value,
+        "station": m.station,
+        "t": m.time_ms,
+        "id": m.event_id,
+        "kind": m.kind,
+        "code": m.code,
+        "msg": m.message,
+        "severity": str(m.severity),
+        "details": dict(sorted(m.details.items())),
+    }
+
+
+def _event_from_wire(d: dict[str, Any]) -> Event:
+    kn = "event"
+    _keys(d, _EVENT_KEYS, kn)
+    station = _station(d, kn)
+    kind = d["kind"]
+    if type(kind) is not str or EVENT_KIND_RE.fullmatch(kind) is None:
+        _fail(kn, f"field 'kind' = {kind!r} must match [a-z][a-z0-9-]{{0,31}}")
+    code = d["code"]
+    if code is not None and (type(code) is not str or CODE_RE.fullmatch(code) is None):
+        _fail(kn, f"field 'code' = {code!r} is not a parameter code or nil")
+    sev = d["severity"]
+    severity = _SEVERITY_OF.get(sev) if type(sev) is str else None
+    if severity is None:
+        known = ", ".join(s.value for s in Severity)
+        _fail(kn, f"unknown severity {sev!r}; known: {known}")
+    return Event(
+        station=station,
+        time_ms=_int(d, "t", kn),
+        event_id=_int(d, "id", kn),
+        kind=kind,
+        message=_str(d, "msg", kn, TEXT_MAX),
+        severity=severity,
+        code=code,
+        details=_scalars(d, "details", kn),
+    )
+
+
+_FROM_WIRE: dict[str, Callable[[dict[str, Any]], Message]] = {
+    Kind.BATCH.value: _batch_from_wire,
+    Kind.ACK.value: _ack_from_wire,
+    Kind.RESEND.value: _resend_from_wire,
+    Kind.STATUS.value: _status_from_wire,
+    Kind.EVENT.value: _event_from_wire,
+}
+
+_TO_WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Batch: _batch_to_wire,
+    Ack: _ack_to_wire,
+    ResendRequest: _resend_to_wire,
+    Status: _status_to_wire,
+    Event: _event_to_wire,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# encode / decode
+
+
+def encode(msg: Message) -> bytes:
+    """Validate ``msg`` and pack it. Deterministic: equal messages give equal bytes.
+
+    Raises :class:`WireFormatError` if the message would not pass :func:`decode`.
+    """
+    to_wire = _TO_WIRE.get(type(msg))
+    if to_wire is None:
+        raise WireFormatError(f"cannot encode a {_tn(msg)}: not a wire message")
+    try:
+        wire = to_wire(msg)
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise WireFormatError(f"{msg.KIND.value}: cannot encode: {e}") from None
+    # Validate with exactly the code decode uses. Tuples stand in for arrays as after unpacking.
+    _FROM_WIRE[msg.KIND.value](wire)
+    try:
+        out: bytes = msgpack.packb(wire, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise WireFormatError(f"{msg.KIND.value}: cannot encode: {e}") from None
+    return out
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+
+def _pairs(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[Any] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def _unpack(data: bytes, max_size: int) -> object:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireFormatError(f"message must be bytes, got {_tn(data)}")
+    size = len(data)
+    if size > max_size:
+        raise WireFormatError(f"message is {size} bytes, above the maximum of {max_size}")
+    if size == 0:
+        raise WireFormatError("empty message")
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        use_list=False,
+        strict_map_key=True,
+        object_pairs_hook=_pairs,
+        max_buffer_size=size,
+    )
+    try:
+        unpacker.feed(data)
+        obj = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise WireFormatError("truncated message: the msgpack data ends early") from None
+    except _DuplicateKey as e:
+        raise WireFormatError(f"a map repeats the key {e.key!r}") from None
+    except UnicodeDecodeError:
+        raise WireFormatError("not msgpack: a string is not valid UTF-8") from None
+    except ValueError as e:
+        text = str(e)
+        if "exceeds max_" in text:
+            raise WireFormatError(f"truncated message: {text}") from None
+        raise WireFormatError(f"not msgpack: {text or type(e).__name__}") from None
+    except msgpack.FormatError:
+        raise WireFormatError("not msgpack: invalid type byte") from None
+    except Exception as e:  # the unpacker's other errors (StackError, ...)
+        raise WireFormatError(f"not msgpack: {type(e).__name__} {e}".rstrip()) from None
+    if unpacker.tell() != size:
+        if type(obj) is not dict:
+            raise WireFormatError(
+                f"not a wire message: starts with a msgpack {_tn(obj)}, not a map"
+            )
+        raise WireFormatError(f"{size - unpacker.tell()} trailing byte(s) after the message")
+    return obj
+
+
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX) -> Message:
+    """Unpack and validate one message of any kind.
+
+    Raises :class:`WireFormatError` (and nothing else) for anything that is not exactly one valid
+    v1 message of at most ``max_size`` bytes.
+    """
+    obj = _unpack(data, max_size)
+    if type(obj) is not dict:
+        raise WireFormatError(f"message must be a map, got {_tn(obj)}")
+    v = obj.get("v")
+    if type(v) is not int or v != VERSION:
+        raise WireFormatError(f"unknown format version {v!r} (this decoder reads v{VERSION})")
+    k = obj.get("k")
+    from_wire = _FROM_WIRE.get(k) if type(k) is str else None
+    if from_wire is None:
+        known = ", ".join(_FROM_WIRE)
+        raise WireFormatError(f"unknown message kind {k!r}; known: {known}")
+    return from_wire(obj)
+
+
+M = TypeVar("M", Batch, Ack, ResendRequest, Status, Event)
+
+
+def _decode_as(cls: type[M], data: bytes, max_size: int) -> M:
+    msg = decode(data, max_size=max_size)
+    if not isinstance(msg, cls):
+        raise WireFormatError(f"expected a {cls.KIND.value} message, got {msg.KIND.value}")
+    return msg
+
+
+def decode_batch(data: bytes, *, max_size: int = DEFAULT_MAX) -> Batch:
+    return _decode_as(Batch, data, max_size)
+
+
+def decode_ack(data: bytes, *, max_size: int = DEFAULT_MAX) -> Ack:
+    return _decode_as(Ack, data, max_size)
+
+
+def decode_resend(data: bytes, *, max_size: int = DEFAULT_MAX) -> ResendRequest:
+    return _decode_as(ResendRequest, data, max_size)
+
+
+def decode_status(data: bytes, *, max_size: int = DEFAULT_MAX) -> Status:
+    return _decode_as(Status, data, max_size)
+
+
+def decode_event(data: bytes, *, max_size: int = DEFAULT_MAX) -> Event:
+    return _decode_as(Event, data, max_size)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON form (golden vectors, ``sanduan wire decode --json``)
+
+_CLASSES: dict[str, type[Message]] = {
+    Kind.BATCH.value: Batch,
+    Kind.ACK.value: Ack,
+    Kind.RESEND.value: ResendRequest,
+    Kind.STATUS.value: Status,
+    Kind.EVENT.value: Event,
+}
+
+
+def to_json_obj(msg: Message) -> dict[str, Any]:
+    """A JSON-ready dict of ``msg``: ``"k"`` (the kind tag) plus the dataclass fields by name.
+
+    Tuples become lists, NaN values become null, flags and severity their letters/words. A batch
+    also gets the derived ``first_seq``, ``last_seq`` and ``count`` (ignored by
+    :func:`from_json_obj`).
+    """
+    out: dict[str, Any] = {"k": msg.KIND.value}
+    if isinstance(msg, Batch):
+        out |= {"first_seq": msg.first_seq, "last_seq": msg.last_seq, "count": msg.count}
+    for f in fields(msg):
+        x = getattr(msg, f.name)
+        if f.name == "values":
+            x = [None if math.isnan(v) else v for v in x]
+        elif f.name == "flags":
+            x = [str(c) for c in x]
+        elif f.name == "ranges":
+            x = [list(r) for r in x]
+        elif isinstance(x, enum.Enum):
+            x = x.value
+        elif isinstance(x, tuple):
+            x = list(x)
+        elif isinstance(x, dict):
+            x = dict(x)
+        out[f.name] = x
+    return out
+
+
+def from_json_obj(obj: Mapping[str, Any]) -> Message:
+    """The inverse of :func:`to_json_obj`; the result is validated only when encoded."""
+    try:
+        cls = _CLASSES[obj["k"]]
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in obj:
+                continue
+            x = obj[f.name]
+            if f.name == "values":
+                x = tuple(math.nan if v is None else float(v) for v in x)
+            elif f.name == "flags":
+                x = tuple(Flag(c) for c in x)
+            elif f.name == "ranges":
+                x = tuple((int(a), int(b)) for a, b in x)
+            elif f.name == "severity":
+                x = Severity(x)
+            elif isinstance(x, list):
+                x = tuple(x)
+            kw[f.name] = x
+        return cls(**kw)
+    except (KeyError, TypeError, ValueError) as e:
+        raise WireFormatError(f"bad JSON message: {type(e).__name__} {e}") from None
