@@ -188,6 +188,10 @@ class UplinkConfig(MqttConfig):
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_batches_per_s: Annotated[float, Field(gt=0)] = 20.0
     max_inflight_batches: Annotated[int, Field(ge=1, le=1000)] = 20
+    reconnect_max_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    """Longest wait between reconnect attempts (the wait doubles from 1 s up to this)."""
+    session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 86_400
+    """MQTT 5 session expiry: how long the broker keeps the station's session while offline."""
 
 
 class GradingConfig(Strict):
@@ -206,6 +210,14 @@ class DeviceConfig(Strict):
     pause_s: Annotated[float, Field(ge=0, le=10)] = 0.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
     degraded_after: Annotated[int, Field(ge=1)] = 3
+    turnaround_s: Annotated[float, Field(ge=0, le=10)] = 0.010
+    """The device's response latency (end of request to start of reply), for the bus-time
+    estimate of ``sanduan edge check-config``; analyzers are often slower than sondes."""
+    max_gap: Annotated[int | None, Field(ge=0, le=124)] = None
+    """Overrides the bus's ``max_gap`` (0 for a device that refuses to read unmapped
+    registers)."""
+    max_read_count: Annotated[int, Field(ge=1, le=125)] = 125
+    """Most registers the device answers in one read (125 is the Modbus limit)."""
 
     @model_validator(mode="after")
     def _one_map(self) -> DeviceConfig:
@@ -226,6 +238,9 @@ class BusConfig(Strict):
     bytesize: Literal[7, 8] = 8
     max_gap: Annotated[int, Field(ge=0, le=124)] = 10
     """Unwanted registers that may be read and discarded to merge two reads into one."""
+    silence_s: Annotated[float | None, Field(ge=0, le=1)] = None
+    """Silence kept on the line before each request. Default: the Modbus RTU inter-frame gap
+    (3.5 character times, 1.75 ms above 19200 baud); 0 for virtual ports and RTU-over-TCP."""
     device: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -298,12 +313,22 @@ class CentralSection(Strict):
 class CollectorMqttConfig(MqttConfig):
     group: str | None = None
     """Shared-subscription group: collectors with the same group split the stations."""
+    session_expiry_s: Annotated[int, Field(ge=0)] = 86_400
+    """How long the broker keeps the collector's session (subscriptions and unacknowledged
+    messages) while it is disconnected (MQTT 5; 3.1.1 sessions never expire)."""
 
 
 class IngestConfig(Strict):
     max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     gap_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     resend_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    gap_give_up_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
+    """A gap open this long is dropped: the station no longer holds those readings."""
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Threads writing to the store (each with its own connection; useful with PostgreSQL)."""
+    max_pending: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Messages received but not yet handled; the collector stops reading from the broker
+    when this many are waiting."""
 
 
 class ValidityConfig(Strict):

@@ -1,0 +1,589 @@
+"""The bus shell: one asyncio task owns one serial port and polls the Modbus RTU slaves on it.
+
+Interface (what the agent calls)::
+
+    from sanduan.edge.devices import load_station
+    from sanduan.edge.io.bus import BusPoller, Sink
+
+    config, plans = load_station("station.toml")          # ConfigError on a bad file
+    pollers = [BusPoller(plan, clock, sink) for plan in plans]
+    tasks = [asyncio.create_task(p.run(), name=f"bus {p.name}") for p in pollers]
+    ...
+    poller.snapshot()            # heartbeat: per-device stats, measured bus utilisation
+
+- ``BusPoller(plan: BusPlan, clock: Clock, sink: Sink | None = None, *,
+  reconnect_max_s: float = 30.0)``.
+- ``Sink = Callable[[list[PolledValue]], Awaitable[None] | None]``: called (and awaited when it
+  returns an awaitable) once per successful device poll that produced values; the list holds the
+  values of that one device, all with the same ``ts_ms``. An exception raised by the sink is
+  logged and the poller carries on.
+- ``await poller.run() -> None``: poll every device on its schedule until cancelled; survives the
+  port disappearing (reopens it with backoff, 0.5 s doubling up to ``reconnect_max_s``). Closes
+  the port when cancelled.
+- ``await poller.poll_once() -> list[PolledValue]``: open the port if needed, poll every device
+  once in configuration order (ignoring due times and backoff), hand the values to the sink too,
+  return them all. Raises :class:`~sanduan.shared.errors.DeviceError` when the port cannot be
+  opened. ``await poller.close()`` closes the port.
+- ``poller.devices: dict[str, DeviceStats]`` (by device name), ``poller.stats: BusStats``,
+  ``poller.snapshot() -> dict[str, Any]`` (JSON-ready).
+
+Behaviour:
+
+- Scheduling uses the injected clock's monotonic time (:mod:`sanduan.edge.core.schedule`);
+  reading times are ``clock.time()`` taken when the device's first request is answered. Line
+  times (timeouts, ``pause_s``, the inter-frame silence, reconnect backoff) are real seconds:
+  the wire does not run faster in an accelerated rig.
+- Each device's planned requests run in order with ``pause_s`` between them; each request gets
+  ``timeout_s`` and ``retries + 1`` attempts (1 once the device is degraded). Exception replies 1-3
+  (illegal function/address/value) are not retried: they are configuration errors. The first
+  request that fails ends the device's poll, so a silent slave costs at most
+  ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
+- Errors are counted per device and per kind: ``timeout`` (no byte came back), ``crc`` (bytes
+  came back but no valid reply: CRC error, garbage, a reply from another slave, a short reply),
+  ``exception`` (an exception reply; the code is kept in ``last_exception_code``). A failed poll
+  emits nothing: no values are invented, the stats and the device state (``failing`` then
+  ``degraded``) carry the outage to the heartbeat. Logs (logger ``sanduan.edge.bus``) name the
+  bus, the device, its slave id and the register block.
+- Flags: each value gets the most severe flag of the status/quality registers that apply to it
+  (D > F > M > C > T > N). A value the device reports as missing (a sentinel, NaN) is emitted as
+  NaN flagged D when no register says worse: an invalid value must never count as normal.
+- Analyzers (a profile with a ``result_time`` register): values carry the analyzer's result time
+  and are emitted only when it differs from the last emitted one, so one cycle's result is
+  emitted once. A result time more than 10 minutes ahead of the read time or more than 2 days
+  behind it (an analyzer clock reset after power loss) is not trusted: the read time is used
+  and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from sanduan.edge.core.model import PolledValue
+from sanduan.edge.core.plan import BusPlan, DevicePlan
+from sanduan.edge.core.schedule import DeviceState, Schedule, Transition, next_due
+from sanduan.edge.core.timing import Line
+from sanduan.shared.clock import Clock
+from sanduan.shared.errors import DeviceError
+from sanduan.shared.model import Flag
+from sanduan.shared.registers import ReadBlock, RegisterSpec
+
+__all__ = ["BusPoller", "BusStats", "DeviceStats", "Sink", "run_pollers", "worst_flag"]
+
+log = logging.getLogger("sanduan.edge.bus")
+
+Sink = Callable[[list[PolledValue]], Awaitable[None] | None]
+
+RESULT_MAX_LEAD_S = 600.0
+RESULT_MAX_AGE_S = 2 * 86_400.0
+NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
+CONNECT_TIMEOUT_S = 2.0
+
+# Most severe first: a device that is not measuring outranks an over-range value.
+_SEVERITY = {f: i for i, f in enumerate((Flag.B, Flag.D, Flag.F, Flag.M, Flag.C, Flag.T, Flag.S))}
+
+
+def worst_flag(a: Flag, b: Flag) -> Flag:
+    """The more severe of two flags (N is the least severe)."""
+    return min(a, b, key=lambda f: _SEVERITY.get(f, len(_SEVERITY)))
+
+
+@dataclass
+class DeviceStats:
+    """What the heartbeat reports for one device."""
+
+    device: str
+    slave: int
+    state: DeviceState = DeviceState.UNKNOWN
+    polls: int = 0
+    polls_ok: int = 0
+    polls_failed: int = 0
+    consecutive_failures: int = 0
+    requests: int = 0  # transactions sent, retries included
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    last_error: str = ""
+    last_exception_code: int | None = None
+    last_success_ts: float | None = None  # wall clock (clock.time())
+    values: int = 0  # values emitted
+    unchanged: int = 0  # analyzer polls whose result was already emitted
+    missed: int = 0  # schedule slots skipped because the bus was late
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "slave": self.slave,
+            "state": self.state.value,
+            "polls": self.polls,
+            "polls_ok": self.polls_ok,
+            "polls_failed": self.polls_failed,
+            "consecutive_failures": self.consecutive_failures,
+            "requests": self.requests,
+            "errors": dict(self.errors),
+            "last_error": self.last_error,
+            "last_exception_code": self.last_exception_code,
+            "last_success_ts": self.last_success_ts,
+            "values": self.values,
+            "unchanged": self.unchanged,
+            "missed": self.missed,
+        }
+
+
+@dataclass
+class BusStats:
+    bus: str
+    port: str
+    connected: bool = False
+    connects: int = 0  # times the port was opened
+    disconnects: int = 0  # times it was closed or lost
+    port_errors: int = 0  # failed opens and lost ports
+    requests: int = 0
+    busy_s: float = 0.0  # real seconds spent in transactions (timeouts included)
+    started: float | None = None  # time.monotonic() of the first use
+    elapsed_s: float = 0.0  # updated by snapshot() and utilisation()
+
+    def utilisation(self, now: float) -> float:
+        """Measured busy time / elapsed time since the poller started."""
+        if self.started is None:
+            return 0.0
+        self.elapsed_s = now - self.started
+        return self.busy_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: str  # timeout | crc | exception
+    detail: str
+    code: int | None = None
+
+
+class _PortLost(Exception):
+    pass
+
+
+@dataclass
+class _Device:
+    plan: DevicePlan
+    schedule: Schedule
+    stats: DeviceStats
+    last_result_time: float | None = None
+    untrusted_result_time: float | None = None
+    # profile-derived, computed once: (value spec, the flag registers that apply to it)
+    values: tuple[tuple[RegisterSpec, tuple[RegisterSpec, ...]], ...] = ()
+    result_time: RegisterSpec | None = None
+
+    def __post_init__(self) -> None:
+        profile = self.plan.profile
+        flag_regs = profile.flag_registers
+        self.values = tuple(
+            (spec, tuple(r for r in flag_regs if r.applies(spec.code or "")))
+            for spec in profile.values
+        )
+        self.result_time = profile.result_time
+
+
+class BusPoller:
+    """Owns one serial port; polls the devices of one :class:`BusPlan` (see the module doc)."""
+
+    def __init__(
+        self,
+        plan: BusPlan,
+        clock: Clock,
+        sink: Sink | None = None,
+        *,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.plan = plan
+        self.clock = clock
+        self.sink = sink
+        self.reconnect_max_s = reconnect_max_s
+        bus = plan.config
+        self.line = Line.of(bus)
+        self.silence_s = self.line.gap_s if bus.silence_s is None else bus.silence_s
+        self.stats = BusStats(bus.name, bus.port)
+        anchor = clock.monotonic()
+        self._devs: list[_Device] = []
+        for dp in plan.devices:
+            cfg = dp.config
+            sched = Schedule(
+                period_s=cfg.poll_period_s,
+                anchor=anchor,
+                retries=cfg.retries,
+                backoff_max_s=cfg.backoff_max_s,
+                degraded_after=cfg.degraded_after,
+            )
+            self._devs.append(_Device(dp, sched, DeviceStats(dp.name, dp.slave)))
+        self.devices: dict[str, DeviceStats] = {d.plan.name: d.stats for d in self._devs}
+        self._client: Any = None
+        self._rx_seen = False
+        self._last_io = -math.inf
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    # -- port ------------------------------------------------------------------------------
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._rx_seen = True
+        return data
+
+    def _connection(self, up: bool) -> None:
+        if up:
+            self.stats.connects += 1
+        elif self.stats.connected:
+            self.stats.disconnects += 1
+        self.stats.connected = up
+
+    @staticmethod
+    def _loop_time() -> float:
+        # Physical line time (busy time, inter-frame silence): real seconds, never scaled.
+        return time.monotonic()
+
+    def _mark_started(self) -> None:
+        if self.stats.started is None:
+            self.stats.started = self._loop_time()
+
+    async def _connect(self) -> bool:
+        bus = self.plan.config
+        client = AsyncModbusSerialClient(
+            bus.port,
+            framer=FramerType.RTU,
+            baudrate=bus.baudrate,
+            bytesize=bus.bytesize,
+            parity=bus.parity,
+            stopbits=bus.stopbits,
+            timeout=CONNECT_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,  # this poller reopens the port itself
+            trace_packet=self._trace,
+            trace_connect=self._connection,
+        )
+        client.set_max_no_responses(1 << 30)  # a silent slave is no reason to drop the port
+        try:
+            ok = bool(await client.connect())
+        except (OSError, ModbusException) as exc:
+            log.debug("bus %s: opening %s failed: %s", bus.name, bus.port, exc)
+            ok = False
+        if not ok:
+            with contextlib.suppress(Exception):
+                client.close()
+            return False
+        self._client = client
+        log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
+        return True
+
+    async def _connect_with_backoff(self) -> None:
+        delay = 0.5
+        while not await self._connect():
+            self.stats.port_errors += 1
+            log.warning(
+                "bus %s: cannot open serial port %s; retrying in %.1f s",
+                self.name,
+                self.plan.config.port,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._connection(False)
+
+    async def close(self) -> None:
+        """Close the serial port (``run`` does it when cancelled)."""
+        await self._drop_client()
+
+    # -- one transaction ---------------------------------------------------------------------
+
+    async def _transact(
+        self, dev: _Device, block: ReadBlock, attempts: int
+    ) -> list[int] | _Failure:
+        cfg = dev.plan.config
+        failure = _Failure("timeout", "no reply")
+        for attempt in range(1, attempts + 1):
+            client = self._client
+            if client is None:
+                raise _PortLost
+            wait = self._last_io + self.silence_s - self._loop_time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._rx_seen = False
+            client.ctx.comm_params.timeout_connect = cfg.timeout_s
+            t0 = self._loop_time()
+            try:
+                if block.function == 3:
+                    rr = await client.read_holding_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
+                else:
+                    rr = await client.read_input_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
+            except ConnectionException as exc:
+                self._account(dev, t0)
+                self.stats.port_errors += 1
+                log.warning("bus %s: serial port %s lost: %s", self.name, self.stats.port, exc)
+                raise _PortLost from exc
+            except ModbusIOException as exc:
+                self._account(dev, t0)
+                failure = (
+                    _Failure("crc", f"invalid reply ({exc.message})")
+                    if self._rx_seen
+                    else _Failure("timeout", f"no reply within {cfg.timeout_s:g} s")
+                )
+            except ModbusException as exc:
+                self._account(dev, t0)
+                failure = _Failure("crc", f"invalid reply ({exc})")
+            else:
+                self._account(dev, t0)
+                if rr.isError():
+                    code = getattr(rr, "exception_code", None)
+                    failure = _Failure("exception", f"exception reply {code}", code)
+                else:
+                    regs = list(rr.registers)
+                    if len(regs) == block.count:
+                        return regs
+                    failure = _Failure("crc", f"{len(regs)} registers in the reply")
+            dev.stats.errors[failure.kind] += 1
+            if failure.code is not None:
+                dev.stats.last_exception_code = failure.code
+            if client is not self._client or not client.connected:
+                self.stats.port_errors += 1
+                raise _PortLost
+            log.debug(
+                "bus %s: device %s (slave %d) FC%02d %#06x+%d: attempt %d/%d: %s",
+                self.name,
+                dev.plan.name,
+                dev.plan.slave,
+                block.function,
+                block.address,
+                block.count,
+                attempt,
+                attempts,
+                failure.detail,
+            )
+            if failure.code in NOT_RETRIED_EXCEPTIONS:
+                break
+        return failure
+
+    def _account(self, dev: _Device, t0: float) -> None:
+        now = self._loop_time()
+        self.stats.busy_s += now - t0
+        self.stats.requests += 1
+        dev.stats.requests += 1
+        self._last_io = now
+
+    # -- one device --------------------------------------------------------------------------
+
+    async def _poll(self, dev: _Device) -> list[PolledValue]:
+        """Poll one device, update its schedule and stats, emit and return its values."""
+        stats, sched, plan = dev.stats, dev.schedule, dev.plan
+        stats.polls += 1
+        attempts = sched.attempts
+        decoded: dict[str, float] = {}
+        read_ts: float | None = None
+        for i, block in enumerate(plan.blocks):
+            if i and plan.config.pause_s:
+                await asyncio.sleep(plan.config.pause_s)
+            result = await self._transact(dev, block, attempts)
+            if isinstance(result, _Failure):
+                self._failed(dev, block, result, attempts)
+                return []
+            if read_ts is None:
+                read_ts = self.clock.time()
+            decoded.update(block.decode(result))
+        assert read_ts is not None or not plan.blocks
+        values = self._values(dev, decoded, self.clock.time() if read_ts is None else read_ts)
+        stats.polls_ok += 1
+        stats.consecutive_failures = 0
+        stats.last_success_ts = read_ts
+        self._transition(dev, sched.success(self.clock.monotonic()))
+        stats.missed = sched.missed
+        if values:
+            stats.values += len(values)
+            await self._emit(values)
+        return values
+
+    def _failed(self, dev: _Device, block: ReadBlock, failure: _Failure, attempts: int) -> None:
+        stats, sched = dev.stats, dev.schedule
+        stats.polls_failed += 1
+        stats.consecutive_failures += 1
+        where = (
+            f"bus {self.name}: device {dev.plan.name} (slave {dev.plan.slave})"
+            f" FC{block.function:02d} {block.address:#06x}+{block.count}"
+        )
+        stats.last_error = f"{where}: {failure.detail}"
+        level = logging.INFO if sched.state is DeviceState.DEGRADED else logging.WARNING
+        log.log(
+            level,
+            "%s: %s (%d attempt%s, %d failed poll%s in a row)",
+            where,
+            failure.detail,
+            attempts,
+            "" if attempts == 1 else "s",
+            stats.consecutive_failures,
+            "" if stats.consecutive_failures == 1 else "s",
+        )
+        self._transition(dev, sched.failure(self.clock.monotonic()))
+        stats.missed = sched.missed
+
+    def _transition(self, dev: _Device, change: Transition | None) -> None:
+        dev.stats.state = dev.schedule.state
+        if change is None:
+            return
+        sched = dev.schedule
+        who = f"bus {self.name}: device {dev.plan.name} (slave {dev.plan.slave})"
+        if change.new is DeviceState.DEGRADED:
+            log.warning(
+                "%s degraded after %d failed polls; probing once every %g s at most",
+                who,
+                change.failures,
+                sched.backoff_cap * sched.period_s,
+            )
+        elif change.new is DeviceState.OK and change.old is not DeviceState.UNKNOWN:
+            log.warning("%s recovered (was %s)", who, change.old.value)
+        else:
+            log.info("%s: %s -> %s", who, change.old.value, change.new.value)
+
+    def _values(self, dev: _Device, decoded: dict[str, float], read_ts: float) -> list[PolledValue]:
+        ts = read_ts
+        rt_spec = dev.result_time
+        if rt_spec is not None:
+            rt = decoded[rt_spec.name]
+            if math.isfinite(rt) and rt > 0:
+                if rt == dev.last_result_time:
+                    dev.stats.unchanged += 1
+                    return []
+                dev.last_result_time = rt
+                if read_ts - RESULT_MAX_AGE_S <= rt <= read_ts + RESULT_MAX_LEAD_S:
+                    ts = rt
+                elif rt != dev.untrusted_result_time:
+                    dev.untrusted_result_time = rt
+                    log.warning(
+                        "bus %s: device %s (slave %d): result time %.0f is %.0f s off the read"
+                        " time; using the read time (check the analyzer's clock)",
+                        self.name,
+                        dev.plan.name,
+                        dev.plan.slave,
+                        rt,
+                        rt - read_ts,
+                    )
+        ts_ms = round(ts * 1000)
+        name = dev.plan.name
+        out = []
+        for spec, flag_regs in dev.values:
+            value = decoded[spec.name]
+            flag = _flag_of(flag_regs, decoded) if flag_regs else Flag.N
+            if math.isnan(value):
+                flag = worst_flag(flag, Flag.D)
+            out.append(PolledValue(name, spec.code or "", ts_ms, value, flag))
+        return out
+
+    async def _emit(self, values: list[PolledValue]) -> None:
+        if self.sink is None:
+            return
+        try:
+            result = self.sink(values)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "bus %s: the sink failed on %d values of device %s",
+                self.name,
+                len(values),
+                values[0].device,
+            )
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def poll_once(self) -> list[PolledValue]:
+        """Poll every device once, in configuration order; see the module docstring."""
+        self._mark_started()
+        if self._client is None and not await self._connect():
+            self.stats.port_errors += 1
+            raise DeviceError(f"bus {self.name}: cannot open serial port {self.stats.port}")
+        out: list[PolledValue] = []
+        for dev in self._devs:
+            try:
+                out.extend(await self._poll(dev))
+            except _PortLost:
+                await self._drop_client()
+                raise DeviceError(
+                    f"bus {self.name}: serial port {self.stats.port} lost while polling"
+                    f" device {dev.plan.name}"
+                ) from None
+        return out
+
+    async def run(self) -> None:
+        """Poll on schedule until cancelled; see the module docstring."""
+        self._mark_started()
+        schedules = [d.schedule for d in self._devs]
+        try:
+            while True:
+                if self._client is None:
+                    await self._connect_with_backoff()
+                idx, wait = next_due(schedules, self.clock.monotonic())
+                if idx is None:
+                    if math.isinf(wait):
+                        await asyncio.Event().wait()  # no devices: nothing to do, ever
+                    await self.clock.sleep(wait)
+                    continue
+                try:
+                    await self._poll(self._devs[idx])
+                except _PortLost:
+                    await self._drop_client()
+        finally:
+            await self._drop_client()
+
+    def utilisation(self) -> float:
+        """Measured bus utilisation: busy time / elapsed time (real seconds)."""
+        return self.stats.utilisation(self._loop_time())
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready stats for the heartbeat."""
+        return {
+            "bus": self.name,
+            "port": self.stats.port,
+            "connected": self.stats.connected,
+            "connects": self.stats.connects,
+            "disconnects": self.stats.disconnects,
+            "port_errors": self.stats.port_errors,
+            "requests": self.stats.requests,
+            "utilisation": round(self.utilisation(), 4),
+            "devices": [d.stats.to_dict() for d in self._devs],
+        }
+
+
+def _flag_of(flag_regs: Sequence[RegisterSpec], decoded: dict[str, float]) -> Flag:
+    """The most severe flag of the status/quality registers that apply to a value."""
+    flag = Flag.N
+    for reg in flag_regs:
+        raw = decoded[reg.name]
+        f = reg.default_flag if not math.isfinite(raw) else reg.flag_for(int(raw))
+        flag = worst_flag(flag, f)
+    return flag
+
+
+async def run_pollers(pollers: Sequence[BusPoller]) -> None:
+    """Run every bus's poller concurrently (one task each) until cancelled."""
+    async with asyncio.TaskGroup() as tg:
+        for p in pollers:
+            tg.create_task(p.run(), name=f"bus {p.name}")
