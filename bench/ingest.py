@@ -1,0 +1,171 @@
+"""Ingest throughput: decoded batches into the store through ``store_batch``, against a bare bulk
+insert of the same rows into the same table.
+
+    .venv/bin/python bench/ingest.py [BATCHES] [--pg URL] [--no-pg]
+
+For each backend: a fresh, migrated database; ``store_batch`` per batch (dedup, seq-state update,
+one transaction per batch), then in another fresh database the bare insert per batch
+(``executemany`` of a plain INSERT for SQLite, binary ``COPY`` for PostgreSQL, one transaction
+per batch). Both store the same readings into the same table with the same indexes. The target
+is a ratio of at least 0.5 and more than 100,000 readings/s into SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sanduan.central.store import open_store
+from sanduan.central.store.postgres import PostgresStore
+from sanduan.central.store.sqlite import SqliteStore
+from sanduan.shared.wire import Batch, decode_batch, encode
+
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+CODES = ["w01001", "w01009", "w01003", "w21003", "w21011", "w21001", "w01014", "w01010"]
+T0 = 1_767_225_600_000
+
+
+def make_batches(n_batches: int, per_batch: int = 1000, stations: int = 20) -> list[Batch]:
+    """Realistic batches: 8 parameters polled every minute, a few NaNs and flags, passed
+    through encode/decode so they are exactly what ingest hands to the store."""
+    rng = random.Random(7)
+    seqs = [1] * stations
+    out = []
+    for b in range(n_batches):
+        s = b % stations
+        n = per_batch
+        seq = list(range(seqs[s], seqs[s] + n))
+        seqs[s] += n
+        ts = [T0 + (q // len(CODES)) * 60_000 for q in seq]
+        code = [CODES[q % len(CODES)] for q in seq]
+        vals = [math.nan if rng.random() < 0.01 else rng.uniform(0.1, 9.0) for _ in seq]
+        flags = ["D" if math.isnan(v) else "N" for v in vals]
+        grades = [0 if math.isnan(v) else rng.randint(1, 6) for v in vals]
+        batch = Batch.from_columns(
+            f"bench-{s:03d}",
+            b // stations + 1,
+            ts[-1],
+            seq=seq,
+            ts_ms=ts,
+            code=code,
+            values=vals,
+            flags=flags,
+            grades=grades,
+        )
+        out.append(decode_batch(encode(batch)))
+    return out
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_sqlite(batches: list[Batch], tmp: Path) -> tuple[float, float]:
+    store = open_store(f"sqlite:///{tmp / 'store.db'}", migrate=True)
+
+    def via_store() -> None:
+        for i, b in enumerate(batches):
+            store.store_batch(b, T0 + i)
+
+    t_store = timed(via_store)
+    store.close()
+
+    bare = SqliteStore(f"sqlite:///{tmp / 'bare.db'}", create=True)
+    bare.migrate()
+    conn = bare._conn  # the bare insert uses the same connection settings
+    sql = (
+        "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
+        " received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def bare_insert() -> None:
+        for i, b in enumerate(batches):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, SqliteStore.reading_rows(b, T0 + i))
+            conn.execute("COMMIT")
+
+    t_bare = timed(bare_insert)
+    bare.close()
+    return t_store, t_bare
+
+
+def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def bench_pg(batches: list[Batch], base: str) -> tuple[float, float]:
+    url, drop = _pg_schema(base)
+    try:
+        store = open_store(url, migrate=True)
+
+        def via_store() -> None:
+            for i, b in enumerate(batches):
+                store.store_batch(b, T0 + i)
+
+        t_store = timed(via_store)
+        store.close()
+    finally:
+        drop()
+    url, drop = _pg_schema(base)
+    try:
+        bare = PostgresStore(url)
+        bare.migrate()
+
+        def bare_copy() -> None:
+            for i, b in enumerate(batches):
+                with bare._tx("bare copy") as cur:
+                    bare.copy_readings(cur, "readings", PostgresStore.copy_rows(b, T0 + i))
+
+        t_bare = timed(bare_copy)
+        bare.close()
+    finally:
+        drop()
+    return t_store, t_bare
+
+
+def report(name: str, n: int, t_store: float, t_bare: float) -> None:
+    r_store, r_bare = n / t_store, n / t_bare
+    print(
+        f"{name:10s} store_batch {r_store:>10,.0f} readings/s   bare {r_bare:>10,.0f} readings/s"
+        f"   ratio {r_store / r_bare:.2f}"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("batches", type=int, nargs="?", default=300)
+    ap.add_argument("--pg", default=PG_BASE, help="PostgreSQL URL (a scratch schema is used)")
+    ap.add_argument("--no-pg", action="store_true")
+    args = ap.parse_args()
+    batches = make_batches(args.batches)
+    n = sum(b.count for b in batches)
+    print(f"{len(batches)} batches, {n:,} readings, 1000 per batch, 20 stations")
+    with tempfile.TemporaryDirectory() as tmp:
+        report("sqlite", n, *bench_sqlite(batches, Path(tmp)))
+    if not args.no_pg:
+        report("postgresql", n, *bench_pg(batches, args.pg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Composition of the collector process: configuration, logging, signals, the store, ingest."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from sanduan.shared.config import CentralConfig, load_central_config
+from sanduan.shared.errors import ConfigError
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("paho").setLevel(logging.WARNING)
+
+
+def resolve_store_url(config: Path | None, store: str | None) -> str:
+    """The store URL from ``--store`` or from the config file's ``central.store``."""
+    if store:
+        return store
+    if config is None:
+        raise ConfigError("<command line>", "", "give --config central.toml or --store URL")
+    return load_central_config(config).central.store
+
+
+def serve(
+    cfg: CentralConfig,
+    *,
+    store_url: str | None = None,
+    client_id: str | None = None,
+    migrate: bool = False,
+) -> None:
+    """Run the collector until SIGTERM or SIGINT."""
+    from sanduan.central.ingest import Collector
+    from sanduan.central.store import open_store
+
+    url = store_url or cfg.central.store
+    if migrate:
+        open_store(url, migrate=True).close()
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("sanduan.central").info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    Collector(cfg, store_url=url, client_id=client_id).run(stop)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigCheck:
+    """One line of ``check-config``: what, the value, and whether it is usable."""
+
+    name: str
+    value: str
+    ok: bool
+    note: str = ""
+
+
+def check_config(path: Path) -> list[ConfigCheck]:
+    """Validate a collector config; report the settings that matter and whether files exist."""
+    from sanduan.central.store import redact_url
+
+    cfg = load_central_config(path)
+    sec, m, ing = cfg.central, cfg.mqtt, cfg.ingest
+    out = [ConfigCheck("store", redact_url(sec.store), True)]
+    if sec.store.startswith("sqlite:"):
+        from sanduan.central.store.sqlite import sqlite_path
+
+        p = sqlite_path(sec.store)
+        if p != ":memory:":
+            f = Path(p).absolute()
+            exists = f.exists()
+            parent_ok = f.parent.is_dir()
+            note = (
+                "exists"
+                if exists
+                else ("will be created by `sanduan central migrate`" if parent_ok else "")
+            )
+            out.append(
+                ConfigCheck(
+                    "store file",
+                    str(f),
+                    exists or parent_ok,
+                    note or f"directory {f.parent} does not exist",
+                )
+            )
+    out.append(ConfigCheck("broker", m.broker, True, f"protocol {m.protocol}"))
+    out.append(
+        ConfigCheck(
+            "group",
+            m.group or "-",
+            True,
+            "shared subscription $share/" + m.group if m.group else "one collector",
+        )
+    )
+    out.append(ConfigCheck("client id", m.client_id or "(default)", True))
+    for name, value in (("county", sec.county), ("rules", sec.rules)):
+        if value is None:
+            out.append(ConfigCheck(name, "-", True, "not set"))
+        else:
+            ok = value.is_file()
+            out.append(ConfigCheck(name, str(value), ok, "exists" if ok else "file not found"))
+    out.append(
+        ConfigCheck(
+            "ingest",
+            f"max {ing.max_message_bytes} B, gap timeout {ing.gap_timeout_s:g} s,"
+            f" resend every {ing.resend_interval_s:g} s, workers {ing.workers}",
+            True,
+        )
+    )
+    out.append(ConfigCheck("timezone", sec.timezone, True))
+    return out

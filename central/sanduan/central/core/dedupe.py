@@ -1,0 +1,155 @@
+"""Per-station reading sequence tracking: what the centre holds, what is missing, what to ask for.
+
+Pure: plain data in, plain data out. The store keeps one :class:`SeqState` per station (columns
+``max_seq``, ``contiguous_seq`` and ``gaps`` of the ``stations`` table) and advances it in the
+same transaction that stores a batch, so the state always agrees with the stored readings.
+
+Rules:
+
+* The first batch seen from a station sets the baseline: nothing below its first seq is
+  expected (the station may have been running long before this centre's database existed).
+* A seq above ``max_seq + 1`` opens a gap ``[max_seq + 1, seq - 1]`` stamped with the time it was
+  first seen. Gaps inside one batch (seqs not contiguous) are gaps too.
+* Readings that arrive later close (or split) the gaps they fall in.
+* ``contiguous_seq`` is the highest seq with no open gap at or below it.
+* A gap older than the gap timeout is due for a resend request; the request is repeated every
+  resend interval while the gap stays open, and a gap older than the give-up age is dropped
+  (the station no longer holds those readings, or never assigned those seqs).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SeqRange = tuple[int, int]
+
+MAX_GAPS = 1000
+"""Open gaps kept per station; beyond this the highest gaps are merged into one (which can only
+ask for readings the centre already holds, never forget one)."""
+
+MAX_RANGES_PER_REQUEST = 256
+"""Ranges in one resend request (keeps the message small)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Missing seqs ``first..last`` (inclusive), first noticed at ``since_ms``."""
+
+    first: int
+    last: int
+    since_ms: int
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SeqState:
+    """What the centre knows about one station's reading seqs. ``None`` before any batch."""
+
+    max_seq: int | None = None
+    contiguous_seq: int | None = None
+    gaps: tuple[Gap, ...] = ()
+
+    @property
+    def missing(self) -> int:
+        """Readings the centre is waiting for."""
+        return sum(g.size for g in self.gaps)
+
+
+def _subtract(gap: Gap, ranges: Sequence[SeqRange], starts: Sequence[int]) -> list[Gap]:
+    """``gap`` minus the ascending, non-overlapping ``ranges`` (``starts`` = their firsts)."""
+    # The first range that could overlap: the last one starting at or before gap.first.
+    i = max(0, bisect.bisect_right(starts, gap.first) - 1)
+    out: list[Gap] = []
+    lo = gap.first
+    while i < len(ranges) and lo <= gap.last:
+        a, b = ranges[i]
+        if a > gap.last:
+            break
+        if b >= lo:
+            if a > lo:
+                out.append(Gap(lo, a - 1, gap.since_ms))
+            lo = b + 1
+        i += 1
+    if lo <= gap.last:
+        out.append(Gap(lo, gap.last, gap.since_ms))
+    return out
+
+
+def _cap(gaps: list[Gap]) -> list[Gap]:
+    if len(gaps) <= MAX_GAPS:
+        return gaps
+    tail = gaps[MAX_GAPS - 1 :]
+    merged = Gap(tail[0].first, tail[-1].last, min(g.since_ms for g in tail))
+    return [*gaps[: MAX_GAPS - 1], merged]
+
+
+def advance(state: SeqState, ranges: Sequence[SeqRange], now_ms: int) -> SeqState:
+    """The state after readings with seqs in ``ranges`` (ascending, non-overlapping) are stored.
+
+    Duplicates are harmless: ranges the centre already holds change nothing.
+    """
+    if not ranges:
+        return state
+    if state.max_seq is None:
+        top = ranges[0][0] - 1
+        gaps: list[Gap] = []
+    else:
+        top = state.max_seq
+        starts = [a for a, _ in ranges]
+        gaps = [piece for g in state.gaps for piece in _subtract(g, ranges, starts)]
+    for a, b in ranges:
+        if b <= top:
+            continue
+        if a > top + 1:
+            gaps.append(Gap(top + 1, a - 1, now_ms))
+        top = b
+    gaps = _cap(gaps)
+    contiguous = gaps[0].first - 1 if gaps else top
+    return SeqState(max_seq=top, contiguous_seq=contiguous, gaps=tuple(gaps))
+
+
+def due_ranges(state: SeqState, now_ms: int, gap_timeout_ms: int) -> tuple[SeqRange, ...]:
+    """Ranges of gaps open at least ``gap_timeout_ms`` (at most one request's worth)."""
+    due = [(g.first, g.last) for g in state.gaps if now_ms - g.since_ms >= gap_timeout_ms]
+    return tuple(due[:MAX_RANGES_PER_REQUEST])
+
+
+def resend_due(
+    state: SeqState,
+    last_resend_ms: int | None,
+    now_ms: int,
+    gap_timeout_ms: int,
+    resend_interval_ms: int,
+) -> tuple[SeqRange, ...]:
+    """Ranges to request now: gaps past the timeout, if the last request is an interval old."""
+    if last_resend_ms is not None and now_ms - last_resend_ms < resend_interval_ms:
+        return ()
+    return due_ranges(state, now_ms, gap_timeout_ms)
+
+
+def give_up(state: SeqState, now_ms: int, max_age_ms: int) -> tuple[SeqState, tuple[Gap, ...]]:
+    """Drop gaps older than ``max_age_ms``; returns the new state and the dropped gaps."""
+    keep = tuple(g for g in state.gaps if now_ms - g.since_ms < max_age_ms)
+    if len(keep) == len(state.gaps):
+        return state, ()
+    dropped = tuple(g for g in state.gaps if now_ms - g.since_ms >= max_age_ms)
+    top = state.max_seq
+    contiguous = keep[0].first - 1 if keep else top
+    return SeqState(max_seq=top, contiguous_seq=contiguous, gaps=keep), dropped
+
+
+def gaps_to_json(gaps: Sequence[Gap]) -> str:
+    """``[[first, last, since_ms], ...]``: the ``stations.gaps`` column."""
+    return json.dumps([[g.first, g.last, g.since_ms] for g in gaps], separators=(",", ":"))
+
+
+def gaps_from_json(text: str | None) -> tuple[Gap, ...]:
+    if not text:
+        return ()
+    return tuple(Gap(int(a), int(b), int(t)) for a, b, t in json.loads(text))

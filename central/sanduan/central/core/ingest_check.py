@@ -1,0 +1,63 @@
+"""Checks a decoded message must pass before the centre stores it (pure).
+
+The wire decoder has already checked the format. These checks are about trust and plausibility:
+
+* the station in the message header is the station of the topic it arrived on;
+* where the broker tells the collector who published (it is the authenticated MQTT user),
+  that user is the station. Mosquitto 2.0 does not pass the publisher's identity to
+  subscribers (an MQTT 5 user property is set by the publisher and proves nothing), so with
+  Mosquitto the binding is enforced at the broker with an ACL (``pattern write
+  sanduan/v1/%u/#``) and this check sees ``user=None``;
+* every value is inside the physical range of its parameter (``parameters.toml``: a pH of 40
+  or a negative concentration is a broken device or a forged message, not a measurement).
+  NaN (missing) passes; codes the registry does not know have no range and pass.
+
+Each check returns a reason string (for the dead-letter table) or ``None``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+from sanduan.shared.errors import UnknownParameterError
+from sanduan.shared.params import Parameter, by_code
+from sanduan.shared.wire import Batch
+
+
+@cache
+def _param(code: str) -> Parameter | None:
+    try:
+        return by_code(code)
+    except UnknownParameterError:
+        return None
+
+
+def check_origin(station: str, topic_station: str | None, user: str | None = None) -> str | None:
+    """The header's station must match the topic's and, when known, the publishing user."""
+    if topic_station is not None and station != topic_station:
+        return f"station {station!r} in the message does not match the topic's {topic_station!r}"
+    if user is not None and station != user:
+        return f"station {station!r} was published by MQTT user {user!r}"
+    return None
+
+
+def check_values(batch: Batch) -> str | None:
+    """Every value of the batch inside its parameter's physical range (NaN allowed)."""
+    params = [_param(code) for code in batch.codes]
+    lo = [-math.inf if p is None else p.physical_min for p in params]
+    hi = [math.inf if p is None else p.physical_max for p in params]
+    for i, (idx, v) in enumerate(zip(batch.code_idx, batch.values, strict=True)):
+        if not (lo[idx] <= v <= hi[idx]) and not math.isnan(v):
+            p = params[idx]
+            assert p is not None
+            return (
+                f"value {v!r} of {p.code} ({p.name}) at seq {batch.seq[i]} is outside the"
+                f" physical range {p.physical_min:g}..{p.physical_max:g}"
+            )
+    return None
+
+
+def check_batch(batch: Batch, topic_station: str | None, user: str | None = None) -> str | None:
+    """All checks for a batch; the first failure's reason, or ``None`` if it may be stored."""
+    return check_origin(batch.station, topic_station, user) or check_values(batch)

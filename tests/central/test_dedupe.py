@@ -1,0 +1,112 @@
+"""Seq-state tracking (pure): gaps open, close, split, time out and are given up."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sanduan.central.core.dedupe import (
+    MAX_GAPS,
+    Gap,
+    SeqState,
+    advance,
+    due_ranges,
+    gaps_from_json,
+    gaps_to_json,
+    give_up,
+    resend_due,
+)
+from sanduan.shared.wire import seq_ranges
+
+
+def test_first_batch_sets_the_baseline() -> None:
+    s = advance(SeqState(), [(1001, 1003)], 5)
+    assert s == SeqState(max_seq=1003, contiguous_seq=1003, gaps=())
+
+
+def test_gap_inside_a_batch_and_between_batches() -> None:
+    s = advance(SeqState(), seq_ranges([1, 2, 3, 5, 6, 10]), 100)
+    assert s.gaps == (Gap(4, 4, 100), Gap(7, 9, 100))
+    assert s.contiguous_seq == 3
+    s = advance(s, [(15, 20)], 200)
+    assert s.gaps[-1] == Gap(11, 14, 200)
+    assert s.max_seq == 20
+    assert s.missing == 1 + 3 + 4
+
+
+def test_late_readings_split_and_close_gaps() -> None:
+    s = advance(SeqState(), [(1, 1), (20, 20)], 0)
+    assert s.gaps == (Gap(2, 19, 0),)
+    s = advance(s, [(5, 6), (10, 10)], 50)
+    assert s.gaps == (Gap(2, 4, 0), Gap(7, 9, 0), Gap(11, 19, 0))
+    s = advance(s, [(2, 4)], 60)
+    assert s.contiguous_seq == 6
+    s = advance(s, [(7, 9), (11, 19)], 70)
+    assert s == SeqState(20, 20, ())
+
+
+def test_duplicates_and_readings_below_the_baseline_change_nothing() -> None:
+    s = advance(SeqState(), [(100, 200)], 0)
+    assert advance(s, [(100, 200)], 1) == s
+    assert advance(s, [(1, 50)], 1) == s
+
+
+def test_resend_timing() -> None:
+    s = advance(SeqState(), [(1, 1), (5, 5)], 1000)
+    assert due_ranges(s, 1500, 1000) == ()
+    assert due_ranges(s, 2000, 1000) == ((2, 4),)
+    assert resend_due(s, None, 2000, 1000, 5000) == ((2, 4),)
+    assert resend_due(s, 2000, 4000, 1000, 5000) == ()
+    assert resend_due(s, 2000, 7000, 1000, 5000) == ((2, 4),)
+
+
+def test_give_up_drops_old_gaps_only() -> None:
+    s = advance(SeqState(), [(1, 1), (5, 5)], 0)
+    s = advance(s, [(9, 9)], 10_000)
+    kept, dropped = give_up(s, 20_000, 15_000)
+    assert dropped == (Gap(2, 4, 0),)
+    assert kept.gaps == (Gap(6, 8, 10_000),)
+    assert kept.contiguous_seq == 5
+    same, none = give_up(kept, 20_000, 15_000)
+    assert same == kept
+    assert none == ()
+
+
+def test_gap_count_is_capped_without_losing_a_seq() -> None:
+    seqs = list(range(1, 4 * MAX_GAPS, 2))  # every other seq missing
+    s = advance(SeqState(), seq_ranges(seqs), 0)
+    assert len(s.gaps) == MAX_GAPS
+    missing = {q for g in s.gaps for q in range(g.first, g.last + 1)}
+    assert missing >= set(range(1, seqs[-1])) - set(seqs)
+
+
+def test_gaps_json_round_trip() -> None:
+    gaps = (Gap(2, 4, 100), Gap(7, 7, 200))
+    assert gaps_from_json(gaps_to_json(gaps)) == gaps
+    assert gaps_from_json(None) == ()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(0, 300), min_size=1, max_size=40).map(lambda x: sorted(set(x))),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_state_matches_a_set_model(batches: list[list[int]]) -> None:
+    """Whatever order batches arrive in, the gaps are exactly the seqs between the baseline
+    and the highest seq that have not arrived."""
+    s = SeqState()
+    seen: set[int] = set()
+    base = batches[0][0]
+    for i, b in enumerate(batches):
+        s = advance(s, seq_ranges(b), i)
+        seen |= set(b)
+    top = max(seen)
+    expected = {q for q in range(base, top + 1) if q not in seen}
+    got = {q for g in s.gaps for q in range(g.first, g.last + 1)}
+    assert got == expected
+    assert s.max_seq == top
+    assert s.contiguous_seq == (min(expected) - 1 if expected else top)
+    assert all(a.last < b.first for a, b in zip(s.gaps, s.gaps[1:], strict=False))
