@@ -10,7 +10,10 @@ The wire decoder has already checked the format. These checks are about trust an
   sanduan/v1/%u/#``) and this check sees ``user=None``;
 * every value is inside the physical range of its parameter (``parameters.toml``: a pH of 40
   or a negative concentration is a broken device or a forged message, not a measurement).
-  NaN (missing) passes; codes the registry does not know have no range and pass.
+  NaN (missing) passes; codes the registry does not know have no range and pass. A value the
+  station itself flags as not a valid measurement (any flag but N and S: the edge agent flags an
+  impossible value D) passes too: it is stored as evidence and excluded from every mean, and a
+  batch the centre would never acknowledge cannot block the station's buffer.
 
 Each check returns a reason string (for the dead-letter table) or ``None``.
 """
@@ -21,8 +24,12 @@ import math
 from functools import cache
 
 from sanduan.shared.errors import UnknownParameterError
+from sanduan.shared.model import Flag
 from sanduan.shared.params import Parameter, by_code
 from sanduan.shared.wire import Batch
+
+
+_TRUSTED = frozenset({Flag.N, Flag.S})
 
 
 @cache
@@ -47,8 +54,9 @@ def check_values(batch: Batch) -> str | None:
     params = [_param(code) for code in batch.codes]
     lo = [-math.inf if p is None else p.physical_min for p in params]
     hi = [math.inf if p is None else p.physical_max for p in params]
-    for i, (idx, v) in enumerate(zip(batch.code_idx, batch.values, strict=True)):
-        if not (lo[idx] <= v <= hi[idx]) and not math.isnan(v):
+    rows = zip(batch.code_idx, batch.values, batch.flags, strict=True)
+    for i, (idx, v, flag) in enumerate(rows):
+        if not (lo[idx] <= v <= hi[idx]) and not math.isnan(v) and flag in _TRUSTED:
             p = params[idx]
             assert p is not None
             return (
