@@ -26,7 +26,7 @@ def test_example_station_config_loads() -> None:
 def test_example_central_config_loads_and_resolves_paths() -> None:
     cfg = load_central_config(DEPLOY / "central.example.toml")
     assert cfg.mqtt.group == "collectors"
-    assert cfg.central.county == DEPLOY / "county.toml"
+    assert cfg.central.county == DEPLOY / "county.example.toml"
 
 
 def _station(**extra: object) -> dict[str, object]:

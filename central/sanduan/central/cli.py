@@ -1,9 +1,206 @@
-"""``sanduan central``: the collector's commands. Heavy imports stay inside the commands."""
+"""``sanduan central``: the collector's commands. Heavy imports stay inside the commands.
+
+``report_app`` is the ``sanduan central report`` group; report commands are added to it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from sanduan.central.report.cli import register as register_report_commands
 
 app = typer.Typer(
     help="The central collector: ingest, store, assess, compensate, report.", no_args_is_help=True
 )
+report_app = typer.Typer(help="Reports from the central database.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+register_report_commands(report_app)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Collector config (central.toml).")
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store URL (overrides the config's central.store)."),
+]
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    """Turn sanduan's errors into one line on stderr and exit status 2."""
+    from sanduan.shared.errors import SanduanError
+
+    try:
+        yield
+    except SanduanError as e:
+        typer.echo(f"sanduan central: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Collector config.")],
+    store: StoreOpt = None,
+    client_id: Annotated[
+        str | None, typer.Option("--client-id", help="MQTT client id (overrides mqtt.client_id).")
+    ] = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Create or upgrade the database schema first.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM."""
+    from sanduan.central.app import serve, setup_logging
+    from sanduan.shared.config import load_central_config
+
+    setup_logging(verbose)
+    with errors():
+        serve(load_central_config(config), store_url=store, client_id=client_id, migrate=migrate)
+
+
+@app.command("check-config")
+def check_config_command(
+    config: Annotated[Path, typer.Argument(help="Collector config (central.toml).")],
+) -> None:
+    """Validate a collector config and show what it will use."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sanduan.central.app import check_config
+
+    with errors():
+        checks = check_config(config)
+    table = Table(title=f"{config}", show_header=True)
+    for col in ("", "setting", "value", "note"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row("[green]ok[/]" if c.ok else "[red]!![/]", c.name, c.value, c.note)
+    Console().print(table)
+    if not all(c.ok for c in checks):
+        typer.echo("sanduan central: the config refers to missing files", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("migrate")
+def migrate_command(config: ConfigOpt = None, store: StoreOpt = None) -> None:
+    """Create the database schema or bring it up to date."""
+    from sanduan.central.app import resolve_store_url
+    from sanduan.central.store import open_store
+
+    with errors():
+        s = open_store(resolve_store_url(config, store), migrate=True)
+        try:
+            version = s.schema_version()
+        finally:
+            s.close()
+    typer.echo(f"{s.url}: schema version {version}")
+
+
+@app.command("replay")
+def replay_command(
+    files: Annotated[list[Path], typer.Argument(help="Wire-message files to ingest.")],
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Ingest wire-message files (binary, one message each) straight into the store."""
+    from sanduan.central.app import resolve_store_url
+    from sanduan.central.ingest import replay_files
+    from sanduan.central.store import open_store
+    from sanduan.shared.config import IngestConfig, load_central_config
+
+    with errors():
+        url = resolve_store_url(config, store)
+        ing = load_central_config(config).ingest if config else IngestConfig()
+        s = open_store(url)
+        try:
+            counts = replay_files(s, files, max_message_bytes=ing.max_message_bytes)
+        finally:
+            s.close()
+    parts = [f"{k}={v}" for k, v in sorted(counts.items())]
+    typer.echo("replayed " + str(len(files)) + " file(s): " + " ".join(parts))
+    if counts["dead_letters"] or counts["unreadable"] or counts["store_errors"]:
+        raise typer.Exit(1)
+
+
+def _fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@report_app.command("stations")
+def report_stations_command(
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
+    ] = None,
+) -> None:
+    """Every station: online, last seen, highest seq, open gaps."""
+    import csv
+    import json
+
+    from sanduan.central.app import resolve_store_url
+    from sanduan.central.store import open_store
+
+    with errors():
+        s = open_store(resolve_store_url(config, store))
+        try:
+            rows = s.stations()
+        finally:
+            s.close()
+    records: list[dict[str, Any]] = [
+        {
+            "station": r.station,
+            "online": r.online,
+            "last_seen_ms": r.last_seen_ms,
+            "last_seen": _fmt_ms(r.last_seen_ms),
+            "agent_version": r.agent_version,
+            "max_seq": r.max_seq,
+            "contiguous_seq": r.contiguous_seq,
+            "open_gaps": len(r.gaps),
+            "missing": sum(g.size for g in r.gaps),
+            "gaps": [[g.first, g.last] for g in r.gaps],
+            "last_resend_ms": r.last_resend_ms,
+        }
+        for r in rows
+    ]
+    if csv_path is not None:
+        with csv_path.open("w", newline="", encoding="utf-8") as fh:
+            fields = [k for k in records[0] if k != "gaps"] if records else ["station"]
+            w = csv.DictWriter(fh, fieldnames=[*fields, "gaps"])
+            w.writeheader()
+            for rec in records:
+                w.writerow({**rec, "gaps": " ".join(f"{a}-{b}" for a, b in rec["gaps"])})
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"stations ({len(records)})")
+    for col in ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps"):
+        table.add_column(col, justify="right" if "seq" in col or col == "contiguous" else "left")
+    for rec in records:
+        online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
+        gaps = "-"
+        if rec["open_gaps"]:
+            gaps = f"{rec['open_gaps']} ({rec['missing']} missing)"
+        table.add_row(
+            rec["station"],
+            online,
+            rec["last_seen"],
+            rec["agent_version"] or "-",
+            "-" if rec["max_seq"] is None else str(rec["max_seq"]),
+            "-" if rec["contiguous_seq"] is None else str(rec["contiguous_seq"]),
+            gaps,
+        )
+    Console().print(table)

@@ -28,7 +28,6 @@ from sanduan.shared.model import Flag
 from sanduan.shared.params import Parameter, by_code
 from sanduan.shared.wire import Batch
 
-
 _TRUSTED = frozenset({Flag.N, Flag.S})
 
 

@@ -1,0 +1,178 @@
+"""``sanduan central report sections`` and ``report compensation``.
+
+Both compute the period from the store (writing aggregates, assessments, ledger and an audit
+run, as :func:`sanduan.central.analytics.compute` does) and print a table, or JSON with
+``--json``; ``--csv`` and ``--html`` write files as well.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from sanduan.central.analytics import AnalyticsResult
+
+FAILED = 1
+USAGE_ERROR = 2
+
+MonthOpt = Annotated[str | None, typer.Option("--month", help="A local calendar month, YYYY-MM.")]
+YearOpt = Annotated[str | None, typer.Option("--year", help="A calendar year, YYYY.")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="central.toml: store, county and rules files.")
+]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Store URL (overrides --config).")]
+CountyOpt = Annotated[
+    Path | None, typer.Option("--county", help="County file (overrides --config).")
+]
+RulesOpt = Annotated[Path | None, typer.Option("--rules", help="Rules file (overrides --config).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write CSV to this file.")]
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here.")]
+
+
+def _fail(command: str, message: str, code: int = USAGE_ERROR) -> NoReturn:
+    typer.echo(f"sanduan central report {command}: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    month: str | None
+    year: str | None
+    config: Path | None
+    store: str | None
+    county: Path | None
+    rules: Path | None
+
+
+def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sanduan.central.analytics import compute
+    from sanduan.central.core.compensation import RuleSet, build_rules, load_rules
+    from sanduan.central.core.county import load_county
+    from sanduan.central.core.validity import Period
+    from sanduan.central.store import open_store
+    from sanduan.shared.config import CentralConfig, load_central_config
+    from sanduan.shared.errors import ConfigError, InputError, StoreError
+
+    if (o.month is None) == (o.year is None):
+        _fail(command, "give exactly one of --month YYYY-MM or --year YYYY")
+    try:
+        period = Period.parse(o.month or o.year or "")
+        if (o.month is not None) != (period.kind == "month"):
+            _fail(command, f"{o.month or o.year!r} is not a {'month' if o.month else 'year'}")
+        cfg = load_central_config(o.config) if o.config is not None else CentralConfig()
+        store_url = o.store or (cfg.central.store if o.config is not None else None)
+        county_path = o.county or cfg.central.county
+        rules_path = o.rules or cfg.central.rules
+        if store_url is None:
+            _fail(command, "no store: give --store URL or --config central.toml")
+        if county_path is None:
+            _fail(command, "no county file: give --county FILE or set [central] county")
+        county = load_county(county_path)
+        rules: RuleSet = load_rules(rules_path) if rules_path is not None else build_rules({})
+        rules.check(county)
+    except (ConfigError, InputError) as e:
+        _fail(command, str(e))
+    try:
+        store = open_store(store_url)
+    except StoreError as e:
+        _fail(command, str(e), FAILED)
+    try:
+        console = Console(stderr=True, quiet=quiet)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            return compute(store, county, rules, cfg.validity, period, progress=progress)
+    except (StoreError, InputError) as e:
+        _fail(command, str(e), FAILED)
+    finally:
+        store.close()
+
+
+def _outputs(
+    command: str, result: AnalyticsResult, as_json: bool, csv: Path | None, html_path: Path | None
+) -> None:
+    from rich.console import Console
+
+    from sanduan.central import report
+    from sanduan.central.report import tables
+    from sanduan.central.report.html import render_html
+
+    columns: tuple[str, ...]
+    if command == "sections":
+        doc = report.sections_document(result)
+        columns, rows = report.SECTION_COLUMNS, report.section_rows(result)
+        views = [
+            tables.county_table(result),
+            tables.sections_table(result),
+            tables.towns_table(result),
+        ]
+    else:
+        doc = report.compensation_document(result)
+        columns, rows = report.LEDGER_COLUMNS, report.ledger_rows(result)
+        views = [tables.ledger_table(result), tables.towns_table(result)]
+    try:
+        if csv is not None:
+            report.write_csv(csv, columns, rows)
+        if html_path is not None:
+            html_path.write_text(render_html(result, command), encoding="utf-8")
+    except OSError as e:
+        _fail(command, f"cannot write {e.filename}: {e.strerror}", FAILED)
+    if as_json:
+        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
+        return
+    console = Console()
+    for v in views:
+        console.print(v)
+
+
+def sections_command(
+    *,
+    month: MonthOpt = None,
+    year: YearOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    county: CountyOpt = None,
+    rules: RulesOpt = None,
+    as_json: JsonOpt = False,
+    csv: CsvOpt = None,
+    html: HtmlOpt = None,
+) -> None:
+    """Section classes, target compliance, 功能达标率 and 优良率 for a month or a year."""
+    result = _run("sections", _Options(month, year, config, store, county, rules), as_json)
+    _outputs("sections", result, as_json, csv, html)
+
+
+def compensation_command(
+    *,
+    month: MonthOpt = None,
+    year: YearOpt = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    county: CountyOpt = None,
+    rules: RulesOpt = None,
+    as_json: JsonOpt = False,
+    csv: CsvOpt = None,
+    html: HtmlOpt = None,
+) -> None:
+    """The compensation ledger for a month or a year, with each amount's evidence (--json)."""
+    result = _run("compensation", _Options(month, year, config, store, county, rules), as_json)
+    _outputs("compensation", result, as_json, csv, html)
+
+
+def register(report_app: typer.Typer) -> None:
+    """Add the commands to the ``report`` sub-app."""
+    report_app.command("sections")(sections_command)
+    report_app.command("compensation")(compensation_command)

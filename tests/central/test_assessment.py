@@ -1,0 +1,159 @@
+"""Section assessment on monthly means, against hand-graded values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sanduan.central.core.assessment import assess, assess_section
+from sanduan.central.core.county import County, parse_county
+from sanduan.central.core.validity import (
+    HOUR_MS,
+    Mean,
+    Period,
+    ValidityRules,
+    aggregate,
+    calendar,
+    group_readings,
+)
+from sanduan.shared.params import resolve
+
+COUNTY = """
+[[river]]
+id = "r"
+[[section]]
+id = "R"
+river = "r"
+station = "st-r"
+target_class = 3
+[[section]]
+id = "L"
+river = "r"
+station = "st-l"
+target_class = 3
+water_body = "lake"
+owner = "t"
+[[section]]
+id = "X"
+river = "r"
+station = "st-x"
+target_class = 2
+[[section]]
+id = "N"
+river = "r"
+station = "st-n"
+assessed = false
+[[town]]
+id = "t"
+outflow = "R"
+inflow = [{ section = "X" }]
+"""
+
+VALUES = {
+    # pH I, DO 6.5 II, CODMn 3.5 II, NH3-N 1.2 IV, TP 0.15 III -> IV, misses III
+    "st-r": {"pH": 7.5, "DO": 6.5, "CODMn": 3.5, "NH3-N": 1.2, "TP": 0.15},
+    # TP 0.04 is Class III on the lake limits (0.025 < 0.04 <= 0.05), Class II for a river
+    "st-l": {"pH": 7.5, "DO": 8.0, "CODMn": 3.5, "NH3-N": 0.4, "TP": 0.04},
+    "st-x": {"pH": 7.5, "DO": 8.0, "CODMn": 3.5, "NH3-N": 0.4, "TP": 0.05},
+}
+MAY = Period(2026, 5)
+
+
+@pytest.fixture(scope="module")
+def county() -> County:
+    return parse_county(COUNTY, "c.toml")
+
+
+def _readings(county: County) -> dict[str, list[object]]:
+    start, end = MAY.bounds_ms(county.timezone)
+    cols: dict[str, list[object]] = {k: [] for k in ("station", "ts_ms", "code", "value", "flag")}
+    for station, vals in VALUES.items():
+        # st-x reports on 19 days only: 19 valid days < 20 -> invalid month
+        stop = start + 19 * 24 * HOUR_MS if station == "st-x" else end
+        ts = np.arange(start, stop, HOUR_MS).tolist()
+        for name, v in vals.items():
+            cols["station"] += [station] * len(ts)
+            cols["ts_ms"] += ts
+            cols["code"] += [resolve(name).code] * len(ts)
+            cols["value"] += [v] * len(ts)
+            cols["flag"] += ["N"] * len(ts)
+    return cols
+
+
+def test_monthly_assessment_hand_graded(county: County) -> None:
+    agg = aggregate(
+        group_readings(_readings(county)), calendar(MAY, "Asia/Shanghai"), ValidityRules()
+    )
+    a = assess(county, agg)
+    r, lake, x = a.sections["R"], a.sections["L"], a.sections["X"]
+    assert (r.valid, r.grade, r.meets_target, r.good) == (True, 4, False, False)
+    assert r.main_pollutants[0][0] == "NH3-N"
+    assert r.main_pollutants[0][1] == pytest.approx(0.2)  # (1.2 - 1.0) / 1.0
+    assert r.items["NH3-N"].mean.n_valid == 31
+    assert (lake.valid, lake.grade, lake.meets_target, lake.good) == (True, 3, True, True)
+    assert lake.items["TP"].grade == 3
+    assert lake.main_pollutants == ()
+    assert (x.valid, x.grade, x.meets_target) == (False, None, None)
+    assert x.missing == ("pH", "DO", "CODMn", "NH3-N", "TP")
+    assert x.items["TP"].mean.n_valid == 19
+    # 功能达标率 and 优良率 over the valid assessed sections R and L (X invalid, N not assessed)
+    assert (a.county.n_sections, a.county.n_valid, a.county.n_meets, a.county.n_good) == (
+        3,
+        2,
+        1,
+        1,
+    )
+    assert a.county.compliance_rate == 0.5
+    assert a.county.good_rate == 0.5
+    (t,) = a.towns
+    assert (t.outflow_class, t.outflow_meets, t.inflow_class, t.change) == (4, False, None, None)
+    assert t.sections == ("R", "X", "L")
+    assert (t.n_valid, t.n_meets) == (2, 1)
+    doc = a.to_json()
+    assert doc["sections"][0]["class_label"] == "IV"
+
+
+def test_river_versus_lake_tp(county: County) -> None:
+    means = {n: Mean(v, 31, 31, True) for n, v in VALUES["st-l"].items()}
+    assert assess_section(county.sections["L"], means, MAY).grade == 3
+    assert assess_section(county.sections["R"], means, MAY).grade == 2
+
+
+def test_section_parameters_decide_validity(county: County) -> None:
+    means = {n: Mean(v, 31, 31, True) for n, v in VALUES["st-r"].items()}
+    means["TN"] = Mean(3.0, 31, 5, False)  # not assessed on TN: does not invalidate
+    res = assess_section(county.sections["R"], means, MAY)
+    assert res.valid
+    assert res.items["TN"].grade == 0
+    means["DO"] = Mean(6.5, 31, 12, False)
+    res = assess_section(county.sections["R"], means, MAY)
+    assert (res.valid, res.grade, res.missing) == (False, None, ("DO",))
+
+
+def test_year_rates_on_annual_means_and_section_months(county: County) -> None:
+    # Annual readings: one per day for every day of 2026 would be slow to build by hand; use
+    # thresholds of one reading a day and one day a month.
+    rules = ValidityRules(min_hours_per_day=1, min_values_per_day_4h=1, min_days_per_month=1)
+    cols: dict[str, list[object]] = {k: [] for k in ("station", "ts_ms", "code", "value", "flag")}
+    year = Period(2026)
+    for month in range(1, 13):
+        t0, _ = Period(2026, month).bounds_ms("Asia/Shanghai")
+        for station, vals in VALUES.items():
+            if station == "st-x" and month > 8:
+                continue  # 8 valid months < 9: the year is invalid at X
+            for name, v in vals.items():
+                cols["station"].append(station)
+                cols["ts_ms"].append(t0 + HOUR_MS)
+                cols["code"].append(resolve(name).code)
+                cols["value"].append(v)
+                cols["flag"].append("N")
+    agg = aggregate(group_readings(cols), calendar(year, "Asia/Shanghai"), rules)
+    a = assess(county, agg)
+    assert a.sections["R"].grade == 4
+    assert a.sections["X"].valid is False
+    assert (a.county.n_valid, a.county.n_meets) == (2, 1)
+    # section-months: R 12 (none meets), L 12 (all meet), X 8 valid (class II target II, meets)
+    assert a.section_months is not None
+    sm = a.section_months
+    assert (sm.n_sections, sm.n_valid, sm.n_meets, sm.n_good) == (36, 32, 20, 20)
+    assert len(a.all_results()) == 4 + 12 * 4
