@@ -35,8 +35,12 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
+## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
+BENCHES ?= grading wire polling buffer ingest assessment bus footprint
 bench: $(STAMP)
-	$(BIN)/python bench/grading.py
+	@for b in $(BENCHES); do \
+	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \
+	done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -188,10 +188,14 @@ def write_results(
             continue
         if step is not None:
             step(f"write {lv.level} aggregates")
-        for start, rows in _level_rows(agg.keys, lv):
-            counts["aggregates"] += store.replace_rows(
-                "aggregates", {"period": lv.level, "start_ms": start}, AGG_COLUMNS, rows
-            )
+        if len(lv.starts) == 0:
+            continue
+        # One transaction per level: the slots of the period are replaced together.
+        span = (int(lv.starts[0]), int(lv.starts[-1]) + 1)
+        level_rows = [row for _, rows in _level_rows(agg.keys, lv) for row in rows]
+        counts["aggregates"] += store.replace_rows(
+            "aggregates", {"period": lv.level, "start_ms": span}, AGG_COLUMNS, level_rows
+        )
     if step is not None:
         step("write assessments")
     by_label: dict[tuple[str, str], list[tuple[object, ...]]] = {}

@@ -170,8 +170,9 @@ class Store(Protocol):
         rows: Iterable[Sequence[object]],
     ) -> int:
         """Delete the rows of ``table`` matching every ``key`` column and insert ``rows``, in one
-        transaction (a re-run of a computation replaces its earlier output). Returns rows
-        inserted."""
+        transaction (a re-run of a computation replaces its earlier output). A key value that is
+        a ``(low, high)`` tuple matches the half-open range ``low <= column < high``. Returns
+        rows inserted."""
         ...
 
     def insert_rows(
@@ -596,9 +597,19 @@ class SqlStore:
         rows: Iterable[Sequence[object]],
     ) -> int:
         _check_columns(table, [*key, *columns])
-        where = " AND ".join(f"{k} = ?" for k in key) or "1=1"
+        conds: list[str] = []
+        params: list[object] = []
+        for k, v in key.items():
+            if isinstance(v, tuple):
+                low, high = v
+                conds.append(f"{k} >= ? AND {k} < ?")
+                params += [_adapt(low), _adapt(high)]
+            else:
+                conds.append(f"{k} = ?")
+                params.append(_adapt(v))
+        where = " AND ".join(conds) or "1=1"
         with self._tx(f"replace rows of {table}") as cur:
-            self._x(cur, f"DELETE FROM {table} WHERE {where}", [_adapt(v) for v in key.values()])
+            self._x(cur, f"DELETE FROM {table} WHERE {where}", params)
             return self._bulk_insert(cur, table, columns, ([_adapt(v) for v in r] for r in rows))
 
     def insert_rows(

@@ -9,6 +9,7 @@ stations have already deleted after their acks); the default is ``FULL``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -63,8 +64,22 @@ class SqliteStore(SqlStore):
                 timeout=busy_timeout_s,
             )
             if not memory:
-                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._set_wal(busy_timeout_s)
             self._conn.execute(f"PRAGMA synchronous={sync}")
+
+    def _set_wal(self, timeout_s: float) -> None:
+        """Switch to WAL. SQLite answers "locked" at once, without waiting on the busy timeout,
+        while another connection is creating the same new file, so retry until the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+            else:
+                return
 
     @contextmanager
     def _guard(self, op: str) -> Iterator[None]:
