@@ -2,6 +2,251 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
 import typer
 
-app = typer.Typer(help="The station edge agent: poll, buffer, grade, forward.", no_args_is_help=True)
+app = typer.Typer(
+    help="The station edge agent: poll, buffer, grade, forward.", no_args_is_help=True
+)
+
+CONFIG_ERROR = 2
+
+
+def _fail(command: str, message: str, code: int = CONFIG_ERROR) -> NoReturn:
+    typer.echo(f"sanduan edge {command}: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def station_report(path: Path) -> tuple[list[str], int]:
+    """The text ``check-config`` prints for a station file, and its number of warnings.
+
+    Raises ConfigError. Also what the golden plan tests compare against.
+    """
+    from sanduan.edge.core.plan import format_bus_plan
+    from sanduan.edge.core.timing import bus_timing, format_bus_timing
+    from sanduan.edge.devices import load_station
+
+    config, plans = load_station(path)
+    lines = [f"station {config.station.id}: {len(plans)} bus{'es' if len(plans) != 1 else ''}"]
+    warnings = 0
+    for plan in plans:
+        timing = bus_timing(plan)
+        warnings += len(timing.warnings)
+        lines.extend(format_bus_plan(plan))
+        lines.extend(format_bus_timing(timing))
+    return lines, warnings
+
+
+@app.command("check-config")
+def check_config(
+    config: Annotated[Path, typer.Argument(help="The station TOML file.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when there are warnings.")
+    ] = False,
+) -> None:
+    """Validate a station file; print each bus's read plan and bus timing, with warnings."""
+    from sanduan.shared.errors import ConfigError
+
+    try:
+        lines, warnings = station_report(config)
+    except ConfigError as exc:
+        _fail("check-config", str(exc))
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    if strict and warnings:
+        raise typer.Exit(1)
+
+
+def _parameter_name(code: str) -> str:
+    try:
+        from sanduan.shared.params import by_code
+    except ImportError:  # pragma: no cover - the registry ships with sanduan
+        return code
+    try:
+        return by_code(code).name
+    except Exception:  # an unknown code: show the code itself
+        return code
+
+
+def _grader(water_body: str) -> Callable[[str, float], str] | None:
+    """A function value -> class label, or None when grading is not available."""
+    try:
+        from sanduan.shared.grading import class_label, grade_sample
+        from sanduan.shared.model import WaterBody
+    except ImportError:  # pragma: no cover
+        return None
+
+    def grade(code: str, value: float) -> str:
+        try:
+            result = grade_sample({code: value}, water_body=WaterBody(water_body))
+        except Exception:  # not gradable (unknown parameter, negative value)
+            return "-"
+        item = next(iter(result.items.values()))
+        return class_label(item.grade)
+
+    return grade
+
+
+@app.command("poll")
+def poll(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The station TOML file.")],
+    once: Annotated[
+        bool, typer.Option("--once", help="Poll every device once, print a table and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+) -> None:
+    """Poll the station's Modbus devices: one round (--once) or continuously until Ctrl-C."""
+    import asyncio
+    import contextlib
+    import logging
+    import math
+
+    from sanduan.edge.core.model import PolledValue
+    from sanduan.edge.devices import load_station
+    from sanduan.edge.io.bus import BusPoller, run_pollers
+    from sanduan.shared.clock import clock_from_env
+    from sanduan.shared.errors import ConfigError, DeviceError
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # sanduan.edge.bus says it better
+    try:
+        station, plans = load_station(config)
+        clock = clock_from_env()
+    except ConfigError as exc:
+        _fail("poll", str(exc))
+
+    if not once:
+
+        def show(values: list[PolledValue]) -> None:
+            for v in values:
+                typer.echo(f"{v.ts_ms} {v.device} {v.code} {v.value:g} {v.flag.value}")
+
+        pollers = [BusPoller(p, clock, show) for p in plans]
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_pollers(pollers))
+        return
+
+    async def one_round() -> list[tuple[BusPoller, list[PolledValue] | str]]:
+        pollers = [BusPoller(p, clock) for p in plans]
+
+        async def run(p: BusPoller) -> list[PolledValue] | str:
+            try:
+                return await p.poll_once()
+            except DeviceError as exc:
+                return str(exc)
+            finally:
+                await p.close()
+
+        results = await asyncio.gather(*(run(p) for p in pollers))
+        return list(zip(pollers, results, strict=True))
+
+    rounds = asyncio.run(one_round())
+
+    from rich.console import Console
+    from rich.table import Table
+
+    grade = _grader(station.station.water_body.value)
+    table = Table(title=f"station {station.station.id}: one poll round")
+    for col in ("bus", "device", "parameter", "value", "flag"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    if grade is not None:
+        table.add_column("class", justify="center")
+    problems: list[str] = []
+    for poller, result in rounds:
+        if isinstance(result, str):
+            problems.append(result)
+            continue
+        for v in result:
+            row = [poller.name, v.device, _parameter_name(v.code), f"{v.value:.6g}", v.flag.value]
+            if grade is not None:
+                ok = v.flag.value == "N" and math.isfinite(v.value)
+                row.append(grade(v.code, v.value) if ok else "-")
+            table.add_row(*row)
+        for stats in poller.devices.values():
+            if stats.polls_failed:
+                errors = ", ".join(f"{k} {n}" for k, n in sorted(stats.errors.items()))
+                problems.append(f"{stats.last_error} [{errors}]")
+            elif stats.unchanged:
+                problems.append(f"bus {poller.name}: device {stats.device}: result unchanged")
+    console = Console(width=120)
+    console.print(table)
+    for p in problems:
+        console.print(p, markup=False, highlight=False)
+    failed = any(
+        isinstance(r, str) or any(s.polls_failed for s in p.devices.values()) for p, r in rounds
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+# --- the agent and its buffer -------------------------------------------------------------
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The station TOML file.")],
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Buffer file (default: buffer.path).")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
+    log_format: Annotated[str, typer.Option("--log-format", help="json or text.")] = "json",
+    fake_source: Annotated[
+        str | None,
+        typer.Option(
+            "--fake-source",
+            hidden=True,
+            help="PERIOD_S[:N]: deterministic values instead of the buses (tests, rigs).",
+        ),
+    ] = None,
+) -> None:
+    """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT."""
+    from sanduan.edge.app import BusSource, FakeSource, configure_logging, run_agent
+    from sanduan.shared.clock import clock_from_env
+    from sanduan.shared.config import load_station_config
+    from sanduan.shared.errors import SanduanError
+
+    configure_logging(log_level, log_format)
+    try:
+        cfg = load_station_config(config)
+        clock = clock_from_env()
+        source = (
+            FakeSource.parse(fake_source, clock)
+            if fake_source is not None
+            else BusSource(config, clock)
+        )
+        run_agent(cfg, source=source, clock=clock, db_path=db)
+    except SanduanError as exc:
+        _fail("run", str(exc))
+
+
+@app.command("outbox")
+def outbox_command(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The station TOML file.")
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="The buffer file itself.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the buffer: depth, oldest unacknowledged age, last ack, drops, days of coverage."""
+    from sanduan.edge.app import outbox_report, print_outbox_report
+    from sanduan.shared.errors import SanduanError
+
+    if config is None and db is None:
+        _fail("outbox", "give --config station.toml or --db PATH")
+    try:
+        report = outbox_report(config, db)
+    except SanduanError as exc:
+        _fail("outbox", str(exc))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_outbox_report(report)

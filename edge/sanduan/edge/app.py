@@ -1,0 +1,428 @@
+"""The station agent: reading source(s) -> commit buffer -> outbox (grades, aggregates, alarms)
+-> forwarder -> MQTT.
+
+The injection seam is :class:`ReadingSource`: anything that calls a sink with lists of
+:class:`~sanduan.edge.core.model.PolledValue`. :class:`BusSource` runs the real
+:class:`~sanduan.edge.io.bus.BusPoller` of every configured bus; :class:`FakeSource` produces
+deterministic values on a schedule (tests, the HIL rig, ``sanduan edge run --fake-source``).
+The clock is injected too (``SANDUAN_SIM_CLOCK`` for accelerated runs).
+
+Polling never waits for the disk or the link: the sink only appends to an in-memory list;
+a committer task writes it to the buffer every ``commit_interval_s`` or ``commit_max_rows``
+on the buffer's own thread; the forwarder and the MQTT thread run on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from sanduan.edge.core.model import PolledValue
+from sanduan.edge.forwarder import DbThread, Forwarder
+from sanduan.edge.io.outbox import Outbox
+from sanduan.edge.io.uplink import Uplink
+from sanduan.shared.clock import Clock, clock_from_env
+from sanduan.shared.config import StationConfig
+from sanduan.shared.errors import SanduanError
+from sanduan.shared.model import Flag
+
+log = logging.getLogger("sanduan.edge.agent")
+
+Sink = Callable[[list[PolledValue]], None]
+MAX_PENDING = 1_000_000
+"""Values kept in memory while the buffer cannot be written (a failing disk) before the
+oldest are dropped and counted."""
+
+
+def agent_version() -> str:
+    try:
+        return f"sanduan-edge {metadata.version('sanduan')}"
+    except metadata.PackageNotFoundError:
+        return "sanduan-edge"
+
+
+class ReadingSource(Protocol):
+    """Where readings come from. ``run`` calls ``sink`` until cancelled."""
+
+    async def run(self, sink: Sink) -> None: ...
+
+    def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
+        """(error count per device, utilisation per bus) for the heartbeat."""
+        ...
+
+
+class BusSource:
+    """The configured RS-485 buses, one :class:`BusPoller` each."""
+
+    def __init__(self, config_path: Path | str, clock: Clock) -> None:
+        from sanduan.edge.devices import load_station
+
+        self.clock = clock
+        _, self.plans = load_station(config_path)
+        self.pollers: list[Any] = []
+
+    async def run(self, sink: Sink) -> None:
+        from sanduan.edge.io.bus import BusPoller, run_pollers
+
+        self.pollers = [BusPoller(plan, self.clock, sink) for plan in self.plans]
+        await run_pollers(self.pollers)
+
+    def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
+        errors: dict[str, int] = {}
+        util: dict[str, float] = {}
+        for p in self.pollers:
+            for name, st in p.devices.items():
+                errors[name] = int(sum(st.errors.values()))
+            util[p.name] = float(p.utilisation())
+        return errors, util
+
+
+FAKE_CODES = ("w01001", "w01009", "w21003", "w21011", "w01010", "w01014")
+
+
+def fake_value(code: str, ts_ms: int) -> float:
+    """A deterministic value for ``code`` at ``ts_ms``: a slow wave around a typical level."""
+    base = {"w01001": 7.5, "w01009": 7.0, "w21003": 0.8, "w21011": 0.15, "w01010": 18.0}
+    level = base.get(code, 100.0)
+    phase = (ts_ms // 1000) % 3600 / 3600.0 * 2 * math.pi
+    return round(level * (1.0 + 0.4 * math.sin(phase + len(code))), 4)
+
+
+@dataclass
+class FakeSource:
+    """Emits one value per code every ``period_s`` seconds of the injected clock."""
+
+    clock: Clock
+    period_s: float = 1.0
+    codes: Sequence[str] = FAKE_CODES[:4]
+    device: str = "fake"
+    limit: int | None = None
+    """Stop producing after this many polls (the source then idles)."""
+    polls: int = 0
+
+    async def run(self, sink: Sink) -> None:
+        nxt = self.clock.monotonic()
+        while True:
+            if self.limit is not None and self.polls >= self.limit:
+                await asyncio.Event().wait()
+            ts = int(self.clock.time() * 1000)
+            if self.codes:
+                sink(
+                    [PolledValue(self.device, c, ts, fake_value(c, ts), Flag.N) for c in self.codes]
+                )
+            self.polls += 1
+            nxt += self.period_s
+            await self.clock.sleep(max(0.0, nxt - self.clock.monotonic()))
+
+    def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
+        return {self.device: 0}, {}
+
+    @classmethod
+    def parse(cls, spec: str, clock: Clock) -> FakeSource:
+        """``PERIOD_S[:N_CODES]``, e.g. ``1`` or ``0.1:6`` (``:0`` produces nothing)."""
+        period, _, n = spec.partition(":")
+        count = int(n) if n else 4
+        return cls(clock, float(period), FAKE_CODES[: max(0, min(count, len(FAKE_CODES)))])
+
+
+class Agent:
+    """One station's agent. ``await agent.run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        *,
+        source: ReadingSource,
+        clock: Clock | None = None,
+        db_path: Path | str | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.clock = clock or clock_from_env()
+        self.db_path = Path(db_path) if db_path is not None else config.buffer.path
+        self.version = version or agent_version()
+        self._pending: list[PolledValue] = []
+        self._flush = asyncio.Event()
+        self.committed = 0
+        self.lost_in_memory = 0
+        self.outbox: Outbox | None = None
+        self.forwarder: Forwarder | None = None
+        self.uplink: Uplink | None = None
+        self.db: DbThread | None = None
+
+    # -- the sink (called by the sources, never blocks) -----------------------------------
+
+    def sink(self, values: list[PolledValue]) -> None:
+        self._pending.extend(values)
+        if len(self._pending) >= self.config.buffer.commit_max_rows:
+            self._flush.set()
+        if len(self._pending) > MAX_PENDING:
+            extra = len(self._pending) - MAX_PENDING
+            del self._pending[:extra]
+            self.lost_in_memory += extra
+
+    async def _commit_pending(self) -> None:
+        assert self.db is not None and self.forwarder is not None
+        rows = self.config.buffer.commit_max_rows
+        while self._pending:
+            chunk = self._pending[:rows]
+            try:
+                result = await self.db.run(self.db.outbox.commit, chunk)
+            except SanduanError as e:
+                log.error("cannot write the buffer (will retry): %s", e)  # noqa: TRY400
+                raise
+            del self._pending[: len(chunk)]
+            self.committed += result.count
+            self.forwarder.committed(result)
+
+    async def _committer(self) -> None:
+        interval = self.config.buffer.commit_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._flush.wait(), timeout=max(0.001, self.clock.real_seconds(interval))
+                )
+            self._flush.clear()
+            try:
+                await self._commit_pending()
+            except SanduanError:
+                await self.clock.sleep(interval)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.config
+        outbox = Outbox.from_config(cfg, path=self.db_path)
+        self.outbox = outbox
+        self.db = db = DbThread(outbox)
+        st = outbox.stats()
+        log.info(
+            "buffer %s: next seq %d, %d unacknowledged, last acknowledged %s, dropped %d",
+            self.db_path,
+            st.next_seq,
+            st.depth,
+            st.last_acked_seq,
+            st.dropped,
+        )
+        fwd = Forwarder(
+            db,
+            cfg.uplink,
+            cfg.station.id,
+            clock=self.clock,
+            agent_version=self.version,
+            device_stats=self.source.device_stats,
+        )
+        self.forwarder = fwd
+        self.uplink = uplink = Uplink(
+            cfg.uplink, cfg.station.id, fwd, clock=self.clock, agent_version=self.version
+        )
+        fwd.uplink = uplink
+        uplink.start()
+        tasks = [
+            asyncio.create_task(self.source.run(self.sink), name="source"),
+            asyncio.create_task(self._committer(), name="committer"),
+            asyncio.create_task(fwd.run(), name="forwarder"),
+            asyncio.create_task(fwd.heartbeat(), name="heartbeat"),
+        ]
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper and not t.cancelled() and t.exception() is not None:
+                    log.error("task %s failed: %r", t.get_name(), t.exception())
+        finally:
+            log.info("stopping: flushing %d values to the buffer", len(self._pending))
+            tasks[0].cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await tasks[0]
+            for t in tasks[1:]:
+                t.cancel()
+            for t in tasks[1:]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            stopper.cancel()
+            try:
+                await self._commit_pending()
+            except SanduanError as e:
+                log.error("final flush failed; %d values not stored: %s", len(self._pending), e)  # noqa: TRY400
+            try:
+                offline = await fwd.status(online=False)
+                from sanduan.shared import wire
+
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: uplink.stop(offline_status=wire.encode(offline))
+                )
+            except Exception:
+                log.exception("closing the link")
+                uplink.stop()
+            await asyncio.get_running_loop().run_in_executor(None, db.close)
+            log.info("stopped: %d readings committed this run", self.committed)
+
+
+# --------------------------------------------------------------------------------------------
+# logging
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC ISO), level, logger, message, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "t": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+
+
+def run_agent(
+    config: StationConfig,
+    *,
+    source: ReadingSource,
+    clock: Clock | None = None,
+    db_path: Path | str | None = None,
+) -> None:
+    """Run the agent until SIGTERM or SIGINT, then shut down cleanly."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        agent = Agent(config, source=source, clock=clock, db_path=db_path)
+        await agent.run(stop)
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# ``sanduan edge outbox``
+
+
+def outbox_report(
+    config_path: Path | str | None, db_path: Path | str | None, clock: Clock | None = None
+) -> dict[str, Any]:
+    """The buffer's state as a JSON-ready dict (see ``sanduan edge outbox``)."""
+    from sanduan.shared.config import load_station_config
+
+    if config_path is not None:
+        cfg = load_station_config(config_path)
+        path = Path(db_path) if db_path is not None else cfg.buffer.path
+        outbox = Outbox.open_existing(path, max_bytes=cfg.buffer.max_bytes)
+    else:
+        assert db_path is not None
+        outbox = Outbox.open_existing(db_path)
+    now_ms = int((clock or clock_from_env()).time() * 1000)
+    with outbox:
+        st = outbox.stats()
+    return {
+        "station": outbox.station,
+        "path": str(outbox.path),
+        "depth": st.depth,
+        "oldest_unacked_seq": st.oldest_unacked_seq,
+        "oldest_unacked_age_s": st.oldest_unacked_age_s(now_ms),
+        "last_acked_seq": st.last_acked_seq,
+        "next_seq": st.next_seq,
+        "rows": st.rows,
+        "acked_rows": st.acked_rows,
+        "dropped": st.dropped,
+        "dropped_through_seq": st.dropped_through,
+        "resend_missing": st.resend_missing,
+        "pending_events": st.pending_events,
+        "used_bytes": st.used_bytes,
+        "size_on_disk_bytes": st.file_bytes,
+        "max_bytes": st.max_bytes,
+        "bytes_per_reading": st.bytes_per_reading,
+        "readings_per_s": st.readings_per_s,
+        "coverage_days": st.coverage_days,
+    }
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def print_outbox_report(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"buffer of station {r['station']}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+
+    def opt(x: Any) -> str:
+        return "-" if x is None else str(x)
+
+    rate = r["readings_per_s"]
+    cover = r["coverage_days"]
+    rows = [
+        ("file", r["path"]),
+        ("depth (unacknowledged readings)", str(r["depth"])),
+        (
+            "oldest unacknowledged",
+            f"{_age(r['oldest_unacked_age_s'])} (seq {opt(r['oldest_unacked_seq'])})",
+        ),
+        ("last acknowledged seq", opt(r["last_acked_seq"])),
+        ("next seq", str(r["next_seq"])),
+        ("readings held (acknowledged)", f"{r['rows']} ({r['acked_rows']})"),
+        ("dropped unacknowledged", f"{r['dropped']} (through seq {r['dropped_through_seq']})"),
+        ("asked for but not held", str(r["resend_missing"])),
+        ("events not yet delivered", str(r["pending_events"])),
+        ("size on disk", _size(r["size_on_disk_bytes"])),
+        ("used / budget", f"{_size(r['used_bytes'])} / {_size(r['max_bytes'])}"),
+        (
+            "bytes per reading",
+            "-" if r["bytes_per_reading"] is None else f"{r['bytes_per_reading']:.1f}",
+        ),
+        ("rate", "-" if rate is None else f"{rate:.3g} readings/s"),
+        ("coverage at this rate", "-" if cover is None else f"{cover:.1f} days"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    Console(width=100).print(table)
