@@ -74,7 +74,7 @@ def _is_pure(module: str) -> bool:
 
 
 def test_pure_cores_import_no_io() -> None:
-    problems = []
+    problems: list[str] = []
     checked = 0
     for role in ROLES:
         for module, path in _modules(role):

@@ -34,9 +34,7 @@ class Flag(enum.StrEnum):
 
 
 # Flags excluded from time means by default (HJ 212: not a valid measurement).
-EXCLUDED_FROM_MEANS: frozenset[Flag] = frozenset(
-    {Flag.M, Flag.C, Flag.D, Flag.F, Flag.B, Flag.T}
-)
+EXCLUDED_FROM_MEANS: frozenset[Flag] = frozenset({Flag.M, Flag.C, Flag.D, Flag.F, Flag.B, Flag.T})
 
 
 class WaterBody(enum.StrEnum):
