@@ -14,11 +14,13 @@ from sanduan.shared.wire import Batch, Status, encode
 
 runner = CliRunner(env={"COLUMNS": "200"})
 T0 = 1_767_225_600_000
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _config(tmp_path: Path, store: str, county: bool = True) -> Path:
     if county:
-        (tmp_path / "county.toml").write_text("", encoding="utf-8")
+        example = DEPLOY / "county.example.toml"
+        (tmp_path / "county.toml").write_text(example.read_text(encoding="utf-8"), "utf-8")
     cfg = tmp_path / "central.toml"
     lines = ["[central]", f'store = "{store}"']
     if county:
@@ -36,9 +38,12 @@ def test_check_config_reports_settings_and_missing_files(tmp_path: Path) -> None
     assert "secret" not in r.stdout
     assert "collectors" in r.stdout
     assert "file not found" in r.stdout  # rules.toml
-    (tmp_path / "rules.toml").write_text("", encoding="utf-8")
+    (tmp_path / "rules.toml").write_text(
+        (DEPLOY / "rules.example.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     r = runner.invoke(app, ["central", "check-config", str(cfg)])
     assert r.exit_code == 0, r.output
+    assert "valid" in r.stdout
 
 
 def test_check_config_names_a_bad_key(tmp_path: Path) -> None:
@@ -96,6 +101,12 @@ def test_migrate_replay_and_report(tmp_path: Path) -> None:
 
 def test_run_refuses_an_unmigrated_store(tmp_path: Path) -> None:
     cfg = _config(tmp_path, f"sqlite:///{tmp_path / 'none.db'}")
+    r = runner.invoke(app, ["central", "run", "-c", str(cfg)])
+    assert r.exit_code == 2
+    assert "rules.toml: file not found" in r.stderr  # the topology is checked at start-up
+    (tmp_path / "rules.toml").write_text(
+        (DEPLOY / "rules.example.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
     r = runner.invoke(app, ["central", "run", "-c", str(cfg)])
     assert r.exit_code == 2
     assert "sanduan central migrate" in r.stderr

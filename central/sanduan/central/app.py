@@ -42,6 +42,7 @@ def serve(
     from sanduan.central.store import open_store
 
     url = store_url or cfg.central.store
+    validate_topology(cfg)
     if migrate:
         open_store(url, migrate=True).close()
     stop = threading.Event()
@@ -103,12 +104,7 @@ def check_config(path: Path) -> list[ConfigCheck]:
         )
     )
     out.append(ConfigCheck("client id", m.client_id or "(default)", True))
-    for name, value in (("county", sec.county), ("rules", sec.rules)):
-        if value is None:
-            out.append(ConfigCheck(name, "-", True, "not set"))
-        else:
-            ok = value.is_file()
-            out.append(ConfigCheck(name, str(value), ok, "exists" if ok else "file not found"))
+    out.extend(_topology_checks(cfg))
     out.append(
         ConfigCheck(
             "ingest",
@@ -118,4 +114,49 @@ def check_config(path: Path) -> list[ConfigCheck]:
         )
     )
     out.append(ConfigCheck("timezone", sec.timezone, True))
+    return out
+
+
+def validate_topology(cfg: CentralConfig) -> tuple[int, int, int]:
+    """Load the county and rules files named by the config, validated and cross-checked.
+
+    Raises ConfigError naming the file, key and reason. Returns (sections, towns, rules), zero
+    for a file that is not configured.
+    """
+    from sanduan.central.core.compensation import load_rules
+    from sanduan.central.core.county import load_county
+
+    sec = cfg.central
+    if sec.county is None:
+        return 0, 0, 0
+    county = load_county(sec.county)
+    n_rules = 0
+    if sec.rules is not None:
+        rules = load_rules(sec.rules)
+        rules.check(county)
+        n_rules = len(rules.rules)
+    return len(county.sections), len(county.towns), n_rules
+
+
+def _topology_checks(cfg: CentralConfig) -> list[ConfigCheck]:
+    sec = cfg.central
+    out: list[ConfigCheck] = []
+    missing = False
+    for name, value in (("county", sec.county), ("rules", sec.rules)):
+        if value is None:
+            out.append(ConfigCheck(name, "-", True, "not set"))
+        elif not value.is_file():
+            missing = True
+            out.append(ConfigCheck(name, str(value), False, "file not found"))
+        else:
+            out.append(ConfigCheck(name, str(value), True, "exists"))
+    if missing or sec.county is None:
+        return out
+    try:
+        sections, towns, rules = validate_topology(cfg)
+    except ConfigError as e:
+        out.append(ConfigCheck("topology", "invalid", False, str(e)))
+    else:
+        note = f"{sections} sections, {towns} towns" + (f", {rules} rules" if sec.rules else "")
+        out.append(ConfigCheck("topology", "valid", True, note))
     return out

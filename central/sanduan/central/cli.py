@@ -82,7 +82,8 @@ def check_config_command(
         table.add_row("[green]ok[/]" if c.ok else "[red]!![/]", c.name, c.value, c.note)
     Console().print(table)
     if not all(c.ok for c in checks):
-        typer.echo("sanduan central: the config refers to missing files", err=True)
+        bad = ", ".join(c.name for c in checks if not c.ok)
+        typer.echo(f"sanduan central: check-config found problems: {bad}", err=True)
         raise typer.Exit(1)
 
 
