@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
-import re
-import shutil
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,121 +11,20 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
+from tests.brokers import TlsBroker, have_mosquitto_tls
 
 pytestmark = pytest.mark.skipif(
-    not (
-        shutil.which("mosquitto") and shutil.which("openssl") and shutil.which("mosquitto_passwd")
-    ),
-    reason="needs mosquitto, mosquitto_passwd and openssl",
+    not have_mosquitto_tls(), reason="needs mosquitto, mosquitto_passwd and openssl"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    d = tmp_path_factory.mktemp("broker")
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=sanduan-test-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        cwd=d,
+    b = TlsBroker.start(
+        tmp_path_factory.mktemp("broker"), {"central": "c-pw", "S1": "s1-pw", "S2": "s2-pw"}
     )
-    _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        cwd=d,
-    )
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n", encoding="utf-8")
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-        cwd=d,
-    )
-    passwd = d / "sanduan.passwd"
-    for i, (user, pw) in enumerate([("central", "c-pw"), ("S1", "s1-pw"), ("S2", "s2-pw")]):
-        flags = ["-c"] if i == 0 else []
-        subprocess.run(["mosquitto_passwd", *flags, "-b", str(passwd), user, pw], check=True)
-    passwd.chmod(0o600)
-    acl = d / "sanduan.acl"
-    shutil.copy(DEPLOY / "sanduan.acl", acl)
-    acl.chmod(0o600)
-    port = _free_port()
-    conf = (DEPLOY / "sanduan.conf").read_text(encoding="utf-8")
-    replacements = {
-        r"^password_file .*$": f"password_file {passwd}",
-        r"^acl_file .*$": f"acl_file {acl}",
-        r"^listener 8883$": f"listener {port} 127.0.0.1",
-        r"^certfile .*$": f"certfile {d / 'server.crt'}",
-        r"^keyfile .*$": f"keyfile {d / 'server.key'}",
-        r"^cafile .*$": f"cafile {d / 'ca.crt'}",
-        r"^persistence true$": "persistence false",
-        r"^persistence_location .*$": "",
-    }
-    for pattern, repl in replacements.items():
-        conf, n = re.subn(pattern, repl, conf, flags=re.MULTILINE)
-        assert n == 1, f"shipped config lost the line {pattern}"
-    # Run as the test's own user: as root, mosquitto would switch to "mosquitto" and could not
-    # read the files in the test's temporary folder.
-    conf = f"user {getpass.getuser()}\n" + conf
-    cfg = d / "test.conf"
-    cfg.write_text(conf, encoding="utf-8")
-    proc = subprocess.Popen(["mosquitto", "-c", str(cfg)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        _, err = proc.communicate()
-        pytest.fail(f"test broker did not start: {err.decode(errors='replace')[-2000:]}")
-    yield port, d / "ca.crt"
-    proc.terminate()
-    proc.wait(5)
+    yield b.port, b.ca
+    b.stop()
 
 
 def _client(port: int, ca: Path, user: str | None, pw: str | None, name: str) -> mqtt.Client:

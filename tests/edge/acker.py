@@ -39,6 +39,9 @@ class Acker:
         station: str = "+",
         acking: bool = True,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -58,6 +61,10 @@ class Acker:
             client_id=f"acker-{uuid.uuid4().hex[:10]}",
             protocol=protocol,
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=ca_file)
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.edge.acker import Acker
 from tests.edge.agent_harness import AgentThread, fake, station_config, wait_until
-from tests.edge.conftest import PrivateBroker
+from tests.edge.conftest import PrivateBroker, free_port
 
 SANDUAN = str(Path(sys.executable).with_name("sanduan"))
 
@@ -138,3 +139,92 @@ def test_broker_outage_polling_goes_on_and_backlog_drains(
         at.stop()
         acker.stop()
     assert acker.conflicts == []
+
+
+def test_an_analyzer_result_read_again_after_a_restart_is_not_stored_twice(
+    tmp_path: Path,
+) -> None:
+    from dataclasses import dataclass
+
+    from sanduan.edge.app import Sink
+    from sanduan.edge.core.model import PolledValue
+    from sanduan.shared.clock import SystemClock
+    from sanduan.shared.model import Flag
+
+    cycle_ms = 1_767_225_600_000
+
+    @dataclass
+    class Analyzer:
+        """Reads the same result (same result time) again and again, like a bus poller whose
+        memory of the last result time was lost in a restart."""
+
+        clock: SystemClock
+        reads: int = 0
+
+        async def run(self, sink: Sink) -> None:
+            while True:
+                sink([PolledValue("nh3n", "w21003", cycle_ms, 0.42, Flag.N)])
+                self.reads += 1
+                await asyncio.sleep(0.02)
+
+        def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
+            return {"nh3n": 0}, {}
+
+    db = tmp_path / "b.db"
+    cfg = station_config("st-restart", db, free_port())  # no broker: only the buffer matters
+
+    def run_once() -> int:
+        source = Analyzer(SystemClock())
+        at = AgentThread(cfg, source).start()  # type: ignore[arg-type]
+        assert wait_until(lambda: source.reads >= 10)
+        agent = at.agent
+        assert agent is not None
+        assert wait_until(lambda: agent.outbox is not None and agent.outbox.repeats >= 5)
+        at.stop()
+        return agent.committed
+
+    assert run_once() == 1
+    assert run_once() == 0  # restarted: the same result is a repeat
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT seq, ts, code FROM reading").fetchall()
+    finally:
+        con.close()
+    assert rows == [(1, cycle_ms, "w21003")]
+
+
+def test_fake_source_polls_get_distinct_times_even_on_a_stalled_clock() -> None:
+    from dataclasses import dataclass
+
+    from sanduan.edge.app import FakeSource
+    from sanduan.edge.core.model import PolledValue
+
+    @dataclass
+    class Stalled:
+        speed: float = 1.0
+
+        def time(self) -> float:
+            return 1_767_225_600.0
+
+        def monotonic(self) -> float:
+            return 0.0
+
+        async def sleep(self, seconds: float) -> None:
+            await asyncio.sleep(0)
+
+        def real_seconds(self, seconds: float) -> float:
+            return seconds
+
+    got: list[list[PolledValue]] = []
+    source = FakeSource(Stalled(), 0.001, ("w01001", "w01009"), limit=5)
+
+    async def go() -> None:
+        task = asyncio.create_task(source.run(got.append))
+        while source.polls < 5:  # noqa: ASYNC110 (the source has no completion event)
+            await asyncio.sleep(0)
+        task.cancel()
+
+    asyncio.run(go())
+    times = [poll[0].ts_ms for poll in got]
+    assert times == [1_767_225_600_000 + i for i in range(5)]
+    assert all(len({v.ts_ms for v in poll}) == 1 for poll in got)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 from hypothesis import given, settings
@@ -78,3 +82,60 @@ def test_numpy_engine_exceedance_matches() -> None:
     a, b = Grader(engine="numpy"), Grader()
     for code, v in [("w21003", 1.7), ("w21011", 0.01), ("w01009", 3.0), ("w01001", 7.0)]:
         assert a.exceedance(code, v) == b.exceedance(code, v)
+
+
+def test_physically_impossible_values_are_screened_and_not_graded() -> None:
+    for engine in ("numba", "numpy"):
+        g = Grader(engine=engine)
+        codes = ["w01001", "w01001", "w01001", "w21003", "w01010", "zz"]
+        values = np.array([7.2, 40.0, math.nan, 250.0, -4.0, 1e9])
+        grades, bad = g.screen(values, g.indexes(codes))
+        assert bad.tolist() == [False, True, False, True, False, False], engine
+        assert grades[1] == grades[3] == 0 and grades[0] == 1
+        assert g.grade(values, g.indexes(codes)) == grades
+
+
+def test_the_numba_engine_loads_one_kernel_and_releases_llvm_pages() -> None:
+    # A fresh process: what `sanduan edge run` does when it creates its grader.
+    code = textwrap.dedent(
+        """
+        import json
+        from sanduan.edge import memory
+        from sanduan.edge.grader import Grader
+        from sanduan.shared.grading import kernels
+        g = Grader()
+        after = memory.library_resident_kib()
+        loaded = sorted(
+            n for n in dir(kernels)
+            if getattr(getattr(kernels, n), "overloads", None)
+        )
+        g.grade(np.array([0.5, 7.0]), g.indexes(["w21003", "w01001"]))
+        g.exceedance("w21003", 1.5)
+        print(json.dumps({"after": after, "loaded": loaded,
+                          "later": memory.library_resident_kib(),
+                          "rss": memory.resident_kib()}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import numpy as np\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["loaded"] == ["classify_indexed"]
+    # LLVM's code is dropped once the kernel is loaded, and grading does not bring it back.
+    assert r["after"] < 2048 and r["later"] < 2048, r
+    if r["rss"]:
+        assert r["rss"]["VmRSS"] < r["rss"]["VmHWM"] - 30 * 1024, r["rss"]
+
+
+def test_release_keeps_written_mappings() -> None:
+    from sanduan.edge.memory import Mapping
+
+    text = Mapping(0, 4096, "r-xp", "/usr/lib/libx.so", 4, 0, 0)
+    relro = Mapping(0, 4096, "r--p", "/usr/lib/libx.so", 4, 4, 4)  # relocated: copy-on-write
+    data = Mapping(0, 4096, "rw-p", "/usr/lib/libx.so", 4, 0, 0)
+    anon = Mapping(0, 4096, "r--p", "[heap]", 4, 0, 0)
+    assert [m.releasable for m in (text, relro, data, anon)] == [True, False, False, False]

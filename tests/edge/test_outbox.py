@@ -65,10 +65,10 @@ def test_values_flags_grades_round_trip(tmp_path: Path) -> None:
         ob.commit(
             [
                 pv(JAN1_UTC, 0.4, "w21003"),
-                pv(JAN1_UTC, math.nan, "w21003", Flag.D),
-                pv(JAN1_UTC, 2.5, "w21003", Flag.T),
-                pv(JAN1_UTC, -1.0, "w21003", Flag.D),  # impossible: kept, not graded
-                pv(JAN1_UTC, 3.0, "x99999"),  # unknown code: kept, not graded
+                pv(JAN1_UTC + 1, math.nan, "w21003", Flag.D),
+                pv(JAN1_UTC + 2, 2.5, "w21003", Flag.T),
+                pv(JAN1_UTC + 3, -1.0, "w21003", Flag.D),  # impossible: kept, not graded
+                pv(JAN1_UTC + 4, 3.0, "x99999"),  # unknown code: kept, not graded
             ]
         )
         rows = ob.readings()
@@ -290,3 +290,84 @@ def test_outbox_command_shows_the_buffer(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "depth" in res.output and "3000" in res.output
     res = runner.invoke(app, ["edge", "outbox", "--db", str(tmp_path / "none.db")])
     assert res.exit_code == 2 and "no buffer" in res.output
+
+
+def test_physically_impossible_values_are_flagged_d_not_graded_not_valid(tmp_path: Path) -> None:
+    t = JAN1_UTC
+    with open_ob(tmp_path / "b.db") as ob:
+        ob.commit(
+            [
+                pv(t, 7.2, "w01001"),  # pH 7.2: normal
+                pv(t + 1000, 40.0, "w01001"),  # pH 40: impossible
+                pv(t + 2000, 14.0, "w01001"),  # the physical maximum itself: possible
+                pv(t + 3000, -0.1, "w21003", Flag.S),  # negative NH3-N, even hand-set
+                pv(t + 4000, 300.0, "w21003", Flag.M),  # over 200 mg/L during maintenance
+                pv(t + 5000, 60.0, "w01010", Flag.B),  # 60 °C with a link fault: stays B
+                pv(t + 6000, math.nan, "w01001"),  # missing is not impossible
+            ]
+        )
+        rows = [(r[2], r[4], r[5]) for r in ob.readings()]
+        assert rows == [
+            ("w01001", "N", 1),
+            ("w01001", "D", 0),
+            ("w01001", "N", 6),  # outside pH 6..9: class 劣V, but a possible value
+            ("w21003", "D", 0),
+            ("w21003", "D", 0),
+            ("w01010", "B", 0),
+            ("w01001", "N", 0),
+        ]
+        ph = ob.aggregates("hour", "w01001")[0]
+        assert (ph.count, ph.valid, ph.vmin, ph.vmax) == (4, 2, 7.2, 14.0)
+        nh3 = ob.aggregates("hour", "w21003")[0]
+        assert (nh3.count, nh3.valid, nh3.vmin) == (2, 0, None)
+        batch = ob.form_batch(1)
+        assert batch is not None
+        assert [str(f) for f in batch.flags] == ["N", "D", "N", "D", "D", "B", "N"]
+        assert batch.grades == (1, 0, 6, 0, 0, 0, 0)
+
+
+def test_impossible_values_never_feed_an_alarm(tmp_path: Path) -> None:
+    # NH3-N 250 mg/L would be class 劣V; as an impossible value it is no exceedance at all.
+    with open_ob(tmp_path / "b.db", alarm_consecutive=2) as ob:
+        r = ob.commit([pv(JAN1_UTC + i * 1000, 250.0, "w21003") for i in range(5)])
+        assert r.count == 5 and r.events == ()
+        assert all(row[4] == "D" for row in ob.readings())
+
+
+def test_a_repeated_result_is_not_stored_again_even_after_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    cycle = JAN1_UTC  # an analyzer's result time: the same for every read of one cycle
+    result = [
+        PolledValue("nh3n", "w21003", cycle, 0.42, Flag.N),
+        PolledValue("tp", "w21011", cycle, 0.08, Flag.N),
+    ]
+    with open_ob(db) as ob:
+        first = ob.commit(result)
+        assert (first.first_seq, first.count) == (1, 2)
+        # Read again in the same cycle (the poller's memory says nothing new, but an
+        # agent restart forgets it): nothing is stored.
+        assert ob.commit(list(result)).count == 0
+        assert ob.repeats == 2
+    with open_ob(db) as ob:  # the agent restarted
+        assert ob.last_committed_ts("nh3n", "w21003") == cycle
+        again = ob.commit(list(result))
+        assert again.count == 0 and ob.repeats == 2
+        # Another device with the same code and time is not a repeat, nor is the next cycle.
+        nxt = ob.commit(
+            [
+                PolledValue("nh3n-2", "w21003", cycle, 0.40, Flag.N),
+                PolledValue("nh3n", "w21003", cycle + 3_600_000, 0.45, Flag.N),
+                PolledValue("nh3n", "w21003", cycle + 3_600_000, 0.45, Flag.N),  # twice in one
+            ]
+        )
+        assert (nxt.first_seq, nxt.count) == (3, 2)
+        assert [(r[0], r[1], r[2]) for r in ob.readings()] == [
+            (1, cycle, "w21003"),
+            (2, cycle, "w21011"),
+            (3, cycle, "w21003"),
+            (4, cycle + 3_600_000, "w21003"),
+        ]
+    with open_ob(db) as ob:
+        repeat = [PolledValue("nh3n", "w21003", cycle + 3_600_000, 0.45)]
+        assert ob.commit(repeat).count == 0
+        assert ob.next_seq == 5

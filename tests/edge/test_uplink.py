@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from tests.edge.acker import Acker
 from tests.edge.agent_harness import AgentThread, fake, station_config, wait_until
+from tests.edge.conftest import PrivateBroker
 
 pytestmark = pytest.mark.mosquitto
 
@@ -54,13 +55,15 @@ def test_every_committed_reading_is_acked_and_delivered_once(
 
 
 def test_batches_stay_in_the_buffer_without_the_centre_ack(
-    mosquitto: int, station_id: str, tmp_path: Path
+    private_broker: PrivateBroker, station_id: str, tmp_path: Path
 ) -> None:
+    # A private broker: on the shared one another test's collector may ack every station.
     db = tmp_path / "b.db"
     polls = 50
     n = polls * 4
-    with Acker(port=mosquitto, station=station_id, acking=False) as acker:
-        cfg = station_config(station_id, db, mosquitto, ack_timeout_s=0.5)
+    port = private_broker.port
+    with Acker(port=port, station=station_id, acking=False) as acker:
+        cfg = station_config(station_id, db, port, ack_timeout_s=0.5)
         at = AgentThread(cfg, fake(0.005, limit=polls)).start()
         assert acker.wait_for(lambda a: len(a.received) == n)  # the broker PUBACKed them all
         # No ack: after ack_timeout_s the same readings come again, with the same seqs.

@@ -100,7 +100,9 @@ def fake_value(code: str, ts_ms: int) -> float:
 
 @dataclass
 class FakeSource:
-    """Emits one value per code every ``period_s`` seconds of the injected clock."""
+    """Emits one value per code every ``period_s`` seconds of the injected clock. Each poll gets
+    a later millisecond than the one before, also when a late loop runs polls back to back (the
+    buffer would otherwise take a poll in the same millisecond for a repeat)."""
 
     clock: Clock
     period_s: float = 1.0
@@ -109,13 +111,15 @@ class FakeSource:
     limit: int | None = None
     """Stop producing after this many polls (the source then idles)."""
     polls: int = 0
+    last_ts_ms: int = 0
 
     async def run(self, sink: Sink) -> None:
         nxt = self.clock.monotonic()
         while True:
             if self.limit is not None and self.polls >= self.limit:
                 await asyncio.Event().wait()
-            ts = int(self.clock.time() * 1000)
+            ts = max(int(self.clock.time() * 1000), self.last_ts_ms + 1)
+            self.last_ts_ms = ts
             if self.codes:
                 sink(
                     [PolledValue(self.device, c, ts, fake_value(c, ts), Flag.N) for c in self.codes]

@@ -9,6 +9,10 @@ arrives (a PUBACK only says the broker has it). The forwarder sends, oldest firs
 3. new readings, once ``batch_max_readings`` are waiting or the oldest has waited
    ``batch_max_age_s``.
 
+Every ack also carries the centre's clock at commit (``time_ms``): the forwarder estimates the
+station clock's offset from it (:meth:`Forwarder.clock_sample`), reports it in every heartbeat
+(``clock_offset_s``) and sends one "clock" event when it exceeds ``clock_offset_max_s``.
+
 After every (re)connect all unacknowledged readings are sent again from the oldest. Sending is
 paced: at most ``max_batches_per_s`` batches a second and ``max_inflight_batches`` awaiting an
 ack, so a week's backlog drains steadily without swamping the link. Times are the injected
@@ -66,6 +70,7 @@ class Inflight:
     last: int
     sent_at: float  # clock.monotonic()
     kind: str  # new | retry | resend
+    sent_wall: float = math.nan  # clock.time() at publish
 
 
 StatsFn = Callable[[], tuple[dict[str, int], dict[str, float]]]
@@ -110,6 +115,12 @@ class Forwarder:
         self.batches_sent = 0
         self.acks = 0
         self.started = clock.monotonic()
+        self.clock_offset_s: float | None = None
+        """Latest estimate of (station clock - centre clock), seconds: positive when the station's
+        clock is ahead (the sign of :attr:`Status.clock_offset_s`)."""
+        self.clock_rtt_s: float | None = None
+        self._clock_alarmed = False
+        self.clock_events = 0
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -155,10 +166,75 @@ class Forwarder:
                 self.db.run(self.db.outbox.event_delivered, event_id)
             )
 
+    def clock_sample(self, centre_ms: int, sent_wall: float | None = None) -> float | None:
+        """Estimate the station clock's offset (station - centre, seconds) from an ack stamped
+        ``centre_ms`` by the centre (its clock at commit), received now.
+
+        With the station time of the publish (``sent_wall``) the centre's stamp is compared with
+        the midpoint of publish and ack (NTP-style: the error is at most half the round trip);
+        without it (an ack for a batch sent before a reconnect) with the time of receipt, which
+        overstates a slow clock by the ack's transit time. Returns the offset, None for an ack
+        without a time."""
+        if centre_ms <= 0:
+            return None
+        now = self.clock.time()
+        local = now
+        rtt: float | None = None
+        if sent_wall is not None and math.isfinite(sent_wall) and sent_wall <= now:
+            rtt = now - sent_wall
+            local = sent_wall + rtt / 2
+        offset = local - centre_ms / 1000.0
+        self.clock_offset_s = offset
+        self.clock_rtt_s = rtt
+        return offset
+
+    async def _check_clock(self) -> None:
+        """One "clock" event when the offset goes beyond the limit; again only after it came
+        back within the limit. Nothing else is flagged: readings keep their times."""
+        off = self.clock_offset_s
+        if off is None:
+            return
+        limit = self.cfg.clock_offset_max_s
+        if abs(off) <= limit:
+            self._clock_alarmed = False
+            return
+        if self._clock_alarmed:
+            return
+        self._clock_alarmed = True
+        self.clock_events += 1
+        now_ms = int(self.clock.time() * 1000)
+        rtt = self.clock_rtt_s
+        msg = (
+            f"station clock {'ahead of' if off > 0 else 'behind'} the centre by {abs(off):.1f} s"
+            f" (limit {limit:g} s)"
+        )
+        log.warning("%s; check the time synchronisation", msg)
+
+        def make(event_id: int) -> wire.Event:
+            return wire.Event(
+                station=self.station,
+                time_ms=now_ms,
+                event_id=event_id,
+                kind="clock",
+                message=msg,
+                severity=wire.Severity.WARNING,
+                details={
+                    "clock_offset_s": round(off, 3),
+                    "limit_s": limit,
+                    "rtt_s": None if rtt is None else round(rtt, 3),
+                },
+            )
+
+        ev = await self.db.run(self.db.outbox.add_event, make)
+        self._publish_event(ev.event_id, wire.encode(ev))
+
     async def _on_ack(self, msg: Ack) -> None:
+        sent = self.inflight.get(msg.batch_seq)
+        self.clock_sample(msg.time_ms, sent.sent_wall if sent is not None else None)
         changed = await self.db.run(self.db.outbox.ack, msg)
         self.acks += 1
         sent = self.inflight.pop(msg.batch_seq, None)
+        await self._check_clock()
         if msg.ranges:
             # The centre holds only part of the batch: the rest goes again.
             lo, hi = (sent.first, sent.last) if sent else (msg.first_seq, msg.last_seq)
@@ -226,7 +302,7 @@ class Forwarder:
             dropped=ob.dropped,
             device_errors={k: int(v) for k, v in dev_err.items()},
             bus_utilisation={k: min(1.0, max(0.0, float(v))) for k, v in bus.items()},
-            clock_offset_s=None,
+            clock_offset_s=None if self.clock_offset_s is None else round(self.clock_offset_s, 3),
             extra=extra,
         )
 
@@ -355,7 +431,7 @@ class Forwarder:
             if res is None:
                 continue
             self.inflight[batch.batch_seq] = Inflight(
-                batch.first_seq, batch.last_seq, self.clock.monotonic(), why
+                batch.first_seq, batch.last_seq, self.clock.monotonic(), why, self.clock.time()
             )
             self.batches_sent += 1
             if why != "new":

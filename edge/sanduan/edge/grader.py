@@ -1,6 +1,14 @@
 """Grading at the edge: GB 3838 class of every reading with the shared numba kernels, exceedance
 against the station's target class, and exceedance alarms as wire events.
 
+A value outside its parameter's physical range (``physical_min``..``physical_max`` of the
+registry: a pH of 40, a negative concentration) is not a measurement: :meth:`Grader.screen`
+marks it, it gets class 0 and the buffer stores and sends it flagged D (device fault).
+
+With ``engine = "numba"`` the grader loads exactly one kernel (``classify_indexed``, from numba's
+cache) when it is created and then releases the LLVM pages the load touched
+(:mod:`sanduan.edge.memory`): the agent runs no other kernel, so LLVM never runs again.
+
 The buffer grades each commit batch in one vectorised call (:meth:`Grader.grade`); the streak
 logic lives in :class:`sanduan.edge.core.outbox_policy.StreakTracker` and is fed in the same
 transaction, so a reading and the alarm it triggers are committed together.
@@ -8,6 +16,8 @@ transaction, so a reading and the alarm it triggers are committed together.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -19,7 +29,7 @@ from sanduan.edge.core.outbox_policy import AlarmChange
 from sanduan.shared.errors import UnknownParameterError
 from sanduan.shared.grading import class_label, kernel_tables
 from sanduan.shared.model import WaterBody
-from sanduan.shared.params import by_code
+from sanduan.shared.params import all_parameters, by_code
 from sanduan.shared.wire import Event, Severity
 
 EXCEEDANCE = "exceedance"
@@ -27,6 +37,7 @@ CLEARED = "exceedance-cleared"
 
 
 Engine = Literal["numba", "numpy"]
+log = logging.getLogger("sanduan.edge.grader")
 
 _UPPER, _LOWER, _RANGE = 1, 2, 3
 
@@ -57,12 +68,47 @@ def classify_numpy(
     return res
 
 
+_released = False
+
+
+def _load_kernel(tables: Any) -> Any:
+    """The ``classify_indexed`` kernel, loaded (or compiled) now for the argument types
+    :meth:`Grader.screen` passes, then LLVM's pages released once per process."""
+    global _released
+    from sanduan.shared.grading import kernels
+
+    fn = kernels.classify_indexed
+    fn(np.zeros(1, np.float64), np.zeros(1, np.int64), tables.limits, tables.directions)
+    if not _released:
+        from sanduan.edge import memory
+
+        _released = True
+        kib = memory.release_library_pages()
+        memory.trim_heap()
+        log.debug("grading kernel loaded; released %d KiB of LLVM pages", kib)
+    return fn
+
+
+@functools.cache
+def _physical_bounds() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Physical min and max per registry index, plus a last unbounded row for unknown codes."""
+    params = all_parameters()
+    lo = np.full(len(params) + 1, -np.inf)
+    hi = np.full(len(params) + 1, np.inf)
+    for p in params:
+        lo[p.index] = p.physical_min
+        hi[p.index] = p.physical_max
+    for a in (lo, hi):
+        a.flags.writeable = False
+    return lo, hi
+
+
 class Grader:
     """Grades long-format batches (one code per reading) for one water body and target class.
 
-    ``engine="numba"`` (the default) runs the shared numba kernels. ``engine="numpy"`` gives the
-    same classes with numpy alone, for gateways where the ~100 MB that numba and LLVM add to the
-    process matter (see docs/edge-buffer.md).
+    ``engine="numba"`` (the default) runs the shared numba kernel ``classify_indexed``.
+    ``engine="numpy"`` gives the same classes with numpy alone, for gateways where the memory
+    that numba and LLVM add to the process matters (see docs/edge-buffer.md).
     """
 
     def __init__(
@@ -72,15 +118,14 @@ class Grader:
         engine: Engine = "numba",
     ) -> None:
         self.engine = engine
-        self._k: Any = None
-        if engine == "numba":
-            from sanduan.shared.grading import kernels
-
-            self._k = kernels
         self.water_body = WaterBody(water_body)
         self.target_class = target_class
         self.tables = kernel_tables(self.water_body)
+        self._kernel: Any = _load_kernel(self.tables) if engine == "numba" else None
         self._index: dict[str, int] = {}
+        lo, hi = _physical_bounds()
+        self._phys_lo = lo
+        self._phys_hi = hi
 
     def index_of(self, code: str) -> int:
         """Registry index of a parameter code; -1 for a code the registry does not know."""
@@ -100,29 +145,50 @@ class Grader:
             out = [self.index_of(c) for c in codes]
         return np.asarray(out, dtype=np.int64)
 
-    def grade(self, values: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]) -> list[int]:
-        """Class 0..6 of each value. Unknown codes and impossible values (a negative
-        concentration from a faulty sensor) get 0, "not graded": they are kept, never raised."""
+    def impossible(
+        self, values: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.bool_]:
+        """True for each value outside its parameter's physical range (NaN and unknown codes
+        are not impossible)."""
+        n = self._phys_lo.shape[0] - 1
+        j = np.where((idx >= 0) & (idx < n), idx, n)
+        with np.errstate(invalid="ignore"):
+            bad: npt.NDArray[np.bool_] = (values < self._phys_lo[j]) | (values > self._phys_hi[j])
+        return bad
+
+    def screen(
+        self, values: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]
+    ) -> tuple[list[int], npt.NDArray[np.bool_]]:
+        """(class 0..6 of each value, which values are physically impossible). Unknown codes and
+        impossible values get 0, "not graded": they are kept, never raised."""
         if values.size == 0:
-            return []
+            return [], np.zeros(0, dtype=np.bool_)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
         t = self.tables
-        if self._k is None:
-            out: list[int] = classify_numpy(values, idx, t.limits, t.directions).tolist()
-            return out
-        g = self._k.classify_indexed(values, idx, t.limits, t.directions)
-        graded: list[int] = np.maximum(g, 0).tolist()
-        return graded
+        bad = self.impossible(values, idx)
+        if self._kernel is None:
+            g = classify_numpy(values, idx, t.limits, t.directions)
+        else:
+            g = np.maximum(self._kernel(values, idx, t.limits, t.directions), 0)
+        if bad.any():
+            g[bad] = 0
+        graded: list[int] = g.tolist()
+        return graded, bad
+
+    def grade(self, values: npt.NDArray[np.float64], idx: npt.NDArray[np.int64]) -> list[int]:
+        """Class 0..6 of each value (see :meth:`screen`)."""
+        return self.screen(values, idx)[0]
 
     def exceedance(self, code: str, value: float) -> float | None:
         """(C - L) / L against the target class limit; None where it does not apply."""
         i = self.index_of(code)
         if i < 0 or math.isnan(value):
             return None
+        # The kernels' exceedance_value, in Python: one value per alarm is no reason to load a
+        # second kernel (and LLVM's pages with it).
         limits = self.tables.limits[i]
         direction = int(self.tables.directions[i])
-        if self._k is not None:
-            e = float(self._k.exceedance_value(value, limits, direction, self.target_class))
-            return None if math.isnan(e) else e
         lim = float(limits[self.target_class - 1])
         if direction != _UPPER or value < 0 or not lim > 0:
             return None

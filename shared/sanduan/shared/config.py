@@ -192,6 +192,9 @@ class UplinkConfig(MqttConfig):
     """Longest wait between reconnect attempts (the wait doubles from 1 s up to this)."""
     session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 86_400
     """MQTT 5 session expiry: how long the broker keeps the station's session while offline."""
+    clock_offset_max_s: Annotated[float, Field(gt=0)] = 30.0
+    """HJ 352: the station's clock must be within this many seconds of the platform's. The
+    offset is estimated from the centre's acks; beyond it the agent sends one "clock" event."""
 
 
 class GradingConfig(Strict):

@@ -44,6 +44,8 @@ Behaviour:
   emits nothing: no values are invented, the stats and the device state (``failing`` then
   ``degraded``) carry the outage to the heartbeat. Logs (logger ``sanduan.edge.bus``) name the
   bus, the device, its slave id and the register block.
+- Each read block is decoded by a :class:`~sanduan.edge.core.decode.BlockDecoder` built once
+  per device (struct formats per block), not by re-deriving the layout on every read.
 - Flags: each value gets the most severe flag of the status/quality registers that apply to it
   (D > F > M > C > T > N). A value the device reports as missing (a sentinel, NaN) is emitted as
   NaN flagged D when no register says worse: an invalid value must never count as normal.
@@ -71,6 +73,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from sanduan.edge.core.decode import BlockDecoder
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.core.plan import BusPlan, DevicePlan
 from sanduan.edge.core.schedule import DeviceState, Schedule, Transition, next_due
@@ -182,6 +185,7 @@ class _Device:
     # profile-derived, computed once: (value spec, the flag registers that apply to it)
     values: tuple[tuple[RegisterSpec, tuple[RegisterSpec, ...]], ...] = ()
     result_time: RegisterSpec | None = None
+    decoders: tuple[BlockDecoder, ...] = ()
 
     def __post_init__(self) -> None:
         profile = self.plan.profile
@@ -191,6 +195,7 @@ class _Device:
             for spec in profile.values
         )
         self.result_time = profile.result_time
+        self.decoders = tuple(BlockDecoder(b) for b in self.plan.blocks)
 
 
 class BusPoller:
@@ -398,7 +403,7 @@ class BusPoller:
         attempts = sched.attempts
         decoded: dict[str, float] = {}
         read_ts: float | None = None
-        for i, block in enumerate(plan.blocks):
+        for i, (block, decoder) in enumerate(zip(plan.blocks, dev.decoders, strict=True)):
             if i and plan.config.pause_s:
                 await asyncio.sleep(plan.config.pause_s)
             result = await self._transact(dev, block, attempts)
@@ -407,7 +412,7 @@ class BusPoller:
                 return []
             if read_ts is None:
                 read_ts = self.clock.time()
-            decoded.update(block.decode(result))
+            decoded.update(decoder.decode(result))
         assert read_ts is not None or not plan.blocks
         values = self._values(dev, decoded, self.clock.time() if read_ts is None else read_ts)
         stats.polls_ok += 1

@@ -12,6 +12,10 @@ Guarantees (see docs/edge-buffer.md):
   aggregates are never deleted.
 - Grades, aggregates, alarm streak state and alarm events are written in the same transaction
   as the readings they come from.
+- A value whose (device, code, measurement time) equals the last one committed for that
+  (device, code) is a repeat (an analyzer's unchanged result read again, after a restart too)
+  and is not stored again: the last time per (device, code) is committed with the readings.
+- A value outside its parameter's physical range is stored flagged D and graded 0.
 
 An :class:`Outbox` is not thread-safe: the agent uses it from one worker thread.
 """
@@ -99,6 +103,12 @@ CREATE TABLE IF NOT EXISTS event (
     t       INTEGER NOT NULL,
     payload BLOB    NOT NULL        -- the encoded wire message, published until delivered
 );
+CREATE TABLE IF NOT EXISTS last_ts (
+    device TEXT    NOT NULL,        -- the device a value came from
+    code   TEXT    NOT NULL,
+    ts     INTEGER NOT NULL,        -- measurement time of its last committed value
+    PRIMARY KEY (device, code)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS drop_log (
     at    INTEGER NOT NULL,
     first INTEGER NOT NULL,
@@ -118,6 +128,10 @@ _META_DEFAULTS: dict[str, int] = {
     "resend_missing": 0,
 }
 
+_UPSERT_LAST = (
+    "INSERT INTO last_ts (device, code, ts) VALUES (?, ?, ?)"
+    " ON CONFLICT (device, code) DO UPDATE SET ts = excluded.ts"
+)
 _INSERT = "INSERT INTO reading (seq, ts, code, value, flag, grade) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -237,6 +251,12 @@ class Outbox:
         self._bseq_reserved = self._meta("bseq_reserved")
         self._load_counts()
         self._load_streaks()
+        self._last_ts: dict[tuple[str, str], int] = {
+            (str(d), str(c)): int(t)
+            for d, c, t in self.db.execute("SELECT device, code, ts FROM last_ts")
+        }
+        self.repeats = 0
+        """Values not stored because they repeat the last committed (device, code, time)."""
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -374,14 +394,40 @@ class Outbox:
     def commit(self, values: Sequence[PolledValue]) -> CommitResult:
         """Store ``values`` in one transaction: seqs, grades, aggregates, alarm streaks and
         alarm events. Returns the seqs given and the events raised."""
-        n = len(values)
-        if n == 0:
+        fresh, latest = self._fresh(values)
+        if len(fresh) < len(values):
+            self.repeats += len(values) - len(fresh)
+            log.debug("%d repeated values not stored again", len(values) - len(fresh))
+        if not fresh:
             return CommitResult(self._next_seq, self._next_seq - 1, 0)
-        ts = [p.ts_ms for p in values]
-        codes = [p.code for p in values]
-        vals = [p.value for p in values]
-        flags = [_FLAG_TEXT[p.flag] for p in values]
-        return self._commit_columns(ts, codes, vals, flags)
+        ts = [p.ts_ms for p in fresh]
+        codes = [p.code for p in fresh]
+        vals = [p.value for p in fresh]
+        flags = [_FLAG_TEXT[p.flag] for p in fresh]
+        return self._commit_columns(ts, codes, vals, flags, latest)
+
+    def _fresh(
+        self, values: Sequence[PolledValue]
+    ) -> tuple[list[PolledValue], dict[tuple[str, str], int]]:
+        """The values that do not repeat the last committed (device, code, ts), and the new last
+        time per (device, code)."""
+        known = self._last_ts
+        latest: dict[tuple[str, str], int] = {}
+        fresh: list[PolledValue] = []
+        for p in values:
+            key = (p.device, p.code)
+            prev = latest.get(key)
+            if prev is None:
+                prev = known.get(key)
+            if prev == p.ts_ms:
+                continue
+            latest[key] = p.ts_ms
+            fresh.append(p)
+        return fresh, latest
+
+    def last_committed_ts(self, device: str, code: str) -> int | None:
+        """Measurement time of the last value committed for (device, code)."""
+        return self._last_ts.get((device, code))
 
     def commit_columns(
         self,
@@ -396,12 +442,23 @@ class Outbox:
         )
 
     def _commit_columns(
-        self, ts: list[int], codes: list[str], vals: list[float], flags: list[str]
+        self,
+        ts: list[int],
+        codes: list[str],
+        vals: list[float],
+        flags: list[str],
+        latest: dict[tuple[str, str], int] | None = None,
     ) -> CommitResult:
         n = len(ts)
         v_arr = np.asarray(vals, dtype=np.float64)
         cid, pidx = self._code_ids(codes)
-        grades = self.grader.grade(v_arr, pidx)
+        grades, impossible = self.grader.screen(v_arr, pidx)
+        if impossible.any():
+            # Not a measurement: stored and sent flagged D (a device fault), never graded and
+            # never counted as valid (the centre dead-letters trusted out-of-range values).
+            for i in np.flatnonzero(impossible).tolist():
+                if flags[i] != "B":
+                    flags[i] = "D"
         ts_arr = np.asarray(ts, dtype=np.int64)
         fb = np.frombuffer("".join(flags).encode("ascii"), dtype=np.uint8)
         valid = (fb == ord("N")) | (fb == ord("S"))
@@ -419,6 +476,8 @@ class Outbox:
             events = self._alarms(
                 codes=codes, ts=ts, vals=vals, flags=flags, grades=grades, valid=valid
             )
+            if latest:
+                db.executemany(_UPSERT_LAST, ((d, c, t) for (d, c), t in latest.items()))
             db.execute("COMMIT")
         except BaseException as e:
             if db.in_transaction:
@@ -427,6 +486,8 @@ class Outbox:
             if isinstance(e, sqlite3.Error):
                 raise StoreError(f"cannot commit {n} readings to {self.path}: {e}") from None
             raise
+        if latest:
+            self._last_ts.update(latest)
         self._next_seq = last + 1
         self._rows += n
         self._depth += n

@@ -8,8 +8,10 @@ threaded loop retries for ever, the first connection included).
 
 - Protocol: MQTT 5 with ``clean_start=False`` and a session expiry; MQTT 3.1.1 with
   ``clean_session=False``. ``protocol = "auto"`` tries MQTT 5 and falls back to 3.1.1 when the
-  broker refuses it (a CONNACK saying "unsupported protocol version", or the broker closing the
-  connection before any CONNACK, as some 3.1.1-only brokers do).
+  broker refuses it (a CONNACK saying "unsupported protocol version", the broker closing the
+  connection before any CONNACK, as some 3.1.1-only brokers do, or no CONNACK at all within
+  ``CONNACK_TIMEOUT_S`` of the TCP connection: amqtt misreads an MQTT 5 CONNECT and waits for
+  bytes that never come).
 - QoS 1 for everything. The retained ``status`` topic carries the last will
   (:meth:`Status.last_will`: ``online = false``); the agent publishes an online status on
   connect.
@@ -46,6 +48,9 @@ log = logging.getLogger("sanduan.edge.uplink")
 QOS = 1
 _V5_UNSUPPORTED = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol"
 _FALLBACK_AFTER = 2  # connections closed before any CONNACK before auto falls back to 3.1.1
+CONNACK_TIMEOUT_S = 5.0
+"""With ``protocol = "auto"``: a broker that accepted the TCP connection but has not answered
+an MQTT 5 CONNECT within this time is taken for a 3.1.1-only broker."""
 
 
 class LinkHandler(Protocol):
@@ -102,6 +107,7 @@ class Uplink:
         self.connects = 0
         self.disconnects = 0
         self._early_closes = 0
+        self._sockets = 0
         self._lock = threading.Lock()
         self._stopping = False
         self._client: mqtt.Client | None = None
@@ -139,6 +145,7 @@ class Uplink:
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = self._on_socket_open
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
@@ -242,6 +249,28 @@ class Uplink:
             flags.session_present,
         )
         self._post(self.handler.link_up, bool(flags.session_present))
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if client is not self._client or not self.auto or self.ever_connected:
+            return
+        if self.protocol != "5":
+            return
+        self._sockets += 1
+        self._post(self._arm_connack_timer, self._sockets)
+
+    def _arm_connack_timer(self, token: int) -> None:
+        self.loop.call_later(CONNACK_TIMEOUT_S, self._connack_overdue, token)
+
+    def _connack_overdue(self, token: int) -> None:
+        if token != self._sockets or self.ever_connected or self.protocol != "5":
+            return
+        log.warning(
+            "broker %s:%d did not answer an MQTT 5 CONNECT within %g s",
+            self.host,
+            self.port,
+            CONNACK_TIMEOUT_S,
+        )
+        self._restart_as_311()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if client is self._client:
