@@ -15,7 +15,9 @@ to misbehave at any time through :class:`Faults`::
 
 Analyzers: with ``cycle_s`` a device produces one result per cycle; its result-time register
 holds the cycle's start and a callable value source is evaluated at that time, so values only
-change when a new cycle's result appears.
+change when a new cycle's result appears. A value source may also give a status, quality or
+result-time register by its register name (``{"status": 2, "result_time": ...}``), which is how
+the rig's analyzer models report calibration and maintenance cycles.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import serial
 
+from sanduan.hil.ports import SPIN_S, sleep_until
 from sanduan.hil.rtu import (
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
@@ -212,6 +215,8 @@ class SimulatedDevice:
         if spec.role is Role.VALUE:
             v = values.get(spec.code or "", values.get(spec.name))
             return math.nan if v is None else float(v)
+        if spec.name in values:  # a status, quality or result time given by the value source
+            return float(values[spec.name])
         if spec.role is Role.RESULT_TIME:
             return float(math.floor(rtime))
         return self._default_raw(spec)
@@ -382,7 +387,11 @@ class SimulatedBus:
     ) -> None:
         self.stop()
 
-    def _dispatch(self, req: Request) -> None:
+    def _dispatch(self, req: Request, received: float | None = None) -> None:
+        """Answer one request; the reply is due ``delay`` after the request was received (the
+        time spent computing it here is part of the device's turnaround, not added to it)."""
+        if received is None:
+            received = time.monotonic()
         stats = self.stats
         stats.frames += 1
         stats.requests[req.slave] += 1
@@ -395,7 +404,7 @@ class SimulatedBus:
         if reply is None:
             return
         self._seq += 1
-        heapq.heappush(self._pending, (time.monotonic() + delay, self._seq, reply))
+        heapq.heappush(self._pending, (received + delay, self._seq, reply))
 
     def _run(self) -> None:
         ser = self._serial
@@ -415,7 +424,11 @@ class SimulatedBus:
             # Wait for bytes: a short silence ends a partial frame; an idle line waits longer.
             timeout = self.silence_s if hunter.buf else 0.05
             if self._pending:
-                timeout = max(0.0, min(timeout, self._pending[0][0] - now))
+                due = self._pending[0][0]
+                if due - now <= SPIN_S:  # a reply is due: be on time, not 0.1 ms late
+                    sleep_until(due)
+                    continue
+                timeout = max(0.0, min(timeout, due - now - SPIN_S))
             try:
                 ready, _, _ = select.select([fd], [], [], timeout)
                 data = ser.read(ser.in_waiting or 1) if ready else b""
@@ -424,6 +437,7 @@ class SimulatedBus:
                     return
                 time.sleep(0.01)
                 continue
+            received = time.monotonic()
             if data:
                 requests = hunter.feed(data)
             elif hunter.buf and time.monotonic() - last_rx >= self.silence_s:
@@ -433,5 +447,5 @@ class SimulatedBus:
             if data:
                 last_rx = time.monotonic()
             for req in requests:
-                self._dispatch(req)
+                self._dispatch(req, received)
             self.stats.crc_errors = hunter.crc_errors

@@ -1,0 +1,492 @@
+"""The run summary: delivery check, faults and what the system did, sections and ledger.
+
+:class:`RunSummary` is plain data: :meth:`RunSummary.to_json` is the ``--summary-json``
+document (top-level keys ``generated``, ``stored``, ``lost``, ``duplicates``, ``faults``,
+``sections``, ``ledger`` and more), :meth:`RunSummary.print` the rich text the CLI ends with,
+and :func:`render_html` a self-contained HTML page of the run (next to the collector's own
+HTML report of the month).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sanduan.hil.faults import FaultRecord
+    from sanduan.hil.scenario import Scenario
+    from sanduan.hil.truth import DeliveryCheck
+
+__all__ = ["RunSummary", "compare_ledgers", "compare_sections", "render_html"]
+
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "劣V"}
+
+
+def _roman(c: Any) -> str:
+    return ROMAN.get(c, "-") if isinstance(c, int) else "-"
+
+
+def _ledger_key(e: Mapping[str, Any]) -> tuple[Any, ...]:
+    amount = e.get("amount_yuan")
+    yuan = None if amount is None else round(float(amount), 2)
+    parties = (str(e.get("payer")), str(e.get("payee")))
+    if not yuan:  # a row with no money in it has no direction worth comparing
+        parties = (min(parties), max(parties))
+    return (e.get("rule"), e.get("period"), e.get("label"), *parties, yuan, e.get("status"))
+
+
+def compare_ledgers(
+    stored: Mapping[str, Any] | None, truth: Mapping[str, Any] | None
+) -> tuple[bool | None, list[str]]:
+    """(equal?, differences) of two ``report compensation --json`` documents, entry by entry
+    on rule, period, label, payer, payee, amount (to the fen) and status."""
+    if stored is None or truth is None:
+        return None, ["a ledger is missing"]
+    a = sorted(map(_ledger_key, stored.get("ledger", [])), key=repr)
+    b = sorted(map(_ledger_key, truth.get("ledger", [])), key=repr)
+    if a == b:
+        return True, []
+    only_a = [x for x in a if x not in b]
+    only_b = [x for x in b if x not in a]
+    diffs = [f"store only: {x}" for x in only_a] + [f"truth only: {x}" for x in only_b]
+    return False, diffs[:20]
+
+
+def compare_sections(
+    stored: Mapping[str, Any] | None, truth: Mapping[str, Any] | None
+) -> tuple[bool | None, list[str]]:
+    """(equal?, differences) of section classes and validity of two ``report sections`` docs."""
+    if stored is None or truth is None:
+        return None, ["a sections report is missing"]
+
+    def key(doc: Mapping[str, Any]) -> dict[str, tuple[Any, ...]]:
+        return {
+            s["section"]: (s.get("valid"), s.get("class"), s.get("meets_target"))
+            for s in doc.get("sections", [])
+        }
+
+    a, b = key(stored), key(truth)
+    diffs = [
+        f"{k}: store {a.get(k)} truth {b.get(k)}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+    return not diffs, diffs
+
+
+@dataclass
+class RunSummary:
+    """Everything a run produced that a person or a test wants to check."""
+
+    scenario: str
+    title: str
+    month: str
+    start: str
+    end: str
+    days: float
+    speed: float
+    timezone: str
+    broker: str
+    broker_kind: str
+    store: str
+    out_dir: str
+    delivery: dict[str, Any]
+    faults: list[dict[str, Any]]
+    sections_doc: dict[str, Any] | None
+    ledger_doc: dict[str, Any] | None
+    truth_ledger_doc: dict[str, Any] | None
+    truth_sections_doc: dict[str, Any] | None
+    ledger_matches_truth: bool | None
+    ledger_differences: list[str]
+    sections_match_truth: bool | None
+    section_differences: list[str]
+    html_report: str | None
+    collector_html: str | None
+    warnings: list[str]
+    resent: int
+    in_flight_at_kill: int
+    processes: dict[str, dict[str, int]]
+    polls: dict[str, int]
+    median_poll_gap_s: float | None
+    wall_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        scenario: Scenario,
+        out_dir: Path,
+        broker: str,
+        broker_kind: str,
+        store: str,
+        check: DeliveryCheck,
+        faults: Sequence[FaultRecord],
+        sections_doc: dict[str, Any] | None,
+        ledger_doc: dict[str, Any] | None,
+        truth_sections_doc: dict[str, Any] | None,
+        truth_ledger_doc: dict[str, Any] | None,
+        html: Path | None,
+        warnings: list[str],
+        resent: int,
+        in_flight_at_kill: int,
+        processes: dict[str, dict[str, int]],
+        polls: dict[str, int],
+        median_poll_gap_s: float | None,
+    ) -> RunSummary:
+        from sanduan.hil.scenario import iso
+
+        lm, ldiff = compare_ledgers(ledger_doc, truth_ledger_doc)
+        sm, sdiff = compare_sections(sections_doc, truth_sections_doc)
+        return cls(
+            scenario=scenario.name,
+            title=scenario.title,
+            month=scenario.month,
+            start=iso(scenario.start, scenario.timezone),
+            end=iso(scenario.end, scenario.timezone),
+            days=scenario.days,
+            speed=scenario.speed,
+            timezone=scenario.timezone,
+            broker=broker,
+            broker_kind=broker_kind,
+            store=store,
+            out_dir=str(out_dir),
+            delivery=check.to_json(),
+            faults=[r.to_json() for r in faults],
+            sections_doc=sections_doc,
+            ledger_doc=ledger_doc,
+            truth_ledger_doc=truth_ledger_doc,
+            truth_sections_doc=truth_sections_doc,
+            ledger_matches_truth=lm,
+            ledger_differences=ldiff,
+            sections_match_truth=sm,
+            section_differences=sdiff,
+            html_report=str(out_dir / "run.html"),
+            collector_html=None if html is None else str(html),
+            warnings=list(warnings),
+            resent=resent,
+            in_flight_at_kill=in_flight_at_kill,
+            processes=processes,
+            polls=polls,
+            median_poll_gap_s=median_poll_gap_s,
+        )
+
+    # -- derived figures -----------------------------------------------------------------------
+
+    @property
+    def generated(self) -> int:
+        return int(self.delivery["generated"])
+
+    @property
+    def stored(self) -> int:
+        return int(self.delivery["stored"])
+
+    @property
+    def lost(self) -> int:
+        return int(self.delivery["lost"])
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.delivery["duplicates"])
+
+    @property
+    def sections(self) -> list[dict[str, Any]]:
+        if self.sections_doc is None:
+            return []
+        return list(self.sections_doc.get("sections", []))
+
+    @property
+    def county_figures(self) -> dict[str, Any]:
+        if self.sections_doc is None:
+            return {}
+        return dict(self.sections_doc.get("county", {}))
+
+    @property
+    def ledger(self) -> list[dict[str, Any]]:
+        if self.ledger_doc is None:
+            return []
+        return list(self.ledger_doc.get("ledger", []))
+
+    @property
+    def ok(self) -> bool:
+        """No reading lost or duplicated, and the ledger equals the truth's."""
+        return self.lost == 0 and self.duplicates == 0 and self.ledger_matches_truth is True
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.delivery
+        return {
+            "scenario": self.scenario,
+            "title": self.title,
+            "month": self.month,
+            "period": {"start": self.start, "end": self.end, "days": self.days},
+            "speed": self.speed,
+            "broker": {"kind": self.broker_kind, "url": self.broker},
+            "store": self.store,
+            "out_dir": self.out_dir,
+            "wall_s": round(self.wall_s, 2),
+            "phases_s": {k: round(v, 2) for k, v in self.phases.items()},
+            "generated": d["generated"],
+            "stored": d["stored"],
+            "lost": d["lost"],
+            "duplicates": d["duplicates"],
+            "unexpected": d["unexpected"],
+            "resent": self.resent,
+            "in_flight_at_kill": self.in_flight_at_kill,
+            "delivery": d,
+            "faults": self.faults,
+            "sections": self.sections,
+            "county": self.county_figures,
+            "ledger": self.ledger,
+            "net_yuan": (self.ledger_doc or {}).get("net_yuan", {}),
+            "ledger_matches_truth": self.ledger_matches_truth,
+            "ledger_differences": self.ledger_differences,
+            "truth_ledger": []
+            if self.truth_ledger_doc is None
+            else self.truth_ledger_doc.get("ledger", []),
+            "sections_match_truth": self.sections_match_truth,
+            "section_differences": self.section_differences,
+            "html_report": self.html_report,
+            "collector_html": self.collector_html,
+            "processes": self.processes,
+            "polls": self.polls,
+            "median_sonde_poll_gap_s": self.median_poll_gap_s,
+            "warnings": self.warnings,
+            "ok": self.ok,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps(self.to_json(), ensure_ascii=False, indent=2, default=str) + "\n",
+            encoding="utf-8",
+        )
+        if path.name == "summary.json":
+            (path.parent / "run.html").write_text(render_html(self), encoding="utf-8")
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def print(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        c: Console = console or Console()
+        c.rule(f"[bold]{self.title}[/] - {self.month}")
+        sec = Table(title=f"Sections, {self.month}", show_lines=False)
+        for col in ("section", "name", "target", "class", "meets", "valid", "main pollutants"):
+            sec.add_column(col)
+        for s in self.sections:
+            meets = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[s.get("meets_target")]
+            main = ", ".join(
+                f"{m['item']}" + (f" ({m['exceedance']:.2f})" if m.get("exceedance") else "")
+                for m in s.get("main_pollutants", [])
+            )
+            sec.add_row(
+                s["section"],
+                s.get("name", ""),
+                _roman(s.get("target_class")),
+                _roman(s.get("class")),
+                meets,
+                "yes" if s.get("valid") else "[yellow]no[/]",
+                main or "-",
+            )
+        c.print(sec)
+        cf = self.county_figures
+        if cf:
+            c.print(
+                f"功能达标率 (meets target) {_pct(cf.get('compliance_rate'))}"
+                f" ({cf.get('meets_target')}/{cf.get('valid')} valid of {cf.get('sections')}),"
+                f" 优良率 (class I-III) {_pct(cf.get('good_rate'))}"
+                f" ({cf.get('good')}/{cf.get('valid')})"
+            )
+        led = Table(title="Compensation ledger")
+        for col in ("rule", "label", "payer", "payee", "amount (yuan)", "status"):
+            led.add_column(col, justify="right" if col.startswith("amount") else "left")
+        for e in self.ledger:
+            amount = e.get("amount_yuan")
+            led.add_row(
+                str(e.get("rule")),
+                str(e.get("label")),
+                str(e.get("payer")),
+                str(e.get("payee")),
+                "-" if amount is None else f"{amount:,.0f}",
+                str(e.get("status")),
+            )
+        if not self.ledger:
+            led.add_row("-", "-", "-", "-", "-", "no entries")
+        c.print(led)
+        match = {True: "[green]equal[/]", False: "[red]DIFFERENT[/]", None: "[yellow]n/a[/]"}
+        c.print(f"ledger vs the truth log's ledger: {match[self.ledger_matches_truth]}")
+        for diff in self.ledger_differences[:5]:
+            c.print(f"  {diff}")
+        flt = Table(title="Faults and what the system did")
+        for col in ("at (sim)", "fault", "outcome", "recovered"):
+            flt.add_column(col)
+        for f in self.faults:
+            at: str = _sim_time(f.get("injected_at") or f.get("at"), self.timezone)
+            if f.get("skipped"):
+                flt.add_row(at, f["description"], f"[yellow]skipped: {f['skipped']}[/]", "-")
+                continue
+            outcome = ", ".join(_outcome(k, v) for k, v in f["outcome"].items())
+            rec = f.get("recovered_s")
+            flt.add_row(at, f["description"], outcome or "-", "-" if rec is None else _dur(rec))
+        c.print(flt)
+        dl = self.delivery
+        colour = "green" if self.lost == 0 and self.duplicates == 0 else "red"
+        c.print(
+            f"[bold]delivery[/]: generated {dl['generated']}, stored {dl['stored']},"
+            f" [{colour}]lost {dl['lost']}, duplicates {dl['duplicates']}[/],"
+            f" unexpected {dl['unexpected']}; readings resent {self.resent};"
+            f" sonde timestamps within {dl['ts_error_max_s']:.1f} s of the read"
+        )
+        if self.in_flight_at_kill:
+            c.print(
+                f"  {self.in_flight_at_kill} reading(s) were read just before an agent SIGKILL"
+                " (counted as lost if the agent had not committed them)"
+            )
+        for w in self.warnings:
+            c.print(f"[yellow]warning[/]: {w}")
+        c.print(f"run report: {self.html_report}")
+        if self.collector_html:
+            c.print(f"collector's HTML report of {self.month}: {self.collector_html}")
+        c.print(
+            f"wall time {self.wall_s:.1f} s ("
+            + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in self.phases.items())
+            + f"); output in {self.out_dir}"
+        )
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * float(x):.1f} %"
+
+
+def _dur(s: float) -> str:
+    if abs(s) < 120:
+        return f"{s:.0f} s"
+    if abs(s) < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.3g}"
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{x}" for k, x in v.items())
+    return str(v)
+
+
+def _outcome(key: str, value: Any) -> str:
+    """One figure of a fault's outcome as text: ``down 9.2 h``, ``backlog peak 1209``."""
+    if key.endswith("_s") and isinstance(value, int | float):
+        return f"{key.removesuffix('_s').replace('_', ' ')} {_dur(float(value))}"
+    return f"{key.replace('_', ' ')} {_fmt(value)}"
+
+
+def _sim_time(t: Any, tz: str) -> str:
+    if not isinstance(t, int | float):
+        return "-"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(float(t), ZoneInfo(tz)).strftime("%m-%d %H:%M")
+
+
+def render_html(s: RunSummary) -> str:
+    """A self-contained HTML page of the run summary."""
+    e = html.escape
+    rows = [
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(x))}</td>"
+            for x in (
+                sec["section"],
+                sec.get("name", ""),
+                _roman(sec.get("target_class")),
+                _roman(sec.get("class")),
+                {True: "yes", False: "no", None: "-"}[sec.get("meets_target")],
+                "yes" if sec.get("valid") else "no",
+            )
+        )
+        + "</tr>"
+        for sec in s.sections
+    ]
+    ledger = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(x))}</td>"
+            for x in (
+                le.get("rule"),
+                le.get("label"),
+                le.get("payer"),
+                le.get("payee"),
+                "-" if le.get("amount_yuan") is None else f"{le['amount_yuan']:,.0f}",
+                le.get("status"),
+            )
+        )
+        + "</tr>"
+        for le in s.ledger
+    )
+    faults = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{e(str(x))}</td>"
+            for x in (
+                _sim_time(f.get("injected_at") or f.get("at"), s.timezone),
+                f["description"],
+                f.get("skipped") or ", ".join(_outcome(k, v) for k, v in f["outcome"].items()),
+                "-" if f.get("recovered_s") is None else _dur(f["recovered_s"]),
+            )
+        )
+        + "</tr>"
+        for f in s.faults
+    )
+    d = s.delivery
+    cf = s.county_figures
+    warn = "".join(f"<li>{e(w)}</li>" for w in s.warnings)
+    collector = (
+        f'<p>The collector\'s report of the month: <a href="{e(Path(s.collector_html).name)}">'
+        f"{e(Path(s.collector_html).name)}</a></p>"
+        if s.collector_html
+        else ""
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sanduan hil: {e(s.title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+th {{ background: #f2f2f2; }}
+.ok {{ color: #070; }} .bad {{ color: #b00; }}
+</style></head><body>
+<h1>{e(s.title)}</h1>
+<p>Scenario <b>{e(s.scenario)}</b>, {e(s.start)} to {e(s.end)} ({s.days:g} simulated days at
+{s.speed:g}x), broker {e(s.broker_kind)} ({e(s.broker)}), store {e(s.store)}.
+Wall time {s.wall_s:.1f} s.</p>
+<h2>Delivery</h2>
+<p class="{"ok" if s.lost == 0 and s.duplicates == 0 else "bad"}">
+Readings generated {d["generated"]}, stored {d["stored"]}, lost {d["lost"]},
+duplicates {d["duplicates"]}, unexpected {d["unexpected"]}; resent over MQTT {s.resent}.</p>
+<h2>Sections, {e(s.month)}</h2>
+<table><tr><th>section</th><th>name</th><th>target</th><th>class</th><th>meets</th>
+<th>valid</th></tr>{"".join(rows)}</table>
+<p>功能达标率 {_pct(cf.get("compliance_rate"))}, 优良率 {_pct(cf.get("good_rate"))}</p>
+<h2>Compensation ledger</h2>
+<table><tr><th>rule</th><th>label</th><th>payer</th><th>payee</th><th>amount (yuan)</th>
+<th>status</th></tr>{ledger}</table>
+<p>Ledger computed from the truth log: {
+        {True: "equal", False: "different", None: "not available"}[s.ledger_matches_truth]
+    }.</p>
+{collector}
+<h2>Faults</h2>
+<table><tr><th>at</th><th>fault</th><th>what the system did</th><th>recovered after</th></tr>
+{faults}</table>
+{"<h2>Warnings</h2><ul>" + warn + "</ul>" if warn else ""}
+</body></html>
+"""

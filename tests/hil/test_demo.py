@@ -1,0 +1,98 @@
+"""The county demo: bounded runs in CI on Mosquitto (and PostgreSQL), the ``sanduan demo``
+command, and (slow) the whole month under three minutes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sanduan.hil.rig import sanduan_argv
+
+MOSQUITTO = "mqtt://127.0.0.1:1883"
+POSTGRES = "postgresql://127.0.0.1/test"
+
+
+def _run(cmd: list[str], tmp_path: Path, timeout: float) -> tuple[int, dict[str, Any], str]:
+    summary = tmp_path / "demo.json"
+    res = subprocess.run(
+        [
+            *sanduan_argv(),
+            *cmd,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--summary-json",
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    doc = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else {}
+    return res.returncode, doc, res.stdout + res.stderr
+
+
+def _check(code: int, s: dict[str, Any], text: str, sections: int = 9) -> None:
+    assert s, text[-3000:]
+    d = s["delivery"]
+    assert s["generated"] > 0
+    assert s["lost"] == 0, d["lost_examples"]
+    assert s["duplicates"] == 0, d["duplicate_examples"]
+    assert s["stored"] == s["generated"]
+    assert len(s["sections"]) == sections
+    assert s["ledger"], "the month's ledger is empty"
+    assert s["ledger_matches_truth"] is True, s["ledger_differences"]
+    assert code == 0, text[-3000:]
+
+
+@pytest.mark.mosquitto
+def test_county_three_days_on_mosquitto(tmp_path: Path) -> None:
+    code, s, text = _run(
+        ["hil", "run", "county", "--days", "3", "--broker", MOSQUITTO], tmp_path, timeout=240
+    )
+    _check(code, s, text)
+    assert s["broker"] == {"kind": "external", "url": MOSQUITTO}
+    broker_faults = [f for f in s["faults"] if f["kind"] == "broker"]
+    assert all("skipped" in f for f in broker_faults)  # the rig never kills a shared broker
+    # three days at nine stations: hourly sonde values and 4-hourly analyzer results
+    assert s["generated"] >= 9 * 3 * (24 * 6 + 6 * 3) * 0.9
+
+
+@pytest.mark.mosquitto
+@pytest.mark.postgres
+def test_county_two_days_on_mosquitto_and_postgres(tmp_path: Path) -> None:
+    code, s, text = _run(
+        ["hil", "run", "county", "--days", "2", "--broker", MOSQUITTO, "--store", POSTGRES],
+        tmp_path,
+        timeout=240,
+    )
+    _check(code, s, text)
+    assert s["store"].startswith("postgresql://127.0.0.1/test?options=")
+
+
+def test_demo_command_is_the_county_scenario() -> None:
+    res = subprocess.run(
+        [*sanduan_argv(), "demo", "--help"], capture_output=True, text=True, check=True
+    )
+    for opt in ("--broker", "--store", "--out", "--days", "--summary-json"):
+        assert opt in res.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_demo_month_under_three_minutes(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    code, s, text = _run(["demo"], tmp_path, timeout=400)
+    wall = time.monotonic() - t0
+    _check(code, s, text)
+    assert s["scenario"] == "county" and s["period"]["days"] == 31
+    figures = s["county"]
+    assert figures["sections"] == 9
+    print(f"demo wall time {wall:.1f} s, {s['generated']} readings")
+    assert wall < 180

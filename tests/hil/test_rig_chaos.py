@@ -1,0 +1,59 @@
+"""Chaos in CI, bounded: four stations for two simulated days while agents, the collector and
+the broker are SIGKILLed at seeded random moments (and a gateway clock jumps). Nothing may be
+lost or stored twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sanduan.hil.rig import sanduan_argv
+
+
+def _run(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
+    summary = tmp_path / "chaos.json"
+    res = subprocess.run(
+        [
+            *sanduan_argv(),
+            "hil",
+            "run",
+            "chaos",
+            *args,
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--summary-json",
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    doc = json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else {}
+    return res.returncode, doc, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
+    code, s, text = _run([], tmp_path)
+    assert s, text[-3000:]
+    injected = [f for f in s["faults"] if f.get("injected_at") is not None]
+    kinds = {f["kind"] for f in injected}
+    assert {"agent", "collector", "broker"} <= kinds, kinds
+    assert sum(1 for f in injected if f["origin"] == "chaos") >= 8
+    procs = s["processes"]
+    assert procs["central"]["kills"] >= 1
+    assert procs["broker"]["kills"] >= 1
+    assert sum(p.get("kills", 0) for n, p in procs.items() if n.startswith("edge-")) >= 1
+    d = s["delivery"]
+    assert s["generated"] > 1000
+    assert s["lost"] == 0, d["lost_examples"]
+    assert s["duplicates"] == 0, d["duplicate_examples"]
+    assert s["unexpected"] == 0, d["unexpected_examples"]
+    assert code == 0, text[-3000:]

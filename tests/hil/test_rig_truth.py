@@ -1,0 +1,240 @@
+"""The truth log: what a Modbus master actually read, poll by poll, and the delivery check."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pymodbus import FramerType
+from pymodbus.client import ModbusSerialClient
+from pymodbus.exceptions import ModbusException
+
+from sanduan.hil.devices import SimulatedBus
+from sanduan.hil.ports import VirtualSerialPair
+from sanduan.hil.truth import (
+    RecordingDevice,
+    StoredRow,
+    TruthLog,
+    TruthReading,
+    compare,
+    expected_flag,
+    planned_blocks,
+    value_key,
+)
+from sanduan.shared import wire
+from sanduan.shared.model import Flag
+from sanduan.shared.registers import DeviceProfile, ReadBlock, load_profile
+
+NOW = 1_688_200_000.0
+RT = 1_688_198_400.0  # the analyzer's current result time
+
+
+@dataclass
+class Line:
+    log: TruthLog
+    sonde: RecordingDevice
+    tp: RecordingDevice
+    client: ModbusSerialClient
+    clock: list[float]
+
+
+@pytest.fixture
+def line() -> Iterator[Line]:
+    clock = [NOW]
+    log = TruthLog()
+    sonde_p = load_profile("sonde-multi")
+    tp_p = load_profile("tp-analyzer")
+    sonde = RecordingDevice(
+        sonde_p,
+        station="S1",
+        device="sonde",
+        log=log,
+        blocks=planned_blocks(sonde_p),
+        timeout_s=0.5,
+        slave=1,
+        values=lambda t: {"w01009": 7.0 + (t - NOW) / 1000, "w01001": 7.4},
+        clock=lambda: clock[0],
+    )
+    tp = RecordingDevice(
+        tp_p,
+        station="S1",
+        device="tp",
+        log=log,
+        blocks=planned_blocks(tp_p),
+        timeout_s=0.5,
+        slave=3,
+        values=lambda t: {"w21011": 0.1234, "result_time": RT, "status": 0},
+        clock=lambda: clock[0],
+    )
+    with VirtualSerialPair() as (dev_port, client_port), SimulatedBus(dev_port, [sonde, tp]):
+        client = ModbusSerialClient(
+            client_port, framer=FramerType.RTU, baudrate=115200, timeout=0.3, retries=0
+        )
+        assert client.connect()
+        try:
+            yield Line(log, sonde, tp, client, clock)
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+
+
+def _read(client: ModbusSerialClient, block: ReadBlock, slave: int) -> bool:
+    try:
+        if block.function == 3:
+            rr = client.read_holding_registers(block.address, count=block.count, device_id=slave)
+        else:
+            rr = client.read_input_registers(block.address, count=block.count, device_id=slave)
+    except ModbusException:
+        return False
+    return not rr.isError()
+
+
+def _poll(line: Line, device: RecordingDevice) -> bool:
+    return all(_read(line.client, b, device.slave) for b in device.blocks)
+
+
+def test_sonde_polls_are_readings_with_the_values_on_the_wire(line: Line) -> None:
+    assert _poll(line, line.sonde)
+    line.clock[0] = NOW + 3600
+    assert _poll(line, line.sonde)
+    rs = line.log.readings()
+    assert len(rs) == 2 * len(line.sonde.profile.values)
+    do = [r for r in rs if r.code == "w01009"]
+    assert [r.ts for r in do] == [NOW, NOW + 3600]
+    # float32 on the wire: the truth holds the float32 value the master decoded
+    assert do[1].value == pytest.approx(10.6, abs=1e-5) and do[1].value != 10.6
+    assert all(not r.by_time for r in rs)
+    missing = [r for r in rs if r.code == "w01003"]  # turbidity: no value given
+    assert all(math.isnan(r.value) and r.flag is Flag.D for r in missing)
+    assert {r.flag for r in rs if r.code == "w01001"} == {Flag.N}
+
+
+def test_an_analyzer_cycle_is_one_reading_however_often_it_is_read(line: Line) -> None:
+    for i in range(3):
+        line.clock[0] = NOW + 600 * i
+        assert _poll(line, line.tp)
+    (r,) = line.log.readings()
+    assert (r.code, r.ts, r.by_time, r.read_at) == ("w21011", RT, True, NOW)
+    assert r.value == pytest.approx(0.1234, abs=1e-12)  # int32 x 0.0001 on the wire
+    assert line.log.counters[("S1", "tp")].polls == 3
+
+
+def test_a_poll_counts_only_when_every_block_got_through(line: Line) -> None:
+    first, second = line.tp.blocks
+    assert _read(line.client, second, 3)  # a lone second block is not a poll
+    assert _read(line.client, first, 3)  # status read, then the value block fails
+    line.tp.set_faults(crc_corrupt=True)
+    assert not _read(line.client, second, 3)
+    assert len(line.log) == 0
+    line.tp.clear_faults()
+    assert _read(line.client, second, 3)  # the master's retry completes the poll
+    assert len(line.log) == 1
+    c = line.log.counters[("S1", "tp")]
+    assert (c.requests, c.delivered, c.failed, c.polls) == (4, 3, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"silent": True},
+        {"crc_corrupt": True},
+        {"garbage": True},
+        {"exception": 4},
+        {"delay_s": 0.45},  # beyond 0.85 of the 0.5 s timeout: not delivered
+    ],
+)
+def test_faulted_replies_are_not_readings(line: Line, faults: dict[str, object]) -> None:
+    line.sonde.set_faults(**faults)
+    _poll(line, line.sonde)
+    assert len(line.log) == 0
+    assert line.log.counters[("S1", "sonde")].failed == 1
+
+
+def test_flags_follow_the_status_register() -> None:
+    p = load_profile("nh3n-analyzer")
+    spec = p.register("w21003")
+    # decoded registers by register name, as a poll produces them
+    assert expected_flag(p, spec, {"nh3n": 0.5, "status": 2, "range_check": 0}) is Flag.C
+    assert expected_flag(p, spec, {"nh3n": 0.5, "status": 3, "range_check": 1}) is Flag.M
+    assert expected_flag(p, spec, {"nh3n": 0.5, "status": 0, "range_check": 1}) is Flag.T
+    assert expected_flag(p, spec, {"nh3n": math.nan, "status": 0, "range_check": 0}) is Flag.D
+    assert expected_flag(p, spec, {"nh3n": 0.5, "status": 99, "range_check": 0}) is Flag.D
+    assert expected_flag(p, spec, {"nh3n": 0.5, "status": 1, "range_check": 0}) is Flag.N
+
+
+def test_truth_as_wire_batches(tmp_path: Path) -> None:
+    log = TruthLog()
+    p: DeviceProfile = load_profile("sonde-multi")
+    for i in range(1500 // len(p.values) + 1):
+        log.record_poll("S1", "sonde", p, NOW + 3600 * i, {s.name: 7.6 for s in p.values})
+    files = log.write_batches(tmp_path)
+    batches = [wire.decode_batch(f.read_bytes()) for f in files]
+    assert [b.count for b in batches] == [1000, len(log) - 1000]
+    seqs = [s for b in batches for s in b.seq]
+    assert seqs == list(range(1, len(log) + 1))
+    do = {
+        g for b in batches for c, g in zip(b.code_column(), b.grades, strict=True) if c == "w01009"
+    }
+    assert do == {1}  # DO 7.6 mg/L is class I, graded as the agent grades
+    assert log.write_jsonl(tmp_path / "t.jsonl") == len(log)
+
+
+def _tr(code: str, ts: float, value: float, by_time: bool = False) -> TruthReading:
+    return TruthReading("S1", "dev", code, ts, ts, value, Flag.N, by_time)
+
+
+def _row(seq: int, code: str, ts: float, value: float) -> StoredRow:
+    return StoredRow("S1", seq, round(ts * 1000), code, value, "N")
+
+
+def test_compare_exact() -> None:
+    truth = [_tr("w01009", NOW, 7.25), _tr("w21011", RT, 0.1, True), _tr("w01001", NOW, math.nan)]
+    rows = [
+        _row(1, "w01009", NOW + 20, 7.25),
+        _row(2, "w21011", RT, 0.1),
+        _row(3, "w01001", NOW + 20, math.nan),
+    ]
+    c = compare(truth, rows)
+    assert (c.generated, c.stored, c.lost, c.duplicates, c.unexpected, c.retimed) == (
+        3,
+        3,
+        0,
+        0,
+        0,
+        0,
+    )
+    assert c.ts_error_max_s == pytest.approx(20)
+    assert c.per_station == {"S1": {"generated": 3, "stored": 3}}
+
+
+def test_compare_lost_duplicates_unexpected_retimed() -> None:
+    truth = [
+        _tr("w01009", NOW, 7.25),
+        _tr("w01009", NOW + 3600, 7.5),  # lost
+        _tr("w21011", RT, 0.1, True),  # stored twice (an analyzer cycle re-emitted)
+        _tr("w21003", RT, 0.4, True),  # stored under another timestamp: retimed
+    ]
+    rows = [
+        _row(1, "w01009", NOW, 7.25),
+        _row(2, "w21011", RT, 0.1),
+        _row(3, "w21011", RT, 0.1),
+        _row(4, "w21003", NOW, 0.4),
+        _row(5, "w01010", NOW, 20.0),  # nobody read that
+        _row(5, "w01010", NOW, 20.0),  # and the same (station, seq) twice
+    ]
+    c = compare(truth, rows)
+    assert c.lost == 1 and c.lost_examples[0]["ts"] == NOW + 3600
+    assert c.retimed == 1
+    assert c.unexpected == 2
+    assert c.seq_duplicates == 1
+    assert c.duplicates == 1 + 1  # the re-emitted cycle and the repeated (station, seq)
+    assert c.duplicate_examples[0]["seq"] == 3
+    assert c.per_station["S1"]["lost"] == 1
+
+
+def test_value_key_is_exact() -> None:
+    assert value_key(0.1) != value_key(0.1 + 1e-17 * 0 + 2**-56)
+    assert value_key(math.nan) == value_key(float("nan"))
+    assert value_key(-0.0) != value_key(0.0)
