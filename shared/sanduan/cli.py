@@ -58,3 +58,7 @@ _add_role_apps()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
