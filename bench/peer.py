@@ -1131,7 +1131,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fast-ms", type=int, default=1, help="the fastest poll period, ms")
     ap.add_argument("--outage", type=float, default=None, help="broker outage, s (30; quick 10)")
     ap.add_argument("--peer-storage", choices=PEER_STORAGES, default="sqlite")
-    ap.add_argument("--engine", choices=["numba", "numpy"], default="numpy")
+    ap.add_argument(
+        "--engine",
+        choices=["numba", "numpy"],
+        default="numba",
+        help="sanduan grading engine (numba: the default of sanduan edge)",
+    )
     a = ap.parse_args(argv)
     if a.quick:
         a.window, a.warmup, a.before, a.after = min(a.duration, 10.0), 3.0, 3.0, 15.0
