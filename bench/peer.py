@@ -826,7 +826,11 @@ class PhaseRunner:
                     got[key] = arrival
         requests = sum(ws <= t < we for t in served.requests)
         # A poll round reads unit 1's first register once, whichever way it splits the reads.
-        rounds = sum(ws <= t < we for t in served.round_starts)
+        # Requests per round count whole rounds only: from the first round start in the window
+        # to the last, so a round cut by the window's edges does not skew the figure.
+        starts = sorted(t for t in served.round_starts if ws <= t < we)
+        rounds = max(0, len(starts) - 1)
+        round_requests = sum(starts[0] <= t < starts[-1] for t in served.requests) if rounds else 0
         floats = sum(ws <= t < we for t in served.reading_times)
         in_win = [r for r in delivered.rows if ws <= r[0] < we]
         lat = [
@@ -845,7 +849,7 @@ class PhaseRunner:
             "window_s": round(dur, 1),
             "startup_s": round(ev["t_first_reading"] - ev["t_gateway_start"], 2),
             "requests_per_s": round(requests / dur, 1),
-            "requests_per_round": round(requests / rounds, 2) if rounds else None,
+            "requests_per_round": round(round_requests / rounds, 2) if rounds else None,
             "readings_read_per_s": round(floats / dur, 1),
             "readings_delivered_per_s": round(len(in_win) / dur, 1),
             "latency_s_p50": rnd(pct(lat, 0.5), 3),
