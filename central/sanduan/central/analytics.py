@@ -27,6 +27,7 @@ from sanduan.central.core.validity import (
     calendar,
     group_readings,
 )
+from sanduan.central.store.migrations import TABLES
 from sanduan.shared.config import ValidityConfig
 from sanduan.shared.params import resolve
 
@@ -129,18 +130,7 @@ def compute_from_readings(
 
 # --- writing to the store ------------------------------------------------------------------
 
-AGG_COLUMNS = (
-    "station",
-    "code",
-    "period",
-    "start_ms",
-    "mean",
-    "min",
-    "max",
-    "n",
-    "n_valid",
-    "valid",
-)
+AGG_COLUMNS = TABLES["aggregates"]
 
 
 def _level_rows(

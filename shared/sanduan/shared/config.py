@@ -23,6 +23,15 @@ STATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 M = TypeVar("M", bound=BaseModel)
 
 
+def check_station_id(v: str) -> str:
+    """A station id, also an MQTT topic level and user name; ValueError for pydantic."""
+    if not STATION_ID_RE.match(v):
+        raise ValueError(
+            f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
+        )
+    return v
+
+
 class Strict(BaseModel):
     """Base for config sections: frozen, unknown keys rejected."""
 
@@ -161,11 +170,7 @@ class StationSection(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not STATION_ID_RE.match(v):
-            raise ValueError(
-                f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
-            )
-        return v
+        return check_station_id(v)
 
     @field_validator("timezone")
     @classmethod

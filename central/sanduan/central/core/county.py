@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from sanduan.shared.config import STATION_ID_RE, Strict, parse_model, read_toml
+from sanduan.shared.config import Strict, check_station_id, parse_model, read_toml
 from sanduan.shared.errors import ConfigError, UnknownParameterError
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import resolve
@@ -79,11 +79,7 @@ class _RawStation(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not STATION_ID_RE.match(v):
-            raise ValueError(
-                f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
-            )
-        return v
+        return check_station_id(v)
 
 
 class _RawSection(Strict):
@@ -100,11 +96,7 @@ class _RawSection(Strict):
     @field_validator("station")
     @classmethod
     def _station(cls, v: str) -> str:
-        if not STATION_ID_RE.match(v):
-            raise ValueError(
-                f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
-            )
-        return v
+        return check_station_id(v)
 
 
 class _RawInflow(Strict):
