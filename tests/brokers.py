@@ -34,6 +34,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own on a free port (no other test's traffic reaches it), which
+    the test may kill and start again on the same port. No persistence: a killed broker forgets
+    every session and queued message."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 100000\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateBroker:
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if not wait_port(self.port, self.proc):
+            self.kill()
+            raise RuntimeError(f"private mosquitto did not start ({self.conf})")
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

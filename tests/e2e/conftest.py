@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so that ``tests.e2e.harness`` imports
     sys.path.insert(0, str(ROOT))
 
+from tests.brokers import PrivateBroker  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     BROKER_PORT,
     Agent,
     Collector,
-    PrivateBroker,
     Procs,
     SimStation,
     write_central_config,

@@ -13,7 +13,6 @@ import math
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -117,60 +116,6 @@ class SimStation:
     def close(self) -> None:
         self.bus.stop()
         self.pair.close()
-
-
-# --- a broker of the test's own ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class PrivateBroker:
-    """A Mosquitto of the test's own on a free port (no other test's traffic reaches it), which
-    the test may kill and start again on the same port. No persistence: a killed broker forgets
-    every session and queued message."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.conf = directory / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\n",
-            encoding="utf-8",
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> PrivateBroker:
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if not wait_until(lambda: port_open(self.port) or not self._alive(), 10, 0.02):
-            self.kill()
-            raise RuntimeError("private mosquitto did not start")
-        if not self._alive():
-            raise RuntimeError(f"private mosquitto exited ({self.conf})")
-        return self
-
-    def _alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
 
 
 # --- processes -------------------------------------------------------------------------------
