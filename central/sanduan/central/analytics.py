@@ -131,6 +131,7 @@ def compute_from_readings(
 # --- writing to the store ------------------------------------------------------------------
 
 AGG_COLUMNS = TABLES["aggregates"]
+LEDGER_COLUMNS = TABLES["ledger"][1:]  # all but the generated id
 
 
 def _level_rows(
@@ -214,17 +215,7 @@ def write_results(
     counts["ledger"] = store.replace_rows(
         "ledger",
         {"period": result.period.kind, "label": result.period.label},
-        (
-            "run_id",
-            "rule",
-            "period",
-            "label",
-            "payer",
-            "payee",
-            "amount_yuan",
-            "status",
-            "evidence",
-        ),
+        LEDGER_COLUMNS,
         [
             (
                 run_id,
