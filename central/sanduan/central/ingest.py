@@ -62,6 +62,8 @@ from sanduan.shared.wire import Ack, Batch, Event, ResendRequest, Status, decode
 log = logging.getLogger("sanduan.central.ingest")
 
 FAULT_ENV = "SANDUAN_CENTRAL_FAULT"
+MAINTAIN_INTERVAL_S = 3600.0
+"""How often the collector runs the store's upkeep (partitions ahead on PostgreSQL)."""
 
 
 def _after_commit_fault() -> Callable[[], None] | None:
@@ -292,6 +294,7 @@ class Collector:
         """Open the store(s), start the workers and connect (retrying in the background)."""
         for _ in range(self.workers):
             self._stores.append(open_store(self.store_url))
+        self._maintain()
         for i, store in enumerate(self._stores):
             proc = Processor(
                 store,
@@ -476,6 +479,7 @@ class Collector:
         tick = self.clock.real_seconds(min(ing.gap_timeout_s, ing.resend_interval_s) / 4)
         tick = max(0.05, min(tick, 5.0))
         next_check = time.monotonic() + tick
+        next_upkeep = time.monotonic() + MAINTAIN_INTERVAL_S
         while True:
             try:
                 item = q.get(timeout=tick)
@@ -488,6 +492,12 @@ class Collector:
             if index == 0 and time.monotonic() >= next_check:
                 next_check = time.monotonic() + tick
                 self._check_gaps(proc)
+            if index == 0 and time.monotonic() >= next_upkeep:
+                next_upkeep = time.monotonic() + MAINTAIN_INTERVAL_S
+                try:
+                    self._maintain()
+                except StoreError as e:
+                    log.error("store upkeep failed (retried in an hour): %s", e)  # noqa: TRY400
 
     def _handle(self, proc: Processor, item: _Item) -> None:
         out = proc.handle(
@@ -501,6 +511,12 @@ class Collector:
             time.sleep(0.5)
         if item.qos > 0:
             self._client.ack(item.mid, item.qos)
+
+    def _maintain(self) -> None:
+        """Store upkeep: on PostgreSQL, the monthly partitions of readings ahead of time."""
+        created = self._stores[0].maintain(int(self.clock.time() * 1000))
+        if created:
+            log.info("collector %s: created %s", self.client_id, ", ".join(created))
 
     def _check_gaps(self, proc: Processor) -> None:
         ing = self.cfg.ingest

@@ -216,6 +216,11 @@ class Store(Protocol):
         record the request time, so that collectors sharing the database do not both ask."""
         ...
 
+    def maintain(self, now_ms: int) -> list[str]:
+        """Periodic upkeep (PostgreSQL: create the monthly partitions of ``readings`` ahead);
+        returns what it created. Nothing to do on SQLite."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -282,8 +287,11 @@ class SqlStore:
         cur.execute(self._sql(sql), params)
         return cur
 
-    def _insert_readings(self, cur: Any, batch: Batch, received_ms: int) -> int:
-        """Insert the batch's readings, skipping (station, seq) already stored; returns new."""
+    def _insert_readings(
+        self, cur: Any, batch: Batch, received_ms: int, max_seq: int | None = None
+    ) -> int:
+        """Insert the batch's readings, skipping (station, seq) already stored; returns new.
+        ``max_seq``: the station's highest stored seq before this batch, if any."""
         raise NotImplementedError
 
     def _bulk_insert(
@@ -299,6 +307,11 @@ class SqlStore:
 
     def _read_cursor(self) -> Any:
         raise NotImplementedError
+
+    def maintain(self, now_ms: int) -> list[str]:
+        """Periodic upkeep of the schema (PostgreSQL: monthly partitions of ``readings``);
+        returns what it created. The collector runs it at start-up and hourly."""
+        return []
 
     def close(self) -> None:
         raise NotImplementedError
@@ -426,8 +439,8 @@ class SqlStore:
         ranges = seq_ranges(batch.seq)
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
             row = self._to_station(self._station_row(cur, batch.station))
-            new = self._insert_readings(cur, batch, received_ms)
             before = row.seq_state
+            new = self._insert_readings(cur, batch, received_ms, before.max_seq)
             after = advance(before, ranges, received_ms)
             gaps = gaps_to_json(after.gaps) if after.gaps != before.gaps else None
             self._x(

@@ -52,8 +52,13 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    only: Dialect | None = None
+    """Apply the statements on this database only (the version is recorded on both, so the
+    schema versions stay the same)."""
 
     def sql(self, dialect: Dialect) -> list[str]:
+        if self.only is not None and self.only != dialect:
+            return []
         return [s.format(**_SUBST[dialect]) for s in self.statements]
 
 
@@ -159,6 +164,38 @@ MIGRATIONS: tuple[Migration, ...] = (
                 result TEXT
             )""",
         ),
+    ),
+    Migration(
+        2,
+        "readings partitioned by month (PostgreSQL)",
+        (
+            # The primary key of a partitioned table must hold the partition key. A reading's
+            # seq fixes its ts_ms, so (station, seq, ts_ms) is still one row per (station, seq);
+            # ingest checks (station, seq) itself where a duplicate is possible.
+            "ALTER TABLE readings RENAME TO readings_unpartitioned",
+            "ALTER INDEX readings_pkey RENAME TO readings_unpartitioned_pkey",
+            "ALTER INDEX readings_station_code_ts RENAME TO readings_unpartitioned_sct",
+            """CREATE TABLE readings (
+                station {key} NOT NULL,
+                seq BIGINT NOT NULL,
+                ts_ms BIGINT NOT NULL,
+                code {key} NOT NULL,
+                value {double},
+                flag TEXT NOT NULL,
+                grade SMALLINT NOT NULL,
+                batch_seq BIGINT NOT NULL,
+                received_ms BIGINT NOT NULL,
+                PRIMARY KEY (station, seq, ts_ms)
+            ) PARTITION BY RANGE (ts_ms)""",
+            "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
+            # Rows of months without a partition land here; the collector's maintenance
+            # creates the months ahead and moves any such rows into their month.
+            "CREATE TABLE readings_default PARTITION OF readings DEFAULT",
+            "INSERT INTO readings SELECT station, seq, ts_ms, code, value, flag, grade,"
+            " batch_seq, received_ms FROM readings_unpartitioned",
+            "DROP TABLE readings_unpartitioned",
+        ),
+        only="postgresql",
     ),
 )
 
