@@ -34,10 +34,17 @@ Behaviour:
   times (timeouts, ``pause_s``, the inter-frame silence, reconnect backoff) are real seconds:
   the wire does not run faster in an accelerated rig.
 - Each device's planned requests run in order with ``pause_s`` between them; each request gets
-  ``timeout_s`` and ``retries + 1`` attempts (1 once the device is degraded). Exception replies 1-3
+  ``retries + 1`` attempts (1 once the device is degraded). Requests are framed and replies
+  judged here, byte by byte as they arrive (:mod:`sanduan.edge.core.rtu`; pymodbus only owns
+  the port): a reply that cannot be right (bad CRC, another slave or function, a wrong byte
+  count, garbage, a frame that stops short) fails the attempt the moment that is known, and the
+  next request waits only for the line to fall silent. The first attempt's reply timeout is
+  adapted to the device's measured turnaround (``adaptive_timeout``, within
+  [``timeout_min_s``, ``timeout_s``], see :class:`~sanduan.edge.core.rtu.Turnaround`); retries
+  wait the full ``timeout_s``. Exception replies 1-3
   (illegal function/address/value) are not retried: they are configuration errors. The first
   request that fails ends the device's poll, so a silent slave costs at most
-  ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
+  about ``timeout_s`` per attempt of bus time per poll and then backs off exponentially.
 - Errors are counted per device and per kind: ``timeout`` (no byte came back), ``crc`` (bytes
   came back but no valid reply: CRC error, garbage, a reply from another slave, a short reply),
   ``exception`` (an exception reply; the code is kept in ``last_exception_code``). A failed poll
