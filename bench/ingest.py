@@ -72,7 +72,9 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def interleaved(
-    batches: list[Batch], store: Callable[[int, Batch], None], bare: Callable[[int, Batch], None]
+    batches: list[Batch],
+    store: Callable[[int, Batch], object],
+    bare: Callable[[int, Batch], object],
 ) -> tuple[float, float]:
     """Total seconds of each side, run batch by batch in alternating order, so that background
     work of the database (checkpoints, autovacuum) and of the machine falls on both sides alike
@@ -104,7 +106,7 @@ def bench_sqlite(batches: list[Batch], tmp: Path) -> tuple[float, float]:
         conn.execute("COMMIT")
 
     try:
-        return interleaved(batches, lambda i, b: store.store_batch(b, T0 + i) and None, bare_insert)
+        return interleaved(batches, lambda i, b: store.store_batch(b, T0 + i), bare_insert)
     finally:
         store.close()
         bare.close()
@@ -141,7 +143,7 @@ def bench_pg(batches: list[Batch], base: str) -> tuple[float, float]:
                 bare.copy_readings(cur, "readings", PostgresStore.copy_rows(b, T0 + i))
 
         try:
-            t = interleaved(batches, lambda i, b: store.store_batch(b, T0 + i) and None, bare_copy)
+            t = interleaved(batches, lambda i, b: store.store_batch(b, T0 + i), bare_copy)
             n_store = store.count_readings()
             n_bare = bare.count_readings()
             if n_store != n_bare:
