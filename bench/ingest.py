@@ -65,7 +65,7 @@ def make_batches(n_batches: int, per_batch: int = 1000, stations: int = 20) -> l
     return out
 
 
-def timed(fn: Callable[[], None]) -> float:
+def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
