@@ -9,7 +9,8 @@ every simulated station, exactly the wire batches its agent would send (``sandua
 batch``, QoS 1), and a listener records the collectors' acks (sent after commit), so the lag is
 end to end: publish to ack. The broker is a private Mosquitto on a free port (no persistence);
 the collectors are real processes (``mqtt.group``: one shared subscription, MQTT 5), each with
-the default single ingest worker, writing to a fresh PostgreSQL schema with the monthly
+``--workers`` ingest workers (``ingest.workers``, 4: concurrent commits share PostgreSQL's WAL
+flushes), writing to a fresh PostgreSQL schema with the monthly
 partitions the collector creates.
 
 Phases:
@@ -168,9 +169,9 @@ class Publisher:
         self.client.loop_start()
         self.sent: dict[tuple[str, int], float] = {}
 
-    def publish(self, b: Batch) -> None:
+    def publish(self, b: Batch, payload: bytes | None = None) -> None:
         self.sent[(b.station, b.batch_seq)] = time.monotonic()
-        self.client.publish(topics.batch_topic(b.station), encode(b), qos=1)
+        self.client.publish(topics.batch_topic(b.station), payload or encode(b), qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -221,12 +222,14 @@ def start_broker(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def start_collectors(work: Path, url: str, port: int, n: int) -> list[subprocess.Popen[bytes]]:
+def start_collectors(
+    work: Path, url: str, port: int, n: int, workers: int
+) -> list[subprocess.Popen[bytes]]:
     toml = work / "central.toml"
     toml.write_text(
         f'[central]\nstore = "{url}"\n'
         f'[mqtt]\nbroker = "mqtt://127.0.0.1:{port}"\nprotocol = "5"\ngroup = "province"\n'
-        "[ingest]\nworkers = 1\n",
+        f"[ingest]\nworkers = {workers}\n",
         "utf-8",
     )
     procs = []
@@ -295,10 +298,11 @@ def backlog(
     st: Stations, pub: Publisher, acks: Acks, hours: int, now_ms: int
 ) -> tuple[dict[str, Any], list[Batch]]:
     batches = list(backlog_batches(st, hours, now_ms - hours * HOUR_MS))
+    payloads = [encode(b) for b in batches]  # encoded beforehand: the stations' work, not ours
     before = len(pub.sent)
     t0 = time.monotonic()
-    for b in batches:
-        pub.publish(b)
+    for b, p in zip(batches, payloads, strict=True):
+        pub.publish(b, p)
     t_pub = time.monotonic() - t0
     ok = acks.wait_for(before + len(batches), 600)
     last = max(
@@ -386,19 +390,20 @@ def assessment(n_sections: int) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stations", type=int, default=10_000)
-    ap.add_argument("--duration", type=float, default=60.0, help="sustained window, s")
-    ap.add_argument("--period", type=float, default=20.0, help="s between a station's batches")
+    ap.add_argument("--duration", type=float, default=100.0, help="sustained window, s")
+    ap.add_argument("--period", type=float, default=100.0, help="s between a station's batches")
     ap.add_argument("--rounds", type=int, default=6, help="poll rounds (x8 readings) a batch")
     ap.add_argument("--backlog-hours", type=int, default=24)
     ap.add_argument("--sections", type=int, default=10_000)
     ap.add_argument("--collectors", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=4, help="ingest.workers of each collector")
     ap.add_argument("--pg", default=PG_BASE)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-assessment", action="store_true")
     args = ap.parse_args()
     if args.quick:
         args.stations, args.duration, args.sections = 1000, 20.0, 1000
-        args.period = 2.0
+        args.period = 10.0
     if shutil.which("mosquitto") is None:
         sys.exit("bench/province.py needs mosquitto on PATH")
 
@@ -409,7 +414,7 @@ def main() -> int:
     store.migrate()
     print(f"partitions: {', '.join(store.maintain(now_ms))}")
     broker, port = start_broker(work)
-    procs = start_collectors(work, url, port, args.collectors)
+    procs = start_collectors(work, url, port, args.collectors, args.workers)
     sampler = RssSampler([p.pid for p in procs])
     sampler.start()
     acks = Acks(port)
