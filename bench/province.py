@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 import psycopg
 
 from sanduan.central.store.postgres import PostgresStore
@@ -128,7 +129,7 @@ class Acks:
         self.count = 0
         self.lock = threading.Lock()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="province-acks", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id="province-acks", protocol=mqtt.MQTTv5
         )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
@@ -161,7 +162,7 @@ class Publisher:
 
     def __init__(self, port: int) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id="province-stations", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id="province-stations", protocol=mqtt.MQTTv5
         )
         self.client.max_inflight_messages_set(2000)
         self.client.max_queued_messages_set(0)
