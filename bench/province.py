@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sanduan.central.store.postgres import PostgresStore
 from sanduan.shared import topics
