@@ -15,6 +15,8 @@ partitions the collector creates.
 
 Phases:
 
+0. **First contact**: every station sends one batch (a station's first batch takes the checked
+   write path and creates its row); timed, not part of the window.
 1. **Sustained**: every station publishes a batch every ``--period`` s (staggered evenly), each
    batch ``--rounds`` poll rounds of 8 parameters, for ``--duration`` s. Printed: offered and
    stored readings/s, publish-to-ack lag p50/p99/max over the window, collector RSS.
@@ -440,6 +442,15 @@ def main() -> int:
             f"{args.stations:,} stations, {args.collectors} collectors (group 'province'),"
             f" PostgreSQL {args.pg.split('@')[-1]}, mosquitto on :{port}"
         )
+        # First contact: one batch from every station (its first batch takes the checked
+        # write path and creates its row), outside the measured window.
+        t = time.monotonic()
+        for i in range(args.stations):
+            pub.publish(st.batch(i, now_ms - HOUR_MS, 600_000, 1))
+        if not acks.wait_for(len(pub.sent), 600):
+            sys.exit(f"first contact: not every station was acked; see the logs in {work}")
+        first = args.stations * len(CODES)
+        print(f"first contact: {args.stations:,} stations in {time.monotonic() - t:.1f} s")
         s = sustained(st, pub, acks, args, now_ms)
         print(
             f"sustained: a batch of {args.rounds * len(CODES)} readings per station every"
@@ -457,7 +468,7 @@ def main() -> int:
             f" (last ack) in {b['drain_s']:.1f} s = {b['readings'] / b['drain_s']:,.0f}"
             f" readings/s; all acked: {b['all_acked']}"
         )
-        total = s["readings"] + b["readings"] + 8 * len(CODES)  # and the probes
+        total = first + s["readings"] + b["readings"] + 8 * len(CODES)  # and the probes
         rows = store.query("SELECT COUNT(*), COUNT(DISTINCT (station, seq)) FROM readings")
         n_rows, n_distinct = int(rows[0][0]), int(rows[0][1])
         once = n_rows == n_distinct == total

@@ -188,12 +188,13 @@ def test_sqlite_has_the_same_version_and_no_partitions(tmp_path: Any) -> None:
 def test_new_batches_copy_straight_in_and_overlaps_are_checked(pg_url_factory: Any) -> None:
     s = pg(pg_url_factory())
     s.maintain(JAN_2026)
-    assert s.store_batch(batch("D", list(range(1, 101))), JAN_2026).new == 100  # first: staged
+    assert s.store_batch(batch("D", list(range(1, 101))), JAN_2026).new == 100  # first: direct
     assert s.store_batch(batch("D", list(range(101, 201))), JAN_2026).new == 100  # direct
     assert s.store_batch(batch("D", list(range(201, 301))), JAN_2026).new == 100  # direct
     r = s.store_batch(batch("D", list(range(250, 351))), JAN_2026)  # overlap: staged
     assert (r.new, r.duplicate) == (50, 51)
-    assert s.write_paths == {"direct": 2, "staged": 2, "retried": 0}
+    assert s.store_batch(batch("D", list(range(1, 101))), JAN_2026).duplicate == 100  # again
+    assert s.write_paths == {"direct": 3, "staged": 2, "retried": 0}
     assert s.count_readings(["D"]) == 350
     s.close()
 
@@ -232,5 +233,5 @@ def test_seq_state_behind_the_table_falls_back_without_loss(pg_url_factory: Any)
     assert r.state.max_seq == 20
     # and the direct path is used again afterwards
     s.store_batch(batch("F", list(range(21, 31))), JAN_2026)
-    assert s.write_paths["direct"] == 1
+    assert s.write_paths["direct"] == 2  # the first batch and this one
     s.close()

@@ -5,11 +5,12 @@ commit one after another while different stations proceed in parallel, and its s
 (``max_seq``) says which readings cannot be stored yet. Two write paths:
 
 - **Direct**: every seq of the batch is above the station's ``max_seq`` (the usual case, a
-  backlog included): binary ``COPY`` straight into ``readings``. Should the seq state ever
+  backlog included), or the station has none (its first batch): binary ``COPY`` straight into
+  ``readings``. Should the seq state ever
   disagree with the table (a reading with that seq already there), the primary key refuses the
   COPY and the batch is stored again through the staged path; nothing is lost or doubled.
-- **Staged**: the batch may overlap what is stored (a resend, a duplicate delivery, the first
-  batch of a station): binary ``COPY`` into a session-local temporary table, then
+- **Staged**: the batch may overlap what is stored (a resend, a duplicate delivery):
+  binary ``COPY`` into a session-local temporary table, then
   ``INSERT ... SELECT`` of the rows whose (station, seq) is not in ``readings`` yet.
 
 ``readings`` is partitioned by month of ``ts_ms`` (UTC), one table ``readings_pYYYYMM`` per
@@ -200,7 +201,8 @@ class PostgresStore(SqlStore):
         self, cur: Any, batch: Batch, received_ms: int, max_seq: int | None = None
     ) -> int:
         rows = self.copy_rows(batch, received_ms)
-        if max_seq is not None and batch.seq[0] > max_seq and not self._stage_only:
+        # No max_seq: no batch of this station was ever stored, so none of its readings is.
+        if (max_seq is None or batch.seq[0] > max_seq) and not self._stage_only:
             # Nothing of this batch can be stored yet: no staging, no per-row conflict check.
             self.copy_readings(cur, "readings", rows)
             self.write_paths["direct"] += 1
