@@ -23,8 +23,9 @@ Phases:
 2. **Backlog**: every station comes back after a ``--backlog-hours`` outage at once, each with
    its hourly readings of the outage (8 parameters; one batch per station, as the agent sends up
    to 1,000 readings a batch). Printed: time from the first publish to the last ack, against
-   the bare COPY bound: the same rows, the same batches, binary COPY on one connection into a
-   fresh schema with the same partitions and indexes, one transaction per batch.
+   the bare COPY bound: the same rows, the same batches, binary COPY into a fresh schema with
+   the same partitions and indexes, one transaction per batch, on as many connections as the
+   collectors have workers (so both sides share PostgreSQL's WAL flushes alike).
 3. **Every reading once**: the readings table holds exactly the readings published, each
    (station, seq) once.
 4. **Province-month assessment**: ``--sections`` sections (the county layout of
@@ -320,18 +321,35 @@ def backlog(
     }, batches
 
 
-def bare_copy(batches: list[Batch], base: str, now_ms: int) -> float:
+def bare_copy(batches: list[Batch], base: str, now_ms: int, connections: int) -> float:
+    """Seconds to COPY the batches' rows into a fresh schema with the same partitions: binary
+    COPY, one transaction per batch (the collectors commit each batch before acking it), on
+    as many connections as the collectors have ingest workers, so both sides get the same
+    sharing of PostgreSQL's WAL flushes."""
     url, drop = pg_schema(base)
     try:
-        store = PostgresStore(url)
-        store.migrate()
-        store.maintain(now_ms)
+        stores = [PostgresStore(url) for _ in range(connections)]
+        stores[0].migrate()
+        stores[0].maintain(now_ms)
+
+        def run(k: int) -> None:
+            store = stores[k]
+            for b in batches[k::connections]:
+                with store._tx("bare copy") as cur:
+                    store.copy_readings(cur, "readings", PostgresStore.copy_rows(b, now_ms))
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(connections)]
         t0 = time.perf_counter()
-        for b in batches:
-            with store._tx("bare copy") as cur:
-                store.copy_readings(cur, "readings", PostgresStore.copy_rows(b, now_ms))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
         dt = time.perf_counter() - t0
-        store.close()
+        n = stores[0].count_readings()
+        for s in stores:
+            s.close()
+        if n != sum(b.count for b in batches):
+            sys.exit(f"bare COPY stored {n} readings of {sum(b.count for b in batches)}")
         return dt
     finally:
         drop()
@@ -476,9 +494,10 @@ def main() -> int:
             f"stored: {n_rows:,} readings, {n_distinct:,} distinct (station, seq),"
             f" {total:,} published: {'every reading once' if once else 'MISMATCH'}"
         )
-        t_bare = bare_copy(batches, args.pg, now_ms)
+        conns = args.collectors * args.workers
+        t_bare = bare_copy(batches, args.pg, now_ms, conns)
         print(
-            f"bare COPY of the same backlog rows (one connection): {t_bare:.1f} s ="
+            f"bare COPY of the same backlog rows ({conns} connections): {t_bare:.1f} s ="
             f" {b['readings'] / t_bare:,.0f} readings/s; drain/bare ratio"
             f" {t_bare / b['drain_s']:.2f} of the bound"
         )
