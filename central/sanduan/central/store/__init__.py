@@ -11,23 +11,31 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from sanduan.central.store.base import (
+    DEAD_LETTER_KEEP,
+    DeadLetterRow,
     ReadingColumns,
     ResendClaim,
     StationRow,
     Store,
     StoreResult,
+    StreamChange,
     redact_url,
+    stream_of,
 )
 from sanduan.shared.errors import StoreError
 
 __all__ = [
+    "DEAD_LETTER_KEEP",
+    "DeadLetterRow",
     "ReadingColumns",
     "ResendClaim",
     "StationRow",
     "Store",
     "StoreResult",
+    "StreamChange",
     "open_store",
     "redact_url",
+    "stream_of",
 ]
 
 

@@ -3,7 +3,7 @@
 Readings are written with binary ``COPY`` into a session-local temporary table and moved into
 ``readings`` with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which is what makes a batch
 seen twice (or two overlapping batches, or two collectors racing on one batch) store each reading
-once. The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one station
+once per (station, stream, seq). The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one station
 commit one after another while different stations proceed in parallel.
 
 The URL is any libpq URL, ``postgresql://user:password@host:5432/db``; libpq options work too,
@@ -22,13 +22,24 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from sanduan.central.store.base import SqlStore
+from sanduan.central.store.base import SqlStore, stream_of
 from sanduan.central.store.migrations import TABLES, Dialect
 from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
 
 _READING_COLS = ", ".join(TABLES["readings"])
-_READING_TYPES = ["text", "int8", "int8", "text", "float8", "text", "int2", "int8", "int8"]
+_READING_TYPES = [
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "float8",
+    "text",
+    "int2",
+    "int8",
+    "int8",
+    "int8",
+]
 _STAGE = "sanduan_readings_in"
 
 
@@ -118,6 +129,7 @@ class PostgresStore(SqlStore):
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
+            repeat(stream_of(batch)),
             strict=False,
         )
 
@@ -137,7 +149,7 @@ class PostgresStore(SqlStore):
         self.copy_readings(cur, _STAGE, self.copy_rows(batch, received_ms))
         cur.execute(
             f"INSERT INTO readings ({_READING_COLS}) SELECT {_READING_COLS} FROM {_STAGE}"
-            " ON CONFLICT (station, seq) DO NOTHING"
+            " ON CONFLICT (station, stream, seq) DO NOTHING"
         )
         return int(cur.rowcount)
 
