@@ -147,9 +147,9 @@ def cap_request(
     for a, b in ranges:
         if left <= 0 or len(out) >= max_ranges:
             break
-        b = min(b, a + left - 1)
-        out.append((a, b))
-        left -= b - a + 1
+        end = min(b, a + left - 1)
+        out.append((a, end))
+        left -= end - a + 1
     return tuple(out)
 
 

@@ -20,7 +20,6 @@ from sanduan.central.store.base import (
     StoreResult,
     StreamChange,
     redact_url,
-    stream_of,
 )
 from sanduan.shared.errors import StoreError
 
@@ -35,7 +34,6 @@ __all__ = [
     "StreamChange",
     "open_store",
     "redact_url",
-    "stream_of",
 ]
 
 

@@ -72,11 +72,6 @@ DEAD_LETTER_KEEP = 4096
 """Payload bytes a dead letter keeps (its full size and SHA-256 are recorded too)."""
 
 
-def stream_of(msg: object) -> int:
-    """The stream a message belongs to (0: a v1 agent)."""
-    return int(getattr(msg, "stream", 0))
-
-
 @dataclass(frozen=True, slots=True)
 class StreamChange:
     """A station came back with a new stream: the old one was retired."""
@@ -401,7 +396,7 @@ class SqlStore:
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
-            repeat(stream_of(batch)),
+            repeat(batch.stream),
             strict=False,
         )
 
@@ -511,7 +506,7 @@ class SqlStore:
 
     def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
         ranges = seq_ranges(batch.seq)
-        stream = stream_of(batch)
+        stream = batch.stream
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
             row = self._to_station(self._station_row(cur, batch.station))
             new = self._insert_readings(cur, batch, received_ms)
@@ -591,7 +586,7 @@ class SqlStore:
         )
         return conflicts(sent, held)
 
-    def _event(
+    def _event(  # noqa: PLR0917
         self,
         cur: Any,
         station: str,

@@ -307,4 +307,5 @@ TABLES: dict[str, tuple[str, ...]] = {
 
 WRITABLE = frozenset({"aggregates", "assessments", "ledger", "runs", "events"})
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
-``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own methods."""
+``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own
+methods."""

@@ -3,8 +3,8 @@
 Readings are written with binary ``COPY`` into a session-local temporary table and moved into
 ``readings`` with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which is what makes a batch
 seen twice (or two overlapping batches, or two collectors racing on one batch) store each reading
-once per (station, stream, seq). The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one station
-commit one after another while different stations proceed in parallel.
+once per (station, stream, seq). The station's row is locked (``SELECT ... FOR UPDATE``) first,
+so batches of one station commit one after another while different stations proceed in parallel.
 
 The URL is any libpq URL, ``postgresql://user:password@host:5432/db``; libpq options work too,
 e.g. ``?options=-csearch_path%3Dsanduan`` to keep the tables in a schema of their own.
@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from sanduan.central.store.base import SqlStore, stream_of
+from sanduan.central.store.base import SqlStore
 from sanduan.central.store.migrations import TABLES, Dialect
 from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
@@ -129,7 +129,7 @@ class PostgresStore(SqlStore):
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
-            repeat(stream_of(batch)),
+            repeat(batch.stream),
             strict=False,
         )
 
