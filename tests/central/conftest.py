@@ -108,7 +108,7 @@ def store(store_url: str) -> Iterator[Store]:
 
 class MqttPeer:
     """A station's side of the link, reduced to what tests need: publish raw bytes, and collect
-    the acks and resend requests the collector sends to the stations in ``stations``."""
+    the acks, nacks and resend requests the collector sends to the stations in ``stations``."""
 
     def __init__(self, client_id: str, stations: list[str]) -> None:
         import paho.mqtt.client as mqtt
@@ -132,6 +132,7 @@ class MqttPeer:
         subs = []
         for st in self._stations:
             subs += [(topics.ack_topic(st), 1), (topics.resend_topic(st), 1)]
+            subs += [(topics.nack_topic(st), 1)]
         client.subscribe(subs)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:

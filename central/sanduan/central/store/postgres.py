@@ -103,8 +103,13 @@ class PostgresStore(SqlStore):
     def _tx(self, op: str, *, write: bool = True) -> Iterator[Any]:
         with self._lock, self._guard(op):
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                yield cur
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            except BaseException:
+                # A stage table made in this transaction was rolled back with it.
+                self._staged = False
+                raise
 
     def _read_cursor(self) -> Any:
         return self._connection().cursor()
