@@ -28,19 +28,20 @@ if str(ROOT) not in sys.path:  # so that ``tests.brokers`` and ``tests.central``
     sys.path.insert(0, str(ROOT))
 
 from tests.brokers import PrivateBroker  # noqa: E402
-from tests.central.conftest import (  # noqa: E402, F401
-    backend,
-    pg_url_factory,
-    raw_store_url,
-    store,
-    store_url,
-    uid,
-)
+from tests.central import conftest as _central  # noqa: E402
 
 from sanduan.shared import topics  # noqa: E402
 from sanduan.shared.wire import Message, decode  # noqa: E402
 
 ENTRY = "from sanduan.cli import main; main()"
+
+# The central tests' fixtures: stores on both backends, unique ids.
+backend = _central.backend
+pg_url_factory = _central.pg_url_factory
+raw_store_url = _central.raw_store_url
+store_url = _central.store_url
+store = _central.store
+uid = _central.uid
 
 
 @pytest.fixture
@@ -73,17 +74,15 @@ class Station:
         self._stations = stations
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *a: self._subscribed.put(True)
-        self._client.on_message = lambda c, u, m: self.received.put(decode(m.payload))
+        self._client.on_message = lambda c, u, m: self.received.put(decode(bytes(m.payload)))
         self._client.connect("127.0.0.1", port, keepalive=30)
         self._client.loop_start()
         self._subscribed.get(timeout=5)
 
     def _on_connect(self, client: Any, *args: Any) -> None:
-        subs = []
-        for st in self._stations:
-            for kind in topics.DOWNLINK:
-                subs.append((topics.topic(st, kind), 1))
-        client.subscribe(subs)
+        client.subscribe(
+            [(topics.topic(st, k), 1) for st in self._stations for k in topics.DOWNLINK]
+        )
 
     def publish(self, topic: str, payload: bytes, *, wait: bool = True) -> Any:
         info = self._client.publish(topic, payload, qos=1)

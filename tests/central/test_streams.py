@@ -12,6 +12,7 @@ import pytest
 
 from sanduan.central.ingest import Processor
 from sanduan.central.store import DEAD_LETTER_KEEP, Store
+from sanduan.shared.clock import SystemClock
 from sanduan.shared.config import IngestConfig
 from sanduan.shared.errors import WireFormatError
 from sanduan.shared.wire import (
@@ -31,12 +32,11 @@ T0 = 1_767_225_600_000
 NOW_S = T0 / 1000 + 86_400
 
 
-class FixedClock:
+class FixedClock(SystemClock):
+    """The centre's clock stopped a day after T0."""
+
     def time(self) -> float:
         return NOW_S
-
-    def real_seconds(self, s: float) -> float:
-        return s
 
 
 def batch(
