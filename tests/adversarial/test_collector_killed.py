@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.brokers import PrivateBroker
 
 from sanduan.central.store import Store
 from sanduan.shared import topics
@@ -40,7 +41,7 @@ def batch(station: str, k: int, stream: int) -> Batch:
 def test_sigkill_mid_burst_then_restart_acks_every_committed_batch(
     store_url: str,
     store: Store,
-    broker: object,
+    broker: PrivateBroker,
     tmp_path: Path,
     uid: str,
     station: Callable[[list[str]], Station],
@@ -49,7 +50,7 @@ def test_sigkill_mid_burst_then_restart_acks_every_committed_batch(
     stations = [f"k{i}-{uid}" for i in range(4)]
     per_station = 750
     total = len(stations) * per_station
-    cfg = write_config(tmp_path / "central.toml", store_url, broker.port)  # type: ignore[attr-defined]
+    cfg = write_config(tmp_path / "central.toml", store_url, broker.port)
     cid = f"col-{uid}"
     peer = station(stations)
     a = collector_proc(cfg, cid)

@@ -9,16 +9,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import msgpack
 import pytest
+from tests.brokers import PrivateBroker
 
 from sanduan.central.store import DEAD_LETTER_KEEP, Store
 from sanduan.shared import topics
 from sanduan.shared.wire import (
     Ack,
     Batch,
-    Message,
     Nack,
     NackReason,
     ResendRequest,
@@ -52,7 +53,11 @@ def batch(
     )
 
 
-def next_of(peer: Station, cls: type, timeout: float = 10.0) -> Message:
+M = TypeVar("M", Ack, Nack)
+
+
+def next_of(peer: Station, cls: type[M], timeout: float = 10.0) -> M:
+    """The next message of type ``cls`` the station gets (others are skipped)."""
     deadline = time.monotonic() + timeout
     while True:
         m = peer.get(max(0.01, deadline - time.monotonic()))
@@ -63,14 +68,14 @@ def next_of(peer: Station, cls: type, timeout: float = 10.0) -> Message:
 def test_replaced_buffer_conflicts_forged_seqs_and_stamps_over_the_wire(
     store_url: str,
     store: Store,
-    broker: object,
+    broker: PrivateBroker,
     tmp_path: Path,
     uid: str,
     station: Callable[[list[str]], Station],
     collector_proc: Callable[..., CollectorProc],
 ) -> None:
     st, forger = f"s-{uid}", f"f-{uid}"
-    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)  # type: ignore[attr-defined]
+    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)
     col = collector_proc(cfg, f"col-{uid}")
     col.wait_for("subscribed to")
     peer = station([st, forger])
@@ -93,7 +98,7 @@ def test_replaced_buffer_conflicts_forged_seqs_and_stamps_over_the_wire(
     assert not [m for m in peer.drain(0.3) if isinstance(m, Ack)]
     # A byte-identical replay is acknowledged again.
     peer.publish(topics.batch_topic(st), encode(first))
-    assert next_of(peer, Ack).batch_seq == 1  # type: ignore[attr-defined]
+    assert next_of(peer, Ack).batch_seq == 1
 
     # The gateway's buffer is replaced: a new stream from seq 1, all stored, the gap counted.
     new = new_stream_id()
@@ -126,7 +131,7 @@ def test_a_poison_batch_does_not_hold_up_other_stations(
     store_url: str,
     store: Store,
     backend: str,
-    broker: object,
+    broker: PrivateBroker,
     tmp_path: Path,
     uid: str,
     station: Callable[[list[str]], Station],
@@ -148,7 +153,7 @@ def test_a_poison_batch_does_not_hold_up_other_stations(
         store.query(
             "CREATE TRIGGER poison BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION poison()"
         )
-    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)  # type: ignore[attr-defined]
+    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)
     col = collector_proc(cfg, f"col-{uid}")
     col.wait_for("subscribed to")
     peer = station([poison, good])
@@ -158,7 +163,7 @@ def test_a_poison_batch_does_not_hold_up_other_stations(
     peer.publish(topics.batch_topic(good), encode(batch(good, [1, 2, 3])))
     while True:
         m = next_of(peer, Ack, timeout=30)
-        if m.station == good:  # type: ignore[attr-defined]
+        if m.station == good:
             break
     delay = time.monotonic() - t0
     print(f"\nthe good station's batch was acknowledged {delay:.2f} s after it was sent")
@@ -173,27 +178,28 @@ def test_a_poison_batch_does_not_hold_up_other_stations(
 
 def huge_batch(station: str, n: int) -> bytes:
     """A v1 batch of ``n`` readings, packed by hand (``encode`` refuses more than 10,000)."""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": 1, "k": "batch", "station": station, "bseq": 1, "first": 1, "last": n,
             "created": T0, "n": n, "seq": [1] * n, "ts": [1000] * n, "codes": ["w01001"],
             "ci": [0] * n, "val": [7.0] * n, "flag": "N" * n, "grade": [1] * n,
         }
     )  # fmt: skip
+    return packed
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_oversize_payloads_and_floods_keep_memory_and_disk_bounded(
     store_url: str,
     store: Store,
-    broker: object,
+    broker: PrivateBroker,
     tmp_path: Path,
     uid: str,
     station: Callable[[list[str]], Station],
     collector_proc: Callable[..., CollectorProc],
 ) -> None:
     bad, good = f"x-{uid}", f"g-{uid}"
-    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)  # type: ignore[attr-defined]
+    cfg = write_config(tmp_path / "c.toml", store_url, broker.port)
     col = collector_proc(cfg, f"col-{uid}")
     col.wait_for("subscribed to")
     base_rss, _ = col.rss_kib()
@@ -220,7 +226,7 @@ def test_oversize_payloads_and_floods_keep_memory_and_disk_bounded(
     peer.publish(topics.batch_topic(good), encode(batch(good, [1, 2, 3])))
     while True:
         m = next_of(peer, Ack, timeout=60)
-        if m.station == good:  # type: ignore[attr-defined]
+        if m.station == good:
             break
     _, hwm = col.rss_kib()
     peak = max(peak, hwm)
