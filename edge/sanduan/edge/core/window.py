@@ -1,10 +1,19 @@
-"""What the station may believe of the centre's answers: pure checks, no I/O.
+"""The station's send window and what it may believe of the centre's answers: pure, no I/O.
+
+:class:`SendWindow` is the forwarder's state (batches in flight, seqs to send again, the cursor
+of new readings): events in (``committed``, ``link_up``, ``acked``, ``resend``, ``expire``),
+one request out (:meth:`SendWindow.next_request`: which readings the next batch takes). The
+asyncio shell (:mod:`sanduan.edge.forwarder`) forms the batch from the buffer, publishes it and
+reports back; nothing here touches the buffer, the clock or the network.
 
 Every number that comes from the network is checked here against the wire bounds and against
 what this station's stream has actually issued (:class:`Issued`) before anything acts on it or
 persists it. Each check returns what to do (possibly nothing) and, when something was refused,
 one line saying why; the caller logs that line once.
 
+- Stream 0 in an answer is a collector that speaks only wire v1: it cannot tell streams apart,
+  so its answers are taken for the current stream (the seq checks below still apply). Any other
+  stream but this buffer's own is refused.
 - An ack is taken only for this station and stream, for a batch seq this buffer has issued and
   for reading seqs inside ``1..last issued``; anything else is ignored whole (an ack marks
   readings deleted-when-space-is-needed, so a wrong one could lose data).
@@ -17,29 +26,39 @@ one line saying why; the caller logs that line once.
 
 from __future__ import annotations
 
+import collections
 import math
-import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sanduan.shared.wire import MAX_RANGES, MAX_SEQ, U63_MAX, new_stream_id
+
+__all__ = [
+    "MAX_RANGES",
+    "MAX_SEQ",
+    "U63_MAX",
+    "Inflight",
+    "Issued",
+    "Request",
+    "SendWindow",
+    "check_ack",
+    "check_nack",
+    "check_resend",
+    "clip",
+    "clock_offset",
+    "new_stream_id",
+    "normalise",
+]
 
 SeqRange = tuple[int, int]
 
-U63_MAX = (1 << 63) - 1
-MAX_SEQ = (1 << 48) - 1
-"""Highest reading seq of a stream (the wire's bound)."""
-MAX_RANGES = 256
-"""Ranges taken from any one message (the wire's bound)."""
 MIN_CENTRE_MS = 946_684_800_000
 """2000-01-01T00:00Z: an ack stamped earlier carries no usable clock."""
 MAX_CENTRE_MS = 4_102_444_800_000
 """2100-01-01T00:00Z."""
 MAX_CLOCK_OFFSET_S = 200 * 365 * 86_400.0
 """Bound on a reported offset (a station clock reset to 1970 is still reported, as it is)."""
-
-
-def new_stream_id() -> int:
-    """A random stream id in 1..2^63-1 (made once, when a buffer is created)."""
-    return secrets.randbelow(U63_MAX) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +106,7 @@ def normalise(ranges: Iterable[SeqRange]) -> list[SeqRange]:
 def _who(station: str, stream: int, issued: Issued) -> str | None:
     if station != issued.station:
         return f"it is for station {station!r}"
-    if stream != issued.stream:
+    if stream not in (issued.stream, 0):
         return f"it is for stream {stream}, this buffer is stream {issued.stream}"
     return None
 
@@ -178,3 +197,156 @@ def clock_offset(
     if abs(offset) > MAX_CLOCK_OFFSET_S:
         return None
     return offset, rtt
+
+
+# --------------------------------------------------------------------------------------------
+# the send window
+
+Why = Literal["resend", "retry", "new"]
+MAX_PENDING_RANGES = 4096
+"""Ranges kept waiting to be sent again; beyond it the oldest wait for the next reconnect
+(after which everything unacknowledged is sent again anyway)."""
+
+
+@dataclass(slots=True)
+class Inflight:
+    """A batch published and not yet acknowledged."""
+
+    first: int
+    last: int
+    sent_at: float  # monotonic seconds
+    why: Why
+    sent_wall: float = math.nan  # station clock at publish, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Which readings the next batch takes: ``why`` "new" is every unacknowledged reading after
+    ``lo - 1``; "retry" the unacknowledged ones in ``lo..hi``; "resend" every one still held in
+    ``lo..hi`` (acknowledged or not, never a rejected one)."""
+
+    why: Why
+    lo: int
+    hi: int
+
+
+@dataclass(slots=True)
+class SendWindow:
+    """See the module docstring. Times are the caller's monotonic seconds."""
+
+    ack_timeout_s: float
+    max_inflight: int
+    batch_max_readings: int
+    batch_max_age_s: float
+    head: int = 0
+    """Last committed seq."""
+    cursor: int = 0
+    """New readings up to here have been put in a batch since the last connect."""
+    backlog: bool = True
+    """Readings from before the start or the connect: due at once."""
+    inflight: dict[int, Inflight] = field(default_factory=dict)
+    retry: list[SeqRange] = field(default_factory=list)
+    resend: list[SeqRange] = field(default_factory=list)
+    commits: collections.deque[tuple[int, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=100_000)
+    )
+
+    # -- events ----------------------------------------------------------------------------
+
+    def committed(self, last_seq: int, now: float) -> None:
+        self.head = max(self.head, last_seq)
+        self.commits.append((last_seq, now))
+
+    def link_up(self) -> None:
+        """After every (re)connect everything unacknowledged goes again, oldest first."""
+        self.inflight.clear()
+        self.retry.clear()
+        self.cursor = 0
+        self.backlog = True
+
+    def acked(self, batch_seq: int, first: int, last: int, partial: bool) -> Inflight | None:
+        """An ack for ``batch_seq``; with ``partial`` the centre holds only part of the batch
+        and the rest of its span goes again."""
+        sent = self.inflight.pop(batch_seq, None)
+        if partial:
+            lo, hi = (sent.first, sent.last) if sent else (first, last)
+            self.retry = _capped([*self.retry, (lo, hi)])
+        return sent
+
+    def settled(self, batch_seq: int) -> None:
+        """Nothing of ``batch_seq`` waits for an ack any more (all of it rejected)."""
+        self.inflight.pop(batch_seq, None)
+
+    def resend_asked(self, ranges: Sequence[SeqRange]) -> None:
+        self.resend = _capped([*self.resend, *ranges])
+
+    def expire(self, now: float) -> tuple[list[tuple[int, Inflight]], float]:
+        """Batches not acknowledged within ``ack_timeout_s`` go to the retry list; returns them
+        and the seconds to the next expiry."""
+        out: list[tuple[int, Inflight]] = []
+        nxt = math.inf
+        for bseq, f in list(self.inflight.items()):
+            age = now - f.sent_at
+            if age >= self.ack_timeout_s:
+                del self.inflight[bseq]
+                self.retry = _capped([*self.retry, (f.first, f.last)])
+                out.append((bseq, f))
+            else:
+                nxt = min(nxt, self.ack_timeout_s - age)
+        return out, nxt
+
+    # -- what to send ----------------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        return len(self.inflight) >= self.max_inflight
+
+    def new_wait(self, now: float) -> float:
+        """Seconds until new readings are due in a batch: 0 now, inf if there are none."""
+        pending = self.head - self.cursor
+        if pending <= 0:
+            return math.inf
+        if pending >= self.batch_max_readings or self.backlog:
+            return 0.0
+        while self.commits and self.commits[0][0] <= self.cursor:
+            self.commits.popleft()
+        if not self.commits:
+            return 0.0
+        return max(0.0, self.batch_max_age_s - (now - self.commits[0][1]))
+
+    def next_request(self, now: float) -> Request | None:
+        """The next batch to form (resends first, then retries, then new readings when due)."""
+        if self.resend:
+            return Request("resend", *self.resend[0])
+        if self.retry:
+            return Request("retry", *self.retry[0])
+        if self.new_wait(now) <= 0.0:
+            return Request("new", self.cursor + 1, MAX_SEQ)
+        return None
+
+    def formed(self, req: Request, last_seq: int | None) -> None:
+        """The batch for ``req`` was formed up to ``last_seq`` (None: nothing was there)."""
+        if req.why == "new":
+            if last_seq is None:
+                self.cursor = max(self.cursor, self.head)
+                self.backlog = False
+                return
+            self.cursor = last_seq
+            if self.cursor >= self.head:
+                self.backlog = False
+            return
+        pending = self.resend if req.why == "resend" else self.retry
+        if not pending or pending[0] != (req.lo, req.hi):
+            return
+        if last_seq is None or last_seq >= req.hi:
+            pending.pop(0)
+        else:
+            pending[0] = (last_seq + 1, req.hi)
+
+    def sent(self, batch_seq: int, flight: Inflight) -> None:
+        self.inflight[batch_seq] = flight
+
+
+def _capped(ranges: Iterable[SeqRange]) -> list[SeqRange]:
+    out = normalise(ranges)
+    return out[:MAX_PENDING_RANGES]

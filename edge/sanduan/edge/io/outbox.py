@@ -30,7 +30,6 @@ An :class:`Outbox` is not thread-safe: the agent uses it from one worker thread.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -773,11 +772,11 @@ class Outbox:
         if not rows:
             return None
         seq, ts, code, value, flag, grade = zip(*rows, strict=True)
-        return batch_of(
+        return Batch.from_columns(
             self.station,
             self.next_batch_seq(),
             created_ms,
-            self._stream,
+            stream=self._stream,
             seq=seq,
             ts_ms=ts,
             code=code,
@@ -803,18 +802,24 @@ class Outbox:
 
         With ``msg.ranges`` empty that is every reading in ``first..last``: a batch holds every
         unacknowledged reading of its seq span (as formed by :meth:`form_batch`), so the span is
-        exact. Otherwise exactly the listed ranges.
+        exact. Otherwise exactly the listed ranges. (The forwarder checks the ack first, see
+        :func:`~sanduan.edge.core.window.check_ack`, and calls :meth:`ack_ranges`.)
         """
-        ranges = list(msg.ranges) or [(msg.first_seq, msg.last_seq)]
-        ranges = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
-        if not ranges:
+        return self.ack_ranges(list(msg.ranges) or [(msg.first_seq, msg.last_seq)])
+
+    def ack_ranges(self, ranges: Sequence[SeqRange]) -> int:
+        """Mark the unacknowledged readings of ``ranges`` acknowledged (seqs this buffer never
+        issued are left out); returns how many changed."""
+        wanted = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
+        if not wanted:
             return 0
         changed = 0
-        top = max(self._last_acked, ranges[-1][1])
+        top = max(self._last_acked, wanted[-1][1])
         with self._tx("recording an ack") as db:
-            for a, b in ranges:
+            for a, b in wanted:
                 cur = db.execute(
-                    "UPDATE reading SET acked = 1 WHERE seq BETWEEN ? AND ? AND acked = 0", (a, b)
+                    f"UPDATE reading SET acked = {ACKED} WHERE seq BETWEEN ? AND ? AND acked = 0",
+                    (a, b),
                 )
                 changed += cur.rowcount
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_acked_seq'", (top,))
@@ -1110,20 +1115,6 @@ class Outbox:
             stream=self._stream,
             rejected=self.rejected_by_reason(),
         )
-
-
-def batch_of(
-    station: str,
-    batch_seq: int,
-    created_ms: int,
-    stream: int,
-    **columns: Any,
-) -> Batch:
-    """A batch of ``stream`` (0: the v1 wire) from per-reading columns."""
-    b = Batch.from_columns(station, batch_seq, created_ms, **columns)
-    if stream and "stream" in Batch.__dataclass_fields__:
-        b = dataclasses.replace(b, stream=stream)  # type: ignore[call-arg]
-    return b
 
 
 def _agg_tuple(r: AggRow) -> tuple[int, str, int, int, float | None, float | None, float]:
