@@ -93,6 +93,7 @@ def test_resend_request_answered_with_original_seqs(
         )
         before = len(acker.batches)
         (stream,) = acker.streams
+        assert at.agent is not None and at.agent.outbox is not None
         assert stream == at.agent.outbox.stream != 0
         # n+1..n+5 were never issued: answered for what exists, the rest ignored (and said so).
         acker.resend(station_id, [(10, 30), (n + 1, n + 5)], "gap", stream=stream)
