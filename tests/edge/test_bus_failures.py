@@ -11,6 +11,7 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -35,7 +36,7 @@ def two_ports(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
         bad = os.path.realpath(refusing)
         real = termios.tcsetattr
 
-        def tcsetattr(fd: int, when: int, attrs: list[object]) -> None:
+        def tcsetattr(fd: int, when: int, attrs: Any) -> None:
             if os.path.realpath(f"/proc/self/fd/{fd}") == bad:
                 raise termios.error(22, "Invalid argument")
             real(fd, when, attrs)
