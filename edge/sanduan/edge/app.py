@@ -313,6 +313,7 @@ class Agent:
                 tg.create_task(self._committer(), name="committer")
                 tg.create_task(fwd.run(), name="forwarder")
                 tg.create_task(stopper(), name="stop")
+                tg.create_task(db.run(outbox.quick_check), name="buffer check")
         except BaseExceptionGroup as eg:
             failures = _failures(eg)
             for e in failures:

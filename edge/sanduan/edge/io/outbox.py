@@ -1035,6 +1035,18 @@ class Outbox:
             )
         }
 
+    def quick_check(self) -> None:
+        """Read every page (``PRAGMA quick_check``); :class:`CorruptBufferError` if one is
+        damaged. Seconds on a large buffer: the agent runs it once, after starting."""
+        try:
+            got = str(self._one("PRAGMA quick_check(1)"))
+        except sqlite3.Error as e:
+            raise store_error(self.path, "checking it", e) from None
+        if got != "ok":
+            raise CorruptBufferError(
+                f"the buffer {self.path} is damaged ({got})" + _salvage_hint(self.path)
+            )
+
     # -- inspection ------------------------------------------------------------------------
 
     def aggregates(
