@@ -42,11 +42,14 @@ class Acker:
         username: str | None = None,
         password: str | None = None,
         ca_file: str | None = None,
+        answer: Callable[[Batch], list[wire.Message]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.station = station
         self.acking = acking
+        self.answer = answer
+        """Replaces the plain ack: the messages to send for a batch (acks, nacks)."""
         self.received: dict[Key, Row] = {}
         self.deliveries: dict[Key, int] = {}
         self.conflicts: list[str] = []
@@ -92,7 +95,10 @@ class Acker:
             elif isinstance(m, wire.Event):
                 self.events.append(m)
             self.cond.notify_all()
-        if isinstance(m, Batch) and self.acking:
+        if isinstance(m, Batch) and self.answer is not None:
+            for out in self.answer(m):
+                self.send(out)
+        elif isinstance(m, Batch) and self.acking:
             ack = Ack(
                 m.station,
                 m.batch_seq,

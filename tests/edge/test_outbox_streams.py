@@ -132,8 +132,7 @@ def corrupt_marked_page(db: Path) -> int:
     data = bytearray(db.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     counts = {
-        p: data[p * page : (p + 1) * page].count(MARK.encode())
-        for p in range(len(data) // page)
+        p: data[p * page : (p + 1) * page].count(MARK.encode()) for p in range(len(data) // page)
     }
     target = max(counts, key=lambda p: counts[p])
     assert counts[target] >= 20
