@@ -115,7 +115,7 @@ def test_rejected_readings_are_kept_never_sent_and_counted(tmp_path: Path) -> No
         assert ob.depth == 6 and ob.rejected_by_reason() == {"conflict": 3, "timestamp": 1}
         sent = []
         for kw in ({}, {"within": (1, 10)}, {"within": (1, 10), "include_acked": True}):
-            b = ob.form_batch(0, **kw)  # type: ignore[arg-type]
+            b = ob.form_batch(0, **kw)
             assert b is not None
             sent.append(b.seq)
         assert all(s == (1, 2, 7, 8, 9, 10) for s in sent)
@@ -169,7 +169,7 @@ def test_salvage_copies_every_readable_unacknowledged_reading(tmp_path: Path) ->
     new = tmp_path / "new.db"
     r = salvage(db, new, station="st-1")
     assert r.old_stream == old_stream and r.new_stream not in (0, old_stream)
-    assert 0 < r.unreadable and r.copied + r.invalid + r.unreadable >= 2500 - 300
+    assert r.unreadable > 0 and r.copied + r.invalid + r.unreadable >= 2500 - 300
     with open_ob(new) as ob:
         assert ob.stream == r.new_stream and ob.depth == r.copied
         rows = ob.readings()

@@ -41,7 +41,7 @@ def test_an_ack_is_taken_only_within_what_the_stream_issued() -> None:
         (("s1", 77, 3, 20, 10, ()), "not valid"),
         (("s1", 77, 3, 1, 999, tuple((i, i) for i in range(1, MAX_RANGES + 2))), "ranges"),
     ]:
-        marks, got = check_ack(*args, ISSUED)  # type: ignore[arg-type]
+        marks, got = check_ack(*args, ISSUED)
         assert marks == [] and got is not None and why in got, (args, got)
 
 
@@ -75,7 +75,7 @@ def test_clip_counts_exactly_and_never_overflows(raw: list[tuple[int, int]]) -> 
     ranges = [(a, min(U63_MAX, a + d)) for a, d in raw]
     kept, cut = clip(ranges, 1000)
     assert all(1 <= a <= b <= 1000 for a, b in kept)
-    covered = set()
+    covered: set[int] = set()
     for a, b in ranges:
         covered.update(range(a, min(b, 1000) + 1))
     assert sum(b - a + 1 for a, b in kept) == len(covered)
