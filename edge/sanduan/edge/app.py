@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
-from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage
+from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared.clock import Clock, clock_from_env
 from sanduan.shared.config import StationConfig
@@ -269,7 +270,11 @@ class Agent:
         outbox = Outbox.from_config(cfg, path=self.db_path)
         self.outbox = outbox
         self.db = db = DbThread(outbox)
-        st = outbox.stats()
+        try:
+            st = await db.run(outbox.stats)
+        except StoreError:
+            await asyncio.get_running_loop().run_in_executor(None, db.close)
+            raise
         log.info(
             "buffer %s: stream %d, next seq %d, %d unacknowledged, last acknowledged %s,"
             " dropped %d, rejected %d",
@@ -448,7 +453,10 @@ def outbox_report(
         outbox = Outbox.open_existing(db_path)
     now_ms = int((clock or clock_from_env()).time() * 1000)
     with outbox:
-        st = outbox.stats()
+        try:
+            st = outbox.stats()
+        except sqlite3.Error as e:
+            raise store_error(outbox.path, "reading its state", e) from None
     return {
         "station": outbox.station,
         "path": str(outbox.path),

@@ -368,6 +368,9 @@ class Outbox:
             with contextlib.closing(sqlite3.connect(f"file:{p}?mode=ro", uri=True)) as db:
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as e:
+            err = store_error(p, "reading its meta", e)
+            if isinstance(err, CorruptBufferError):
+                raise err from None
             raise StoreError(f"{p} is not a sanduan buffer: {e}") from None
         if "station" not in meta:
             raise StoreError(f"{p} is not a sanduan buffer (no station id)")
