@@ -144,3 +144,23 @@ def test_damage_found_while_running_ends_the_agent_with_exit_2(tmp_path: Path) -
     assert "Traceback" not in r.stderr
     assert len(about(r.stderr, "sanduan edge run:")) == 1
     assert about(r.stderr, "sanduan edge run:")[0].count("is damaged") == 1
+
+
+def test_an_impossible_persisted_counter_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """What a forged resend range left in the field (resend_missing beyond 2**63, stored by
+    SQLite as a float) made every start die; now it is named, with the fix."""
+    import sqlite3
+
+    station = f"t-meta-{time.time_ns() % 10**9}"
+    db = tmp_path / "buffer.db"
+    cfg = write_config(tmp_path / "station.toml", station, db)
+    with Outbox(db, station=station) as ob:
+        ob.commit([PolledValue("d", "w01009", T0 + i * 1000, 7.0) for i in range(10)])
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = 18447307023662972928.0 WHERE key = 'resend_missing'")
+    con.commit()
+    con.close()
+    r = run("edge", "run", "--config", str(cfg), "--fake-source", "1:0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = about(r.stderr, "sanduan edge run:")
+    assert "meta value resend_missing = 1.8447307023662973e+19" in line and "--salvage" in line
