@@ -11,6 +11,7 @@ from sanduan.edge.core.window import (
     MAX_RANGES,
     MAX_SEQ,
     U63_MAX,
+    ClockWatch,
     Inflight,
     Issued,
     Request,
@@ -142,3 +143,15 @@ def test_pending_ranges_are_bounded() -> None:
     for k in range(2):
         w.resend_asked([(i * 3 + 1, i * 3 + 1) for i in range(k, 6000, 2)])
     assert len(w.resend) == 4096 and w.resend[0] == (1, 1)
+
+
+def test_one_clock_alarm_per_excursion() -> None:
+    w = ClockWatch(limit_s=30.0)
+    assert not w.alarm_due()  # nothing known yet
+    assert w.sample(round((NOW - 45) * 1000), NOW, None) == 45.0
+    assert w.alarm_due() and not w.alarm_due()  # once
+    assert w.sample(U63_MAX, NOW, None) is None and w.offset_s == 45.0  # a forged time: ignored
+    w.sample(round(NOW * 1000), NOW, None)
+    assert not w.alarm_due()  # back within the limit
+    w.sample(round((NOW + 40) * 1000), NOW, None)
+    assert w.alarm_due() and w.alarms == 2

@@ -43,12 +43,12 @@ from typing import Any, TypeVar
 
 from sanduan.edge.core.outbox_policy import TokenBucket
 from sanduan.edge.core.window import (
+    ClockWatch,
     Inflight,
     SendWindow,
     check_ack,
     check_nack,
     check_resend,
-    clock_offset,
 )
 from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, store_error
 from sanduan.edge.io.uplink import Uplink
@@ -171,12 +171,21 @@ class Forwarder:
         inbox_dropped."""
         self.started = clock.monotonic()
         self.say = RateLimitedLog(log, 60.0, clock.monotonic)
-        self.clock_offset_s: float | None = None
+        self.clock_watch = ClockWatch(cfg.clock_offset_max_s)
+
+    @property
+    def clock_offset_s(self) -> float | None:
         """Latest estimate of (station clock - centre clock), seconds: positive when the station's
         clock is ahead (the sign of :attr:`Status.clock_offset_s`)."""
-        self.clock_rtt_s: float | None = None
-        self._clock_alarmed = False
-        self.clock_events = 0
+        return self.clock_watch.offset_s
+
+    @property
+    def clock_rtt_s(self) -> float | None:
+        return self.clock_watch.rtt_s
+
+    @property
+    def clock_events(self) -> int:
+        return self.clock_watch.alarms
 
     @property
     def inflight(self) -> dict[int, Inflight]:
@@ -291,11 +300,7 @@ class Forwarder:
         without it (an ack for a batch sent before a reconnect) with the time of receipt, which
         overstates a slow clock by the ack's transit time. Returns the offset, None for an ack
         without a usable time (see :func:`~sanduan.edge.core.window.clock_offset`)."""
-        got = clock_offset(centre_ms, self.clock.time(), sent_wall)
-        if got is None:
-            return None
-        self.clock_offset_s, self.clock_rtt_s = got
-        return got[0]
+        return self.clock_watch.sample(centre_ms, self.clock.time(), sent_wall)
 
     async def _on_ack(self, msg: Ack) -> None:
         issued = self.db.outbox.issued()
@@ -382,17 +387,10 @@ class Forwarder:
     async def _check_clock(self) -> None:
         """One "clock" event when the offset goes beyond the limit; again only after it came
         back within the limit. Nothing else is flagged: readings keep their times."""
-        off = self.clock_offset_s
-        if off is None:
+        watch = self.clock_watch
+        if not watch.alarm_due() or watch.offset_s is None:
             return
-        limit = self.cfg.clock_offset_max_s
-        if abs(off) <= limit:
-            self._clock_alarmed = False
-            return
-        if self._clock_alarmed:
-            return
-        self._clock_alarmed = True
-        self.clock_events += 1
+        off, limit = watch.offset_s, watch.limit_s
         now_ms = int(self.clock.time() * 1000)
         rtt = self.clock_rtt_s
         msg = (

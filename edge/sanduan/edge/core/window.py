@@ -38,6 +38,7 @@ __all__ = [
     "MAX_RANGES",
     "MAX_SEQ",
     "U63_MAX",
+    "ClockWatch",
     "Inflight",
     "Issued",
     "Request",
@@ -350,3 +351,38 @@ class SendWindow:
 def _capped(ranges: Iterable[SeqRange]) -> list[SeqRange]:
     out = normalise(ranges)
     return out[:MAX_PENDING_RANGES]
+
+
+@dataclass(slots=True)
+class ClockWatch:
+    """The station clock's offset from the centre's, estimated from acks (see
+    :func:`clock_offset`), and one alarm per excursion beyond ``limit_s``."""
+
+    limit_s: float
+    offset_s: float | None = None
+    """Latest estimate of station minus centre, seconds (positive: the station is ahead)."""
+    rtt_s: float | None = None
+    alarmed: bool = False
+    alarms: int = 0
+
+    def sample(self, centre_ms: int, now_s: float, sent_wall: float | None) -> float | None:
+        """Take an ack's clock; returns the offset, None when it carries no usable time."""
+        got = clock_offset(centre_ms, now_s, sent_wall)
+        if got is None:
+            return None
+        self.offset_s, self.rtt_s = got
+        return got[0]
+
+    def alarm_due(self) -> bool:
+        """True once when the offset goes beyond the limit; again only after it came back."""
+        off = self.offset_s
+        if off is None:
+            return False
+        if abs(off) <= self.limit_s:
+            self.alarmed = False
+            return False
+        if self.alarmed:
+            return False
+        self.alarmed = True
+        self.alarms += 1
+        return True
