@@ -15,9 +15,9 @@ the attacks a compromised or broken gateway could send:
                again with different content
 ``ts_1970``,   readings stamped 1970-01-01 and 2100-01-01
 ``ts_2100``
-``stolen_id``  once per fault: a connection with the collector's client id, then one with
-               another agent's, each held for a moment (a broker that binds client ids to user
-               names turns them into the station's own id)
+``stolen_id``  once, at the end of the fault: a connection with the collector's client id,
+               then one with another agent's, each held for a moment (a broker that binds
+               client ids to user names turns them into the station's own id)
 
 Every forged batch on a seq of its own is remembered in ``forged``: (station, stream, seq) ->
 attack, so the delivery check can tell forged rows the centre stored from real ones. Only attacks
@@ -216,7 +216,6 @@ class HostileStation:
             return
         c.loop_start()
         try:
-            self._steal()
             n = 0
             while not self._stop.is_set():
                 for m in attack_round(
@@ -233,6 +232,10 @@ class HostileStation:
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
                 self._stop.wait(self.interval_s)
+            # Last, so that the rounds reach the collector first: a connection with its client
+            # id and a clean session makes the broker drop the collector's session, and with it
+            # what was queued for it (the stations resend what is not acknowledged).
+            self._steal()
         finally:
             c.disconnect()
             c.loop_stop()
