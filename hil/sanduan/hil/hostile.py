@@ -176,12 +176,16 @@ class HostileStation:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"hostile-{station}", daemon=True)
 
-    def _client(self, client_id: str) -> Any:
+    def _client(self, client_id: str, *, keep_session: bool = False) -> Any:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
-        proto = mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+        kw: dict[str, Any] = {"client_id": client_id, "manual_ack": keep_session}
+        if self.protocol == "5":
+            kw["protocol"] = mqtt.MQTTv5
+        else:
+            kw |= {"protocol": mqtt.MQTTv311, "clean_session": not keep_session}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, **kw)
         c.username_pw_set(self.station, "hostile")
         return c
 
@@ -194,10 +198,21 @@ class HostileStation:
         self._thread.join(30)
 
     def _steal(self) -> None:
+        """Connect with each of ``steal_ids`` for a moment. The session is taken over, not
+        cleared, and nothing it receives is acknowledged, so the broker hands the victim its
+        session back when it reconnects: the attack costs a disconnection, not its queue."""
         for cid in self.steal_ids:
-            c = self._client(cid)
+            c = self._client(cid, keep_session=True)
             try:
-                c.connect(self.host, self.port, keepalive=10)
+                kw: dict[str, Any] = {}
+                if self.protocol == "5":
+                    from paho.mqtt.packettypes import PacketTypes
+                    from paho.mqtt.properties import Properties
+
+                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                    props.SessionExpiryInterval = 86_400  # the session outlives this connection
+                    kw = {"clean_start": False, "properties": props}
+                c.connect(self.host, self.port, keepalive=10, **kw)
                 c.loop_start()
                 time.sleep(0.3)
                 self.sent["stolen_id"] += 1
@@ -232,9 +247,6 @@ class HostileStation:
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
                 self._stop.wait(self.interval_s)
-            # Last, so that the rounds reach the collector first: a connection with its client
-            # id and a clean session makes the broker drop the collector's session, and with it
-            # what was queued for it (the stations resend what is not acknowledged).
             self._steal()
         finally:
             c.disconnect()
