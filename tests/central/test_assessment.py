@@ -157,3 +157,49 @@ def test_year_rates_on_annual_means_and_section_months(county: County) -> None:
     sm = a.section_months
     assert (sm.n_sections, sm.n_valid, sm.n_meets, sm.n_good) == (36, 32, 20, 20)
     assert len(a.all_results()) == 4 + 12 * 4
+
+
+def _section(target: int, params: tuple[str, ...]) -> object:
+    from sanduan.central.core.county import Section
+    from sanduan.shared.model import WaterBody
+
+    return Section("S", "S", "r", "st", target, WaterBody.RIVER, True, params, None)
+
+
+def _means(values: dict[str, float]) -> dict[str, Mean]:
+    return {k: Mean(v, 30, 30, True) for k, v in values.items()}
+
+
+def test_main_pollutants_per_the_evaluation_method() -> None:
+    from sanduan.central.core.county import Section
+
+    # A target-IV section in Class IV: CODMn 8.0 is Class IV, 0.33x over the Class III limit 6
+    # and 0.2x under its target limit 10. Main pollutant CODMn (+0.33), nothing over target.
+    params = ("pH", "DO", "CODMn", "NH3-N", "TP")
+    s = _section(4, params)
+    assert isinstance(s, Section)
+    vals = {"pH": 7.2, "DO": 6.2, "CODMn": 8.0, "NH3-N": 0.4, "TP": 0.1}
+    r = assess_section(s, _means(vals), MAY)
+    assert r.grade == 4 and r.meets_target is True
+    assert r.main_pollutants == (("CODMn", 0.33),)
+    assert r.exceeding_target == ()
+    assert r.items["CODMn"].exceedance == -0.2
+    # Class III: no main pollutants, even with items over a Class II target.
+    s2 = _section(2, params)
+    assert isinstance(s2, Section)
+    r2 = assess_section(s2, _means({**vals, "CODMn": 5.0}), MAY)
+    assert r2.grade == 3 and r2.main_pollutants == ()
+    assert r2.exceeding_target == (("CODMn", 0.25),)  # (5 - 4) / 4
+    # Class V: at most three, by class then Class III multiple; DO (no multiple) by class.
+    v5 = {"pH": 7.2, "DO": 2.5, "CODMn": 14.0, "NH3-N": 1.6, "TP": 0.35, "COD": 35.0}
+    s3 = _section(3, (*params, "COD"))
+    assert isinstance(s3, Section)
+    r3 = assess_section(s3, _means(v5), MAY)
+    # CODMn V (1.33x), DO V (none), NH3-N V (0.60x), TP V (0.75x), COD V (0.75x)
+    assert r3.grade == 5
+    # TP and COD tie at 0.75x: registry order (COD first).
+    assert r3.main_pollutants == (("CODMn", 1.33), ("COD", 0.75), ("TP", 0.75))
+    doc = r3.to_json()
+    assert doc["main_pollutants"][0] == {"item": "CODMn", "class": 5, "multiple_iii": 1.33}
+    assert all(m["multiple_iii"] > 0 for m in doc["main_pollutants"])
+    assert [x["item"] for x in doc["exceeding_target"]] == ["CODMn", "COD", "TP", "NH3-N", "DO"]
