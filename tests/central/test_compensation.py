@@ -20,6 +20,7 @@ from sanduan.central.core.compensation.exceedance import steps
 from sanduan.central.core.county import County, load_county, parse_county
 from sanduan.central.core.validity import Mean, Period
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.precision import exact_multiple
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,27 +158,70 @@ towns = ["mid"]
     assert _rows(ledger) == [("low", "mid", 0.0, "no-payment"), ("up", "low", 200_000.0, "settled")]
 
 
-def test_class_change_protect_upstream(chain: County) -> None:
+def test_class_change_protection_options(chain: County) -> None:
     text = """
 [[rule]]
 kind = "class-change"
 price_per_class = 300000
 reward_per_class = 100000
-protect_upstream = {flag}
+protection = "{flag}"
 """
-    protected = settle(chain, parse_rules(text.format(flag="true")), MAY, _means(MEANS))
+    protected = settle(chain, parse_rules(text.format(flag="section-class")), MAY, _means(MEANS))
     assert _rows(protected) == [
         ("up", "mid", 600_000.0, "settled"),  # n = IV - II = 2
         ("low", "mid", 100_000.0, "settled"),  # n = IV - V = -1: reward
         ("low", "fund", 300_000.0, "settled"),  # n = V - IV = 1
     ]
-    strict = settle(chain, parse_rules(text.format(flag="false")), MAY, _means(MEANS))
+    strict = settle(chain, parse_rules(text.format(flag="none")), MAY, _means(MEANS))
     # Targets are III: up misses by 1 (IV), mid by 1 (IV), low by 2 (V).
     assert _rows(strict) == [
         ("up", "mid", 600_000.0, "settled"),  # max(n=2, miss=1) = 2
         ("mid", "low", 300_000.0, "settled"),  # max(n=-1, miss=1) = 1, no reward
         ("low", "fund", 600_000.0, "settled"),  # max(n=1, miss=2) = 2
     ]
+    # Per factor (the default): every town has a factor worse than at its inflow
+    # (up: all three; mid: CODMn III -> IV; low: CODMn IV -> V, TP III -> IV): as strict.
+    default = settle(chain, parse_rules(text.replace('protection = "{flag}"', "")), MAY, _means(MEANS))
+    assert _rows(default) == _rows(strict)
+    assert default[1].evidence["inputs"]["factors_worse_than_inflow"] == ["CODMn"]
+
+
+ONE_TOWN = """
+[[river]]
+id = "r"
+[[section]]
+id = "IN"
+river = "r"
+station = "a"
+[[section]]
+id = "OUT"
+river = "r"
+station = "b"
+[[town]]
+id = "t"
+outflow = "OUT"
+inflow = [{ section = "IN" }]
+"""
+
+
+def test_class_change_per_factor_protection_as_published() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rule = '[[rule]]\nkind = "class-change"\nprice_per_class = 300000\nprotection = "{p}"\n'
+    # CODMn and TP go from Class II at the inflow to Class IV at the outflow; NH3-N is V at
+    # both, so both sections are V (n = 0) and the outflow misses its Class III target by 2.
+    got_worse = {"IN": (3.0, 1.8, 0.08, 1.0), "OUT": (8.0, 1.8, 0.25, 1.0)}
+    per_factor = settle(county, parse_rules(rule.format(p="per-factor")), MAY, _means(got_worse))
+    assert _rows(per_factor) == [("t", "county-fund", 600_000.0, "settled")]  # 2 missed
+    assert per_factor[0].evidence["inputs"]["factors_worse_than_inflow"] == ["CODMn", "TP"]
+    section = settle(county, parse_rules(rule.format(p="section-class")), MAY, _means(got_worse))
+    assert _rows(section) == [("t", "county-fund", 0.0, "no-payment")]
+    # No factor worse than at the inflow (IV V IV in, IV V IV out): the miss is not the town's.
+    same = {"IN": (8.0, 1.8, 0.25, 1.0), "OUT": (7.0, 1.6, 0.22, 1.0)}
+    spared = settle(county, parse_rules(rule.format(p="per-factor")), MAY, _means(same))
+    assert _rows(spared) == [("t", "county-fund", 0.0, "no-payment")]
+    assert spared[0].evidence["inputs"]["protected"] is True
+    with pytest.raises(ConfigError, match="protection"):
+        parse_rules('[[rule]]\nkind = "class-change"\nprotect_upstream = true\n')
 
 
 def test_exceedance_hand_computed(chain: County) -> None:
@@ -230,17 +274,13 @@ def test_exceedance_on_a_lake_uses_lake_tp_limits() -> None:
 
 
 def test_exceedance_steps_per_started_half() -> None:
-    assert [steps(m, 0.5) for m in (-1.0, 0.0, 0.01, 0.5, 0.51, 1.0, 1.0000000001)] == [
-        0,
-        0,
-        1,
-        1,
-        2,
-        2,
-        2,
-    ]
-    # (0.3 - 0.2) / 0.2 is 0.49999999999999994 in floating point: still one step
-    assert steps((0.3 - 0.2) / 0.2, 0.5) == 1
+    assert [steps(m, 0.5) for m in (-1.0, 0.0, 0.01, 0.5, 0.51, 1.0, 1.01)] == [0, 0, 1, 1, 2, 2, 3]
+    # (0.3 - 0.2) / 0.2 is 0.49999999999999994 in floating point; the multiple is computed on
+    # decimals (0.50): one step. (0.35 - 0.2) / 0.2 = 0.75: two.
+    assert steps(exact_multiple(0.3, 0.2), 0.5) == 1
+    assert steps(exact_multiple(0.35, 0.2), 0.5) == 2
+    # Multiples are rounded to two decimals first: 0.5004 is 0.50, one step.
+    assert steps(exact_multiple(0.30008, 0.2), 0.5) == 1
 
 
 P_RULE = """
@@ -266,8 +306,9 @@ def test_p_index_hand_computed(chain: County) -> None:
         ("up", "mid", 2_000_000.0, "settled"),
         ("low", "mid", 1_000_000.0, "settled"),
     ]
-    assert ledger[0].evidence["result"]["P"] == pytest.approx(1.115625)
-    assert ledger[1].evidence["result"]["P"] == pytest.approx(0.82875)
+    # P is rounded to three decimals (half to even) before the comparison with 1.
+    assert ledger[0].evidence["result"]["P"] == 1.116
+    assert ledger[1].evidence["result"]["P"] == 0.829
 
 
 def test_p_index_pairs_and_section_baseline(chain: County) -> None:
@@ -403,3 +444,32 @@ def test_rules_checked_against_county(
         rules.check(chain)
     assert exc.value.key == key
     assert reason in exc.value.reason
+
+
+def test_p_index_exactly_one_is_downstream_pays() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rules = parse_rules(
+        """
+[[rule]]
+kind = "p-index"
+periods = ["month"]
+k0 = 1.0
+weights = { CODMn = 0.25, "NH3-N" = 0.25, TP = 0.25, TN = 0.25 }
+baseline = { CODMn = 4.0, "NH3-N" = 0.5, TP = 0.18, TN = 2.5 }
+amount_yuan = 1000000
+pairs = [{ section = "IN", upstream = "t", downstream = "county-fund" }]
+"""
+    )
+    # Ratios 3.2/4 = 0.8, 0.45/0.5 = 0.9, 0.252/0.18 = 1.4, 2.25/2.5 = 0.9; in binary floating
+    # point the terms 0.25 * C / C0 add up to 1.0000000000000002. On decimals P = 1: not > 1,
+    # so the downstream party pays the upstream party.
+    c = {"CODMn": 3.2, "NH3-N": 0.45, "TP": 0.252, "TN": 2.25}
+    base = {"CODMn": 4.0, "NH3-N": 0.5, "TP": 0.18, "TN": 2.5}
+    total = 0.0
+    for f in c:
+        total += 0.25 * c[f] / base[f]
+    assert total == 1.0000000000000002
+    means = _means({"IN": (3.2, 0.45, 0.252, 2.25), "OUT": (3.2, 0.45, 0.252, 2.25)})
+    (e,) = settle(county, rules, MAY, means)
+    assert e.evidence["result"]["P"] == 1.0
+    assert (e.payer, e.payee, e.amount_yuan) == ("county-fund", "t", 1_000_000.0)

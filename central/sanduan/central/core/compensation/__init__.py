@@ -9,7 +9,7 @@ applies to a period and returns ledger entries, each with its evidence.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +111,11 @@ def settle(
     rules: RuleSet,
     period: Period,
     means: Mapping[str, Mapping[str, Mean]],
+    daily: Callable[[str, str], Sequence[tuple[str, Mean]]] | None = None,
 ) -> list[LedgerEntry]:
     """Ledger entries of every rule that settles ``period``'s kind, on the period means
-    (section id -> parameter -> mean)."""
-    ctx = SettlementContext(county, period, means, rules.policy)
+    (section id -> parameter -> mean) and, for rules on daily means, ``daily``."""
+    ctx = SettlementContext(county, period, means, rules.policy, daily=daily)
     out: list[LedgerEntry] = []
     for r in rules.rules:
         if period.kind in r.periods:
