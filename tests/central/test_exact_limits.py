@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,9 +63,7 @@ def _limits() -> list[tuple[str, str, WaterBody, int, float]]:
 
 
 LIMITS = _limits()
-GRADERS = {
-    (wb, engine): Grader(wb, 3, engine) for wb in WaterBody for engine in ("numba", "numpy")
-}
+GRADERS = {(wb, engine): Grader(wb, 3, engine) for wb in WaterBody for engine in ("numba", "numpy")}
 
 
 @st.composite
@@ -102,7 +101,7 @@ def test_mean_equal_to_a_limit_grades_in_its_class(
     one_hour = [T0 + i * 1000 for i in range(n)]
     per_hour = [T0 + i * HOUR_MS for i in range(n)]
     for ts in (one_hour, per_hour):
-        cols = {
+        cols: dict[str, list[Any]] = {
             "station": ["S"] * n,
             "ts_ms": ts,
             "code": [code] * n,
@@ -120,7 +119,12 @@ def test_issue_case_tp_daily_means_at_the_class_iii_limit() -> None:
     # TP daily means 0.15 and 0.25: the month mean is 0.2, the Class III limit, so Class III.
     days = [T0 + d * 24 * HOUR_MS + h * HOUR_MS for d in range(2) for h in range(24)]
     vals = [0.15] * 24 + [0.25] * 24
-    cols = {"station": ["S"] * 48, "ts_ms": days, "code": ["w21011"] * 48, "value": vals}
+    cols: dict[str, list[Any]] = {
+        "station": ["S"] * 48,
+        "ts_ms": days,
+        "code": ["w21011"] * 48,
+        "value": vals,
+    }
     rules = ValidityRules(min_days_per_month=2)
     assert float(np.mean(vals)) != 0.2  # binary floating point: 0.19999999999999996
     agg = aggregate(group_readings(cols), CAL, rules)

@@ -51,7 +51,7 @@ def test_gbt8170_examples(value: float, decimals: int, expected: str) -> None:
 
 def test_binary_noise_is_not_a_half() -> None:
     # 0.0125 is 0.01250000000000000069... in binary: rounding the binary expansion would go up.
-    assert Decimal(0.0125) > Decimal("0.0125")
+    assert Decimal.from_float(0.0125) > Decimal("0.0125")
     assert round_value(0.0125, 3) == 0.012
     # 1.005 is 1.00499999999999989... in binary: the decimal 1.005 rounds to even 1.00.
     assert round_value(1.005, 2) == 1.0
@@ -90,7 +90,7 @@ def test_mean_scaled_is_the_exact_mean_rounded_half_even(units: list[int], d: in
     values = [u / 10**d for u in units]
     total = float(to_units(np.array(values), d).sum())
     got = mean_scaled(np.array([total]), np.array([len(units)]), d)[0]
-    exact = sum(Decimal(u) for u in units) / len(units)
+    exact = Decimal(sum(units)) / len(units)
     assert got == float(quantize(exact.scaleb(-d), d))
 
 

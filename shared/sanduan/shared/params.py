@@ -86,7 +86,8 @@ def _parameter(file: str, i: int, raw: object) -> Parameter:
     key = f"parameter[{i}]"
     if not isinstance(raw, dict):
         raise ConfigError(file, key, "expected a table")
-    known = {"name", "code", "unit", "evaluated", "aliases", "physical", "decimals", "detection_limit"}
+    known = {"name", "code", "unit", "evaluated", "aliases", "physical", "decimals"}
+    known.add("detection_limit")
     extra = sorted(set(raw) - known)
     if extra:
         raise ConfigError(file, f"{key}.{extra[0]}", "unknown key")

@@ -19,6 +19,7 @@ Only numpy is needed (the edge's numpy engine runs without numba).
 from __future__ import annotations
 
 import functools
+import math
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
@@ -70,7 +71,7 @@ def quantize(x: float | int | str | Decimal, decimals: int) -> Decimal:
 
 def round_value(x: float, decimals: int) -> float:
     """``x`` rounded to ``decimals`` places by GB/T 8170-2008; NaN and infinities unchanged."""
-    if x != x or abs(x) * 10.0**decimals >= _EXACT:  # NaN, infinite or nothing to round
+    if math.isnan(x) or abs(x) * 10.0**decimals >= _EXACT:  # NaN, infinite, nothing to round
         return x
     return float(quantize(x, decimals))
 

@@ -227,7 +227,7 @@ def _multiples(
     (NaN where none applies: not an upper-limit item, NaN or negative value)."""
     out = np.full(values.shape, np.nan)
     for i, (v, j) in enumerate(zip(values.tolist(), idx.tolist(), strict=True)):
-        if int(tables.directions[j]) != int(Direction.UPPER) or v != v or v < 0:
+        if int(tables.directions[j]) != int(Direction.UPPER) or math.isnan(v) or v < 0:
             continue
         lim = float(tables.limits[j, basis - 1])
         if lim > 0:
