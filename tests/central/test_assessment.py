@@ -203,3 +203,32 @@ def test_main_pollutants_per_the_evaluation_method() -> None:
     assert doc["main_pollutants"][0] == {"item": "CODMn", "class": 5, "multiple_iii": 1.33}
     assert all(m["multiple_iii"] > 0 for m in doc["main_pollutants"])
     assert [x["item"] for x in doc["exceeding_target"]] == ["CODMn", "COD", "TP", "NH3-N", "DO"]
+
+
+def test_do_class_i_by_saturation() -> None:
+    from sanduan.central.core.assessment import AssessmentOptions
+    from sanduan.central.core.compensation import parse_rules
+    from sanduan.central.core.county import Section
+    from sanduan.shared.errors import ConfigError
+    from sanduan.shared.grading import do_saturation_limit
+
+    # 90 % of 468 / (31.6 + T): T = 25.0 -> 0.9 * 8.268551 = 7.441696 -> 7.44 mg/L;
+    # T = 20.0 -> 0.9 * 9.069767 = 8.162791 -> 8.16 mg/L.
+    assert do_saturation_limit(25.0) == 7.44
+    assert do_saturation_limit(20.0) == 8.16
+    assert do_saturation_limit(20.0, 100) == 9.07
+    s = _section(3, ("DO",))
+    assert isinstance(s, Section)
+    sat = parse_rules('[assessment]\ndo_class_i = "saturation"\n').assessment
+    assert sat == AssessmentOptions(do_class_i="saturation", do_saturation_percent=90.0)
+    warm = _means({"DO": 7.45, "temperature": 25.0})
+    assert assess_section(s, warm, MAY).items["DO"].grade == 2  # 7.45 < 7.5 mg/L
+    assert assess_section(s, warm, MAY, sat).items["DO"].grade == 1  # >= 7.44
+    cool = _means({"DO": 7.8, "temperature": 20.0})
+    assert assess_section(s, cool, MAY).items["DO"].grade == 1
+    r = assess_section(s, cool, MAY, sat)
+    assert r.items["DO"].grade == 2 and r.grade == 2  # 7.8 < 8.16, >= 6
+    # No valid temperature: the table's 7.5 mg/L.
+    assert assess_section(s, _means({"DO": 7.45}), MAY, sat).items["DO"].grade == 2
+    with pytest.raises(ConfigError, match=r"assessment\.do_saturation_percent"):
+        parse_rules("[assessment]\ndo_saturation_percent = 120\n")

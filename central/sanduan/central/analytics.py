@@ -133,7 +133,7 @@ def compute_from_readings(
     with _timed(timings, "aggregate", step):
         agg = aggregate(series, cal, vr)
     with _timed(timings, "assess", step):
-        assessment = assess(county, agg)
+        assessment = assess(county, agg, rules.assessment)
     with _timed(timings, "settle", step):
         level = "year" if p.kind == "year" else "month"
         j = 0 if p.kind == "year" else cal.month_labels.index(p.label)

@@ -22,16 +22,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from sanduan.central.core.county import County, Section
 from sanduan.central.core.validity import Aggregates, Mean, Period
-from sanduan.shared.grading import REPORTING_CLASS, class_label, grade_sample
+from sanduan.shared.config import Strict
+from sanduan.shared.grading import REPORTING_CLASS, class_label, do_saturation_limit, grade_sample
 from sanduan.shared.model import NOT_GRADED, WaterBody
 from sanduan.shared.params import resolve
 
 __all__ = [
     "Assessment",
+    "AssessmentOptions",
     "CountyFigures",
     "ItemResult",
     "SectionAssessment",
@@ -41,6 +45,28 @@ __all__ = [
     "factor_classes",
     "means_by_section",
 ]
+
+
+class AssessmentOptions(Strict):
+    """``[assessment]`` of a rules file: choices GB 3838 leaves to the operator."""
+
+    do_class_i: Literal["concentration", "saturation"] = "concentration"
+    """DO Class I: 7.5 mg/L, or ``do_saturation_percent`` of saturation at the period's mean
+    water temperature (GB 3838-2002 Table 1: "饱和率 90 % (或 7.5)")."""
+    do_saturation_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+
+    def do_class_i_limit(self, means: Mapping[str, Mean]) -> float | None:
+        """The DO Class I limit for a section's means; None: the table's 7.5 mg/L (also when
+        saturation is chosen but there is no valid temperature mean)."""
+        if self.do_class_i != "saturation":
+            return None
+        t = means.get("temperature")
+        if t is None or not t.valid or t.value is None:
+            return None
+        return do_saturation_limit(t.value, self.do_saturation_percent)
+
+
+DEFAULT_OPTIONS = AssessmentOptions()
 
 SectionMeans = Mapping[str, Mapping[str, Mean]]
 """Period means: section id -> parameter name -> mean."""
@@ -266,7 +292,10 @@ def factor_classes(
 
 
 def assess_section(
-    section: Section, means: Mapping[str, Mean], period: Period
+    section: Section,
+    means: Mapping[str, Mean],
+    period: Period,
+    options: AssessmentOptions = DEFAULT_OPTIONS,
 ) -> SectionAssessment:
     """Assess one section on its period means (parameter name -> mean)."""
     missing = tuple(p for p in section.parameters if (m := means.get(p)) is None or not m.valid)
@@ -277,7 +306,8 @@ def assess_section(
     main: tuple[tuple[str, float | None], ...] = ()
     over: tuple[tuple[str, float | None], ...] = ()
     if usable:
-        g = grade_sample(usable, section.water_body, section.target_class)
+        do_i = options.do_class_i_limit(means)
+        g = grade_sample(usable, section.water_body, section.target_class, do_class_i=do_i)
         for name, it in g.items.items():
             items[name] = ItemResult(
                 means[name], it.grade, it.evaluated, it.exceedance, it.multiple_iii, name
@@ -364,7 +394,9 @@ def _town_scores(county: County, results: Mapping[str, SectionAssessment]) -> tu
     return tuple(out)
 
 
-def assess(county: County, agg: Aggregates) -> Assessment:
+def assess(
+    county: County, agg: Aggregates, options: AssessmentOptions = DEFAULT_OPTIONS
+) -> Assessment:
     """Assess every section of ``county`` over the period of ``agg``."""
     period = agg.calendar.period
     months: dict[str, dict[str, SectionAssessment]] = {}
@@ -372,14 +404,17 @@ def assess(county: County, agg: Aggregates) -> Assessment:
         mp = Period.parse(label)
         means = means_by_section(county, agg, "month", j)
         months[label] = {
-            sid: assess_section(s, means[sid], mp) for sid, s in county.sections.items()
+            sid: assess_section(s, means[sid], mp, options) for sid, s in county.sections.items()
         }
     if period.kind == "month":
         results = months[period.label]
         section_months = None
     else:
         means = means_by_section(county, agg, "year", 0)
-        results = {sid: assess_section(s, means[sid], period) for sid, s in county.sections.items()}
+        results = {
+            sid: assess_section(s, means[sid], period, options)
+            for sid, s in county.sections.items()
+        }
         assessed_ids = {s.id for s in county.assessed_sections}
         section_months = CountyFigures.of(
             period.label,

@@ -141,9 +141,12 @@ def grade_sample(
     values: Mapping[str, float],
     water_body: WaterBody = WaterBody.RIVER,
     target_class: int | None = None,
+    *,
+    do_class_i: float | None = None,
 ) -> SampleGrade:
     """Grade one sample: ``values`` maps parameter names (aliases and HJ 212 codes accepted) to
-    values in the registry's units.
+    values in the registry's units. ``do_class_i``, when given, is the DO Class I limit to use
+    instead of 7.5 mg/L (GB 3838 allows 90 % saturation: :func:`do_saturation_limit`).
 
     Raises UnknownParameterError, InvalidValueError for a negative concentration, and
     InputError for a parameter given twice or a target class outside 1..5.
@@ -170,6 +173,8 @@ def grade_sample(
     arr = np.asarray(vals, dtype=np.float64)
     idx = np.asarray([p.index for p in params], dtype=np.int64)
     grades = k.classify_indexed(arr, idx, tables.limits, tables.directions)
+    if do_class_i is not None:
+        _regrade_do(grades, vals, params, tables, do_class_i)
     basis = target_class if target_class is not None else REPORTING_CLASS
     exc = _multiples(arr, idx, tables, basis)
     exc3 = exc if basis == REPORTING_CLASS else _multiples(arr, idx, tables, REPORTING_CLASS)
@@ -218,6 +223,45 @@ def grade_sample(
         target_class=target_class,
         exceedance_class=basis,
     )
+
+
+DO_SATURATION_NUMERATOR = 468.0
+DO_SATURATION_OFFSET = 31.6
+
+
+def do_saturation_limit(temperature: float, percent: float = 90.0) -> float:
+    """DO Class I limit as ``percent`` of saturation at ``temperature`` (degC), mg/L:
+    percent / 100 * 468 / (31.6 + T), the freshwater saturation formula of Chinese practice,
+    computed on decimals and rounded to DO's reporting precision (GB/T 8170)."""
+    from decimal import Decimal, localcontext
+
+    from sanduan.shared.precision import decimal_of, quantize
+
+    t = decimal_of(round_value(temperature, resolve("temperature").decimals))
+    with localcontext() as ctx:
+        ctx.prec = 40
+        sat = Decimal("468") / (Decimal("31.6") + t)
+        lim = decimal_of(percent) / 100 * sat
+    return float(quantize(lim, resolve("DO").decimals))
+
+
+def _regrade_do(
+    grades: npt.NDArray[np.int8],
+    vals: list[float],
+    params: list[Parameter],
+    tables: KernelTables,
+    class_i: float,
+) -> None:
+    """Re-grade DO in place with ``class_i`` as its Class I limit (II..V unchanged)."""
+    for i, p in enumerate(params):
+        if p.name != "DO" or math.isnan(vals[i]) or vals[i] < 0:
+            continue
+        v = vals[i]
+        if v >= class_i:
+            grades[i] = 1
+            continue
+        row = tables.limits[p.index]
+        grades[i] = next((c for c in range(2, 6) if v >= row[c - 1]), INFERIOR_V)
 
 
 def _multiples(
@@ -302,6 +346,7 @@ __all__ = [
     "class_label",
     "classify_array",
     "classify_batch",
+    "do_saturation_limit",
     "grade_sample",
     "kernel_tables",
 ]
