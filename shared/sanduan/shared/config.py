@@ -365,6 +365,8 @@ class ValidityConfig(Strict):
     min_days_per_month: Annotated[int, Field(ge=1, le=31)] = 20
     min_months_per_year: Annotated[int, Field(ge=1, le=12)] = 9
     excluded_flags: list[str] = Field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
+    month_basis: Literal["daily-means", "values"] = "daily-means"
+    """Month mean: of the month's valid daily means, or of its valid hourly values."""
 
 
 class CentralConfig(Strict):
