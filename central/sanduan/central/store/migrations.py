@@ -167,15 +167,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "readings partitioned by month (PostgreSQL)",
+        "streams, conflicts and bounded dead letters",
         (
-            # The primary key of a partitioned table must hold the partition key. A reading's
-            # seq fixes its ts_ms, so (station, seq, ts_ms) is still one row per (station, seq);
-            # ingest checks (station, seq) itself where a duplicate is possible.
-            "ALTER TABLE readings RENAME TO readings_unpartitioned",
-            "ALTER INDEX readings_pkey RENAME TO readings_unpartitioned_pkey",
-            "ALTER INDEX readings_station_code_ts RENAME TO readings_unpartitioned_sct",
-            """CREATE TABLE readings (
+            # Readings are unique per (station, stream, seq): a station buffer made anew (a new
+            # stream) numbers its readings from 1 again. v1 readings are stream 0.
+            """CREATE TABLE readings_v2 (
                 station {key} NOT NULL,
                 seq BIGINT NOT NULL,
                 ts_ms BIGINT NOT NULL,
@@ -185,15 +181,73 @@ MIGRATIONS: tuple[Migration, ...] = (
                 grade SMALLINT NOT NULL,
                 batch_seq BIGINT NOT NULL,
                 received_ms BIGINT NOT NULL,
-                PRIMARY KEY (station, seq, ts_ms)
-            ) PARTITION BY RANGE (ts_ms)""",
+                stream BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (station, stream, seq)
+            ) {rowid}""",
+            "INSERT INTO readings_v2 (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
+            " received_ms, stream) SELECT station, seq, ts_ms, code, value, flag, grade,"
+            " batch_seq, received_ms, 0 FROM readings",
+            "DROP TABLE readings",
+            "ALTER TABLE readings_v2 RENAME TO readings",
             "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
+            # The station's current stream (its seq state is the stations row's), what was lost
+            # with earlier buffers, and rejects past the dead-letter budget (only counted).
+            "ALTER TABLE stations ADD COLUMN stream BIGINT",
+            "ALTER TABLE stations ADD COLUMN lost_with_buffer BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE stations ADD COLUMN rejects_over_budget BIGINT NOT NULL DEFAULT 0",
+            "UPDATE stations SET stream = 0 WHERE max_seq IS NOT NULL",
+            """CREATE TABLE streams (
+                station {key} NOT NULL,
+                stream BIGINT NOT NULL,
+                closed_ms BIGINT NOT NULL,
+                next_stream BIGINT NOT NULL,
+                max_seq BIGINT,
+                contiguous_seq BIGINT,
+                lost_gaps TEXT NOT NULL,
+                lost_with_buffer BIGINT NOT NULL,
+                PRIMARY KEY (station, stream)
+            )""",
+            # Dead letters keep the first few KiB of the payload, its full size and SHA-256;
+            # ``reason`` becomes a category, the text moves to ``detail``.
+            "ALTER TABLE dead_letters ADD COLUMN station TEXT",
+            "ALTER TABLE dead_letters ADD COLUMN detail TEXT",
+            "ALTER TABLE dead_letters ADD COLUMN size_bytes BIGINT",
+            "ALTER TABLE dead_letters ADD COLUMN sha256 TEXT",
+            "UPDATE dead_letters SET detail = reason, reason = 'unclassified',"
+            " size_bytes = length(raw), raw = substr(raw, 1, 4096)",
+            "CREATE INDEX dead_letters_received ON dead_letters (received_ms)",
+        ),
+    ),
+    Migration(
+        3,
+        "readings partitioned by month (PostgreSQL)",
+        (
+            # The primary key of a partitioned table must hold the partition key. A reading's
+            # seq fixes its ts_ms, so (station, stream, seq, ts_ms) is still one row per
+            # (station, stream, seq); ingest checks that identity itself where a duplicate is
+            # possible.
+            """CREATE TABLE readings_part (
+                station {key} NOT NULL,
+                seq BIGINT NOT NULL,
+                ts_ms BIGINT NOT NULL,
+                code {key} NOT NULL,
+                value {double},
+                flag TEXT NOT NULL,
+                grade SMALLINT NOT NULL,
+                batch_seq BIGINT NOT NULL,
+                received_ms BIGINT NOT NULL,
+                stream BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (station, stream, seq, ts_ms)
+            ) PARTITION BY RANGE (ts_ms)""",
             # Rows of months without a partition land here; the collector's maintenance
             # creates the months ahead and moves any such rows into their month.
-            "CREATE TABLE readings_default PARTITION OF readings DEFAULT",
-            "INSERT INTO readings SELECT station, seq, ts_ms, code, value, flag, grade,"
-            " batch_seq, received_ms FROM readings_unpartitioned",
-            "DROP TABLE readings_unpartitioned",
+            "CREATE TABLE readings_default PARTITION OF readings_part DEFAULT",
+            "INSERT INTO readings_part (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
+            " received_ms, stream) SELECT station, seq, ts_ms, code, value, flag, grade,"
+            " batch_seq, received_ms, stream FROM readings",
+            "DROP TABLE readings",
+            "ALTER TABLE readings_part RENAME TO readings",
+            "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
         ),
         only="postgresql",
     ),
@@ -212,6 +266,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "grade",
         "batch_seq",
         "received_ms",
+        "stream",
     ),
     "stations": (
         "station",
@@ -223,9 +278,33 @@ TABLES: dict[str, tuple[str, ...]] = {
         "contiguous_seq",
         "gaps",
         "last_resend_ms",
+        "stream",
+        "lost_with_buffer",
+        "rejects_over_budget",
+    ),
+    "streams": (
+        "station",
+        "stream",
+        "closed_ms",
+        "next_stream",
+        "max_seq",
+        "contiguous_seq",
+        "lost_gaps",
+        "lost_with_buffer",
     ),
     "events": ("station", "event_id", "time_ms", "kind", "code", "severity", "message", "details"),
-    "dead_letters": ("id", "received_ms", "topic", "client", "reason", "raw"),
+    "dead_letters": (
+        "id",
+        "received_ms",
+        "topic",
+        "client",
+        "reason",
+        "raw",
+        "station",
+        "detail",
+        "size_bytes",
+        "sha256",
+    ),
     "aggregates": (
         "station",
         "code",
@@ -266,4 +345,5 @@ TABLES: dict[str, tuple[str, ...]] = {
 
 WRITABLE = frozenset({"aggregates", "assessments", "ledger", "runs", "events"})
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
-``stations`` and ``dead_letters`` are written only by ingest, through their own methods."""
+``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own
+methods."""

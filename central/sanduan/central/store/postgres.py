@@ -4,14 +4,15 @@ The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one
 commit one after another while different stations proceed in parallel, and its seq state
 (``max_seq``) says which readings cannot be stored yet. Two write paths:
 
-- **Direct**: every seq of the batch is above the station's ``max_seq`` (the usual case, a
-  backlog included), or the station has none (its first batch): binary ``COPY`` straight into
-  ``readings``. Should the seq state ever
+- **Direct**: the batch is of the station's current stream and every seq of it is above the
+  station's ``max_seq`` (the usual case, a backlog included), or no batch of the station was
+  ever stored: binary ``COPY`` straight into ``readings``. Should the seq state ever
   disagree with the table (a reading with that seq already there), the primary key refuses the
   COPY and the batch is stored again through the staged path; nothing is lost or doubled.
 - **Staged**: the batch may overlap what is stored (a resend, a duplicate delivery):
   binary ``COPY`` into a session-local temporary table, then
-  ``INSERT ... SELECT`` of the rows whose (station, seq) is not in ``readings`` yet.
+  ``INSERT ... SELECT`` of the rows whose (station, stream, seq) is not in ``readings`` yet
+  (another stream's batch, a late one of a retired stream, always goes this way).
 
 ``readings`` is partitioned by month of ``ts_ms`` (UTC), one table ``readings_pYYYYMM`` per
 month plus ``readings_default`` for months without one. :meth:`PostgresStore.maintain` (the
@@ -42,7 +43,18 @@ from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
 
 _READING_COLS = ", ".join(TABLES["readings"])
-_READING_TYPES = ["text", "int8", "int8", "text", "float8", "text", "int2", "int8", "int8"]
+_READING_TYPES = [
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "float8",
+    "text",
+    "int2",
+    "int8",
+    "int8",
+    "int8",
+]
 _STAGE = "sanduan_readings_in"
 _STAGE_COLS = ", ".join(f"s.{c}" for c in TABLES["readings"])
 MONTHS_AHEAD = 2
@@ -139,8 +151,13 @@ class PostgresStore(SqlStore):
     def _tx(self, op: str, *, write: bool = True) -> Iterator[Any]:
         with self._lock, self._guard(op):
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                yield cur
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            except BaseException:
+                # A stage table made in this transaction was rolled back with it.
+                self._staged = False
+                raise
 
     def _read_cursor(self) -> Any:
         return self._connection().cursor()
@@ -165,6 +182,7 @@ class PostgresStore(SqlStore):
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
+            repeat(batch.stream),
             strict=False,
         )
 
@@ -198,11 +216,10 @@ class PostgresStore(SqlStore):
             self._stage_only = False
 
     def _insert_readings(
-        self, cur: Any, batch: Batch, received_ms: int, max_seq: int | None = None
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
     ) -> int:
         rows = self.copy_rows(batch, received_ms)
-        # No max_seq: no batch of this station was ever stored, so none of its readings is.
-        if (max_seq is None or batch.seq[0] > max_seq) and not self._stage_only:
+        if new_above is not None and batch.seq[0] > new_above and not self._stage_only:
             # Nothing of this batch can be stored yet: no staging, no per-row conflict check.
             self.copy_readings(cur, "readings", rows)
             self.write_paths["direct"] += 1
@@ -213,13 +230,13 @@ class PostgresStore(SqlStore):
             )
             self._staged = True
         self.copy_readings(cur, _STAGE, rows)
-        # (station, seq) is the reading's identity; the partitioned primary key also holds
-        # ts_ms, so the check is explicit. DISTINCT ON keeps one row per seq of the batch.
+        # (station, stream, seq) is the reading's identity; the partitioned primary key also
+        # holds ts_ms, so the check is explicit. DISTINCT ON keeps one row per seq of the batch.
         cur.execute(
             f"INSERT INTO readings ({_READING_COLS})"
-            f" SELECT DISTINCT ON (s.station, s.seq) {_STAGE_COLS}"
-            f" FROM {_STAGE} s WHERE NOT EXISTS"
-            " (SELECT 1 FROM readings r WHERE r.station = s.station AND r.seq = s.seq)"
+            f" SELECT DISTINCT ON (s.station, s.stream, s.seq) {_STAGE_COLS}"
+            f" FROM {_STAGE} s WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE"
+            " r.station = s.station AND r.stream = s.stream AND r.seq = s.seq)"
             " ON CONFLICT DO NOTHING"
         )
         self.write_paths["staged"] += 1

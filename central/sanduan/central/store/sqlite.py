@@ -22,8 +22,8 @@ from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
 
 _INSERT_READINGS = (
-    "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, seq) DO NOTHING"
+    "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms,"
+    " stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, stream, seq) DO NOTHING"
 )
 
 
@@ -122,7 +122,7 @@ class SqliteStore(SqlStore):
         return row is not None
 
     def _insert_readings(
-        self, cur: Any, batch: Batch, received_ms: int, max_seq: int | None = None
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
     ) -> int:
         before = self._conn.total_changes
         cur.executemany(_INSERT_READINGS, self.reading_rows(batch, received_ms))
