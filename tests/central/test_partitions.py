@@ -237,3 +237,30 @@ def test_seq_state_behind_the_table_falls_back_without_loss(pg_url_factory: Any)
     s.store_batch(batch("F", list(range(21, 31))), JAN_2026)
     assert s.write_paths["direct"] == 2  # the first batch and this one
     s.close()
+
+
+@pytest.mark.postgres
+def test_other_streams_take_the_checked_path(pg_url_factory: Any) -> None:
+    s = pg(pg_url_factory())
+    s.maintain(JAN_2026)
+    s.store_batch(batch("G", list(range(1, 11))), JAN_2026)  # stream 0, direct
+    b1 = batch("G", [1, 2, 3])
+    b1 = Batch.from_columns(
+        "G",
+        1,
+        JAN_2026,
+        seq=[1, 2, 3],
+        ts_ms=b1.ts_ms,
+        code=["w01001"] * 3,
+        values=[1.0] * 3,
+        stream=1,
+    )
+    r = s.store_batch(b1, JAN_2026)  # a new buffer: seqs from 1 again, checked
+    assert r.new == 3
+    assert r.stream_change is not None
+    late = batch("G", list(range(11, 14)))  # stream 0 after the change: checked too
+    r = s.store_batch(late, JAN_2026)
+    assert (r.new, r.late) == (3, True)
+    assert s.write_paths == {"direct": 1, "staged": 2, "retried": 0}
+    assert s.count_readings(["G"]) == 16
+    s.close()
