@@ -498,17 +498,18 @@ class SqlStore:
     # --- ingest -------------------------------------------------------------------------
 
     def _station_row(self, cur: Any, station: str) -> tuple[Any, ...]:
-        """Make sure the station's row exists and lock it for this transaction."""
-        self._x(
-            cur,
-            "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station) DO NOTHING",
-            (station,),
-        )
-        row: tuple[Any, ...] = self._x(
-            cur,
-            f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}",
-            (station,),
-        ).fetchone()
+        """Make sure the station's row exists and lock it for this transaction (one round trip
+        for a known station: the insert is tried only when the row is not there)."""
+        select = f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}"
+        row: tuple[Any, ...] | None = self._x(cur, select, (station,)).fetchone()
+        if row is None:
+            self._x(
+                cur,
+                "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station) DO NOTHING",
+                (station,),
+            )
+            row = self._x(cur, select, (station,)).fetchone()
+        assert row is not None
         return row
 
     @staticmethod
