@@ -168,7 +168,11 @@ def test_killed_between_commit_and_ack_then_restarted(
     # The restarted collector gets the unacknowledged message again from its session.
     b2 = Proc(cfg, cid)
     procs.append(b2)
-    ack = peer.get(10)
+    b2.wait_for("subscribed to")  # a loaded machine may take seconds to start a process
+    try:
+        ack = peer.get(10)
+    except queue.Empty:
+        raise AssertionError("no ack after the restart; log:\n" + "".join(b2.log)) from None
     assert isinstance(ack, Ack)
     assert (ack.batch_seq, ack.first_seq, ack.last_seq) == (1, 1, 200)
     # And the station's own resend is acknowledged too, still stored once.
