@@ -39,20 +39,24 @@ def batch(station: str, seqs: list[int], bseq: int = 1, value: float = 7.1) -> B
     )
 
 
-def config(uid: str, **ingest: Any) -> CentralConfig:
+def config(uid: str, port: int, **ingest: Any) -> CentralConfig:
     data: dict[str, Any] = {
-        "mqtt": {"client_id": f"col-{uid}", "session_expiry_s": 30},
+        "mqtt": {
+            "client_id": f"col-{uid}",
+            "session_expiry_s": 30,
+            "broker": f"mqtt://127.0.0.1:{port}",
+        },
         "ingest": {"gap_timeout_s": 0.3, "resend_interval_s": 0.5, **ingest},
     }
     return CentralConfig.model_validate(data)
 
 
 @pytest.fixture
-def collector(store_url: str, uid: str) -> Iterator[Callable[..., Collector]]:
+def collector(store_url: str, uid: str, broker_port: int) -> Iterator[Callable[..., Collector]]:
     started: list[Collector] = []
 
     def make(**ingest: Any) -> Collector:
-        c = Collector(config(uid, **ingest), store_url=store_url)
+        c = Collector(config(uid, broker_port, **ingest), store_url=store_url)
         c.start()
         assert c.wait_connected(5), "collector did not connect to the broker"
         started.append(c)
