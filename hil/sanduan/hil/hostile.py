@@ -15,7 +15,7 @@ the attacks a compromised or broken gateway could send:
                again with different content
 ``ts_1970``,   readings stamped 1970-01-01 and 2100-01-01
 ``ts_2100``
-``stolen_id``  once, at the end of the fault: a connection with the collector's client id,
+``stolen_id``  once, at the start of the fault: a connection with the collector's client id,
                then one with another agent's, each held for a moment (a broker that binds
                client ids to user names turns them into the station's own id)
 
@@ -231,6 +231,10 @@ class HostileStation:
             return
         c.loop_start()
         try:
+            # First: a broker that loses a session's queue when another client takes the session
+            # over (amqtt does; Mosquitto does not) then loses only what was queued before the
+            # rounds, which the stations resend; the rounds themselves wait in the session.
+            self._steal()
             n = 0
             while not self._stop.is_set():
                 for m in attack_round(
@@ -247,7 +251,6 @@ class HostileStation:
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
                 self._stop.wait(self.interval_s)
-            self._steal()
         finally:
             c.disconnect()
             c.loop_stop()
