@@ -167,7 +167,8 @@ def report_stations_command(
         Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
     ] = None,
 ) -> None:
-    """Every station: online, last seen, highest seq, open gaps."""
+    """Every station: online, last seen, highest seq, open gaps, readings lost with replaced
+    buffers (``lost_with_buffer``) and rejects past the dead-letter budget."""
     import csv
     import json
 
@@ -193,6 +194,9 @@ def report_stations_command(
             "missing": sum(g.size for g in r.gaps),
             "gaps": [[g.first, g.last] for g in r.gaps],
             "last_resend_ms": r.last_resend_ms,
+            "stream": r.stream,
+            "lost_with_buffer": r.lost_with_buffer,
+            "rejects_over_budget": r.rejects_over_budget,
         }
         for r in rows
     ]
@@ -210,8 +214,9 @@ def report_stations_command(
     from rich.table import Table
 
     table = Table(title=f"stations ({len(records)})")
-    for col in ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps"):
-        table.add_column(col, justify="right" if "seq" in col or col == "contiguous" else "left")
+    cols = ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps")
+    for col in (*cols, "lost with buffer", "over budget"):
+        table.add_column(col, justify="left" if col in cols[:4] or col == "gaps" else "right")
     for rec in records:
         online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
         gaps = "-"
@@ -225,5 +230,7 @@ def report_stations_command(
             "-" if rec["max_seq"] is None else str(rec["max_seq"]),
             "-" if rec["contiguous_seq"] is None else str(rec["contiguous_seq"]),
             gaps,
+            str(rec["lost_with_buffer"]),
+            str(rec["rejects_over_budget"]),
         )
     Console().print(table)
