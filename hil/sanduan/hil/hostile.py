@@ -200,27 +200,28 @@ class HostileStation:
     def _steal(self) -> None:
         """Connect with each of ``steal_ids`` for a moment. The session is taken over, not
         cleared, and nothing it receives is acknowledged, so the broker hands the victim its
-        session back when it reconnects: the attack costs a disconnection, not its queue."""
+        session back when it reconnects: the attack costs a disconnection, not its queue. The
+        client is driven by hand (no loop thread to stop)."""
         for cid in self.steal_ids:
             c = self._client(cid, keep_session=True)
-            try:
-                kw: dict[str, Any] = {}
-                if self.protocol == "5":
-                    from paho.mqtt.packettypes import PacketTypes
-                    from paho.mqtt.properties import Properties
+            kw: dict[str, Any] = {}
+            if self.protocol == "5":
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
 
-                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                    props.SessionExpiryInterval = 86_400  # the session outlives this connection
-                    kw = {"clean_start": False, "properties": props}
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 86_400  # the session outlives this connection
+                kw = {"clean_start": False, "properties": props}
+            try:
                 c.connect(self.host, self.port, keepalive=10, **kw)
-                c.loop_start()
-                time.sleep(0.3)
+                until = time.monotonic() + 0.3
+                while time.monotonic() < until:
+                    c.loop(0.05)
                 self.sent["stolen_id"] += 1
+                c.disconnect()
+                c.loop(0.05)
             except OSError as e:
                 self.errors.append(f"stolen id {cid}: {e}")
-            finally:
-                c.disconnect()
-                c.loop_stop()
 
     def _run(self) -> None:
         c = self._client(f"hostile-{self.station}-{self.rng.getrandbits(32):08x}")
@@ -236,7 +237,7 @@ class HostileStation:
             # rounds, which the stations resend; the rounds themselves wait in the session.
             self._steal()
             n = 0
-            while not self._stop.is_set():
+            while True:  # at least one round, however short the fault
                 for m in attack_round(
                     self.station,
                     self.state(),
@@ -250,7 +251,8 @@ class HostileStation:
                     for (stream, seq), attack in m.forged.items():
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
-                self._stop.wait(self.interval_s)
+                if self._stop.wait(self.interval_s):
+                    break
         finally:
             c.disconnect()
             c.loop_stop()
