@@ -4,7 +4,7 @@ The ``hostile-station`` fault runs one :class:`HostileStation` for its duration.
 the station (user name = station id) and, every ``interval_s`` real seconds, sends one round of
 the attacks a compromised or broken gateway could send:
 
-``oversize``   a payload one byte over the collector's maximum message size
+``oversize``   a payload one byte over the collector's maximum message size (first round)
 ``garbage``    random bytes on the station's batch, event and status topics
 ``seq_2^63``   a batch whose seq is near 2**63 (beyond the wire's bounds: must be refused, never
                turned into a resend request)
@@ -112,14 +112,13 @@ def attack_round(
     max_message_bytes: int,
     rng: random.Random,
 ) -> list[_Sent]:
-    """The messages of one round (pure: no I/O). Forged seqs count down from ``MAX_SEQ`` by
-    round so that no two rounds reuse one."""
+    """The messages of round ``round_no`` (pure: no I/O). Forged seqs count down from
+    ``MAX_SEQ`` by round so that no two rounds reuse one."""
     s = state.stream
     bt = topics.batch_topic(station)
     base = wire.MAX_SEQ - 10 * round_no
     bseq = wire.MAX_SEQ - round_no
     out = [
-        _Sent(bt, rng.randbytes(max_message_bytes + 1), "oversize"),
         _Sent(bt, rng.randbytes(1024), "garbage"),
         _Sent(topics.event_topic(station), rng.randbytes(256), "garbage"),
         _Sent(topics.status_topic(station), rng.randbytes(256), "garbage"),
@@ -136,6 +135,10 @@ def attack_round(
         # Not in ``forged``: these keys are real readings'; a conflict the centre stored would
         # show in the delivery check as a real reading lost and an unexpected row.
         out.append(_Sent(bt, payload, "conflict"))
+    if round_no == 0:
+        # Once, and last: a broker that reads large messages slowly (amqtt) would hold up the
+        # rest of the round behind it.
+        out.append(_Sent(bt, rng.randbytes(max_message_bytes + 1), "oversize"))
     return out
 
 
@@ -173,6 +176,8 @@ class HostileStation:
         self.sent: Counter[str] = Counter()
         self.forged: dict[tuple[str, int, int], str] = {}
         self.errors: list[str] = []
+        self.unconfirmed = 0
+        """Publishes the broker had not acknowledged when the client stopped waiting."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"hostile-{station}", daemon=True)
 
@@ -236,6 +241,7 @@ class HostileStation:
             # over (amqtt does; Mosquitto does not) then loses only what was queued before the
             # rounds, which the stations resend; the rounds themselves wait in the session.
             self._steal()
+            pending: list[Any] = []
             n = 0
             while True:  # at least one round, however short the fault
                 for m in attack_round(
@@ -246,13 +252,18 @@ class HostileStation:
                     max_message_bytes=self.max_message_bytes,
                     rng=self.rng,
                 ):
-                    c.publish(m.topic, m.payload, qos=1)
+                    pending.append(c.publish(m.topic, m.payload, qos=1))
                     self.sent[m.attack] += 1
                     for (stream, seq), attack in m.forged.items():
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
                 if self._stop.wait(self.interval_s):
                     break
+            # Everything sent reaches the broker before the disconnection.
+            deadline = time.monotonic() + 30
+            for info in pending:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            self.unconfirmed = sum(1 for info in pending if not info.is_published())
         finally:
             c.disconnect()
             c.loop_stop()
