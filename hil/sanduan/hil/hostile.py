@@ -146,7 +146,8 @@ class HostileStation:
     """Runs :func:`attack_round` every ``interval_s`` in a thread, as ``station``'s login.
 
     ``state`` is asked before each round for what the attacker knows of the station (the
-    rig's monitor); ``now_ms`` gives the simulated time the forged readings are stamped with.
+    rig's monitor); ``now_ms`` gives the simulated time the forged readings are stamped with;
+    ``ready`` says when the centre is up to be attacked (waited for up to ``ready_timeout_s``).
     """
 
     def __init__(
@@ -162,6 +163,8 @@ class HostileStation:
         protocol: str = "3.1.1",
         interval_s: float = 0.5,
         seed: int = 1,
+        ready: Callable[[], bool] = lambda: True,
+        ready_timeout_s: float = 30.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -172,6 +175,8 @@ class HostileStation:
         self.max_message_bytes = max_message_bytes
         self.protocol = protocol
         self.interval_s = interval_s
+        self.ready = ready
+        self.ready_timeout_s = ready_timeout_s
         self.rng = random.Random(seed)
         self.sent: Counter[str] = Counter()
         self.forged: dict[tuple[str, int, int], str] = {}
@@ -229,6 +234,10 @@ class HostileStation:
                 self.errors.append(f"stolen id {cid}: {e}")
 
     def _run(self) -> None:
+        # Attack a centre that is there to see it: wait (a while) until ``ready`` says so.
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not self.ready() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
         c = self._client(f"hostile-{self.station}-{self.rng.getrandbits(32):08x}")
         try:
             c.connect(self.host, self.port, keepalive=10)
