@@ -131,7 +131,8 @@ def attack_round(
         out.append(_Sent(bt, payload, attack, {(s, seq): attack}))
     if state.acked:
         seqs = sorted(rng.sample(state.acked, min(3, len(state.acked))))
-        payload = _batch(station, s, bseq, seqs, ts_ms=now_ms, value=99_999.0 - round_no)
+        # A plausible temperature: refused for the conflict, not for its value.
+        payload = _batch(station, s, bseq, seqs, ts_ms=now_ms, value=44.0 - round_no / 1000)
         # Not in ``forged``: these keys are real readings'; a conflict the centre stored would
         # show in the delivery check as a real reading lost and an unexpected row.
         out.append(_Sent(bt, payload, "conflict"))
