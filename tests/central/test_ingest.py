@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -305,3 +306,59 @@ def test_nan_values_pass_and_unknown_codes_have_no_range(processor: Processor) -
         values=[math.nan, 1e9],
     )
     assert processor.handle(topics.batch_topic("fuzz"), encode(b)).ack is not None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_dead_collector_thread_ends_the_run_with_a_failure(
+    store_url: str, uid: str, broker_port: int
+) -> None:
+    """A collector whose thread dies must not keep running and storing nothing."""
+    from sanduan.shared.errors import SanduanError
+
+    c = Collector(config(uid, broker_port), store_url=store_url)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run(stop)
+        except SanduanError as e:
+            failures.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert c.wait_connected(10)
+
+    def boom() -> None:
+        raise RuntimeError("injected")
+
+    c._spawn("boom", boom)
+    t.join(15)
+    assert not t.is_alive(), "the collector kept running after a thread died"
+    assert failures and "thread boom failed: RuntimeError: injected" in str(failures[0])
+    stop.set()
+
+
+def test_a_collector_started_with_an_open_gap_asks_and_keeps_storing(
+    collector: Callable[..., Collector],
+    mqtt_peer: Callable[[list[str]], MqttPeer],
+    store: Store,
+    uid: str,
+) -> None:
+    """Worker 0's first gap check publishes a resend request: the MQTT client must exist by
+    then (a collector restarted with a gap open once lost its only worker and stored nothing)."""
+    st_id = f"st-{uid}"
+    store.store_batch(batch(st_id, [1, 2, 3, 10, 11]), int(time.time() * 1000) - 10_000)  # 4..9
+    peer = mqtt_peer([st_id])
+    c = collector()
+    deadline = time.monotonic() + 10
+    while True:
+        m = peer.get(max(0.01, deadline - time.monotonic()))
+        if isinstance(m, ResendRequest):
+            assert m.ranges == ((4, 9),)
+            break
+    peer.publish(topics.batch_topic(st_id), encode(batch(st_id, list(range(4, 10)), bseq=2)))
+    (ack,) = acks(peer, 1, timeout=10)
+    assert (ack.batch_seq, ack.first_seq, ack.last_seq) == (2, 4, 9)
+    assert store.count_readings([st_id]) == 11
+    assert c.failure is None
