@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sanduan.central.cli import report_app
+from sanduan.central.store.migrations import LATEST
 from sanduan.cli import app
 from sanduan.shared.wire import Batch, Status, encode
 
@@ -63,7 +64,7 @@ def test_migrate_replay_and_report(tmp_path: Path) -> None:
     assert "sanduan central migrate" in r.stderr
     r = runner.invoke(app, ["central", "migrate", "-c", str(cfg)])
     assert r.exit_code == 0, r.output
-    assert "schema version 1" in r.stdout
+    assert f"schema version {LATEST}" in r.stdout
     assert runner.invoke(app, ["central", "migrate", "--store", url]).exit_code == 0
 
     b = Batch.from_columns(

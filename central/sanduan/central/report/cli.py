@@ -1,8 +1,8 @@
 """``sanduan central report sections`` and ``report compensation``.
 
-Both compute the period from the store (writing aggregates, assessments, ledger and an audit
-run, as :func:`sanduan.central.analytics.compute` does) and print a table, or JSON with
-``--json``; ``--csv`` and ``--html`` write files as well.
+Both evaluate the period from the reviewed readings in the store without writing anything
+(:func:`sanduan.central.analytics.evaluate`; storing results is ``sanduan central compute``)
+and print a table, or JSON with ``--json``; ``--csv`` and ``--html`` write files as well.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sanduan.central.analytics import compute
+    from sanduan.central.analytics import evaluate
     from sanduan.central.core.compensation import RuleSet, build_rules, load_rules
     from sanduan.central.core.county import load_county
     from sanduan.central.core.validity import Period
@@ -94,7 +94,12 @@ def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
             console=console,
             transient=True,
         ) as progress:
-            return compute(store, county, rules, cfg.validity, period, progress=progress)
+            task = progress.add_task(f"{period.label}: read readings", total=None)
+
+            def step(name: str) -> None:
+                progress.update(task, description=f"{period.label}: {name}")
+
+            return evaluate(store, county, rules, cfg.validity, period, step=step)
     except (StoreError, InputError) as e:
         _fail(command, str(e), FAILED)
     finally:
