@@ -232,7 +232,9 @@ def test_one_open_problem_per_rule_and_subject() -> None:
     assert r2.new == () and r2.seen == ((1, 6_000),)
     closed = fold(_problem(), [_ev("assign", 1, deadline_ms=5), _ev("feedback", 2),
                                _ev("close", 3)])  # fmt: skip
-    assert [f.subject for f in reconcile([closed], [f1]).new] == ["S/NH3-N"]
+    # a closed problem: the same episode again (a re-run) opens nothing, a later one reopens
+    assert reconcile([closed], [f1]).new == ()
+    assert [f.first_ms for f in reconcile([closed], [f1, f2]).new] == [5_000]
 
 
 def test_hot_spots_and_counts() -> None:

@@ -842,15 +842,23 @@ class Reconciled:
     seen: tuple[tuple[int, int], ...]
 
 
-def reconcile(open_problems: Iterable[Problem], findings: Iterable[Finding]) -> Reconciled:
+def reconcile(known: Iterable[Problem], findings: Iterable[Finding]) -> Reconciled:
     """At most one open problem per (rule, subject): findings of a subject with an open problem
-    extend it (if later); the others open one problem per (rule, subject), spanning all its
-    findings."""
-    by_key = {(p.rule, p.subject): p for p in open_problems if p.is_open}
+    extend it (if later); findings no later than what a problem of the subject already covered
+    (a re-run over the same data) are ignored; the others open one problem per (rule,
+    subject), spanning all its findings."""
+    problems = list(known)
+    by_key = {(p.rule, p.subject): p for p in problems if p.is_open}
+    covered: dict[tuple[str, str], int] = {}
+    for p in problems:
+        k = (p.rule, p.subject)
+        covered[k] = max(covered.get(k, 0), p.last_seen_ms)
     merged: dict[tuple[str, str], Finding] = {}
     seen: dict[int, int] = {}
     for f in findings:
         key = (f.rule, f.subject)
+        if key not in by_key and f.last_ms <= covered.get(key, -1):
+            continue
         p = by_key.get(key)
         if p is not None:
             if f.last_ms > max(p.last_seen_ms, seen.get(p.id, 0)):
