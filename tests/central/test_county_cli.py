@@ -9,11 +9,11 @@ import json
 from typing import Any
 
 import pytest
+from tests.central import county_data as cd
 from typer.testing import CliRunner
 
 from sanduan.central.store import open_store
 from sanduan.cli import app
-from tests.central import county_data as cd
 
 runner = CliRunner()
 
@@ -47,7 +47,7 @@ def filled(store_url: str) -> str:
     return store_url
 
 
-def test_daily_work(filled: str) -> None:  # noqa: PLR0915 (one story, told in order)
+def test_daily_work(filled: str) -> None:
     url = filled
     month = ("--month", "2026-05")
     rules = ("--rules", str(cd.RULES_FILE))
@@ -71,17 +71,20 @@ def test_daily_work(filled: str) -> None:  # noqa: PLR0915 (one story, told in o
     # the lifecycle, with refusals that say what is allowed
     r = _run(url, "problems", "close", pid, "--actor", "bureau", code=2)
     assert "allowed now: assign" in r.stderr
-    a = _run(url, "problems", "assign", pid, "--actor", "bureau", "--note", "check the outfall",
-             "--json")  # fmt: skip
+    a = _run(
+        url, "problems", "assign", pid, "--actor", "bureau", "--note", "check the outfall", "--json"
+    )
     assert (a["state"], a["assignee"]) == ("assigned", "zonghan")
     assert a["deadline_ms"] - a["events"][-1]["time_ms"] == 7 * 86_400_000
     r = _run(url, "problems", "update", pid, "--actor", "zonghan", code=2)
     assert "--note" in r.stderr
-    u = _run(url, "problems", "update", pid, "--actor", "zonghan", "--note", "outfall sealed",
-             "--json")  # fmt: skip
+    u = _run(
+        url, "problems", "update", pid, "--actor", "zonghan", "--note", "outfall sealed", "--json"
+    )
     assert u["state"] == "rectifying"
-    u = _run(url, "problems", "update", pid, "--actor", "zonghan", "--evidence", "photo 12.jpg",
-             "--json")  # fmt: skip
+    u = _run(
+        url, "problems", "update", pid, "--actor", "zonghan", "--evidence", "photo 12.jpg", "--json"
+    )
     assert u["state"] == "reported"
     closed = _run(url, "problems", "close", pid, "--actor", "bureau", "--json")
     assert closed["state"] == "closed" and closed["overdue"] is False
@@ -99,15 +102,53 @@ def test_daily_work(filled: str) -> None:  # noqa: PLR0915 (one story, told in o
     assert {"town", "kind", "river", "month"} <= set(spots)
     # review: invalidate the two days of the episode, with an audit trail
     for day in ("2026-05-05", "2026-05-06"):
-        m = _run(url, "review", "mark", "--station", "CX-ST-04", "--param", "NH3-N",
-                 "--day", day, "--reason", "abnormal-value", "--reviewer", "Li", "--json")  # fmt: skip
+        m = _run(
+            url,
+            "review",
+            "mark",
+            "--station",
+            "CX-ST-04",
+            "--param",
+            "NH3-N",
+            "--day",
+            day,
+            "--reason",
+            "abnormal-value",
+            "--reviewer",
+            "Li",
+            "--json",
+        )
         assert m["before"] == {"readings": 24, "valid": 24}
         assert m["after"] == {"readings": 24, "valid": 0}
-    r = _run(url, "review", "mark", "--station", "CX-ST-04", "--day", "2026-05-05",
-             "--reason", "no-such", "--reviewer", "Li", code=2)  # fmt: skip
+    r = _run(
+        url,
+        "review",
+        "mark",
+        "--station",
+        "CX-ST-04",
+        "--day",
+        "2026-05-05",
+        "--reason",
+        "no-such",
+        "--reviewer",
+        "Li",
+        code=2,
+    )
     assert "reason codes" in r.stderr
-    r = _run(url, "review", "mark", "--station", "CX-ST-04", "--day", "2026-05-05",
-             "--reason", "abnormal-value", "--reviewer", " ", code=2)  # fmt: skip
+    r = _run(
+        url,
+        "review",
+        "mark",
+        "--station",
+        "CX-ST-04",
+        "--day",
+        "2026-05-05",
+        "--reason",
+        "abnormal-value",
+        "--reviewer",
+        " ",
+        code=2,
+    )
     assert "reviewer" in r.stderr
     c2 = _run(url, "compute", *month, *rules, "--json")
     assert len(c2["review_marks_since_last_run"]) == 2
@@ -124,8 +165,22 @@ def test_daily_work(filled: str) -> None:  # noqa: PLR0915 (one story, told in o
         assert s.count_readings(["CX-ST-04"]) == 744 * 5
     finally:
         s.close()
-    rs = _run(url, "review", "restore", "--station", "CX-ST-04", "--param", "NH3-N",
-              "--day", "2026-05-05", "--reason", "wrong-mark", "--reviewer", "Wang", "--json")  # fmt: skip
+    rs = _run(
+        url,
+        "review",
+        "restore",
+        "--station",
+        "CX-ST-04",
+        "--param",
+        "NH3-N",
+        "--day",
+        "2026-05-05",
+        "--reason",
+        "wrong-mark",
+        "--reviewer",
+        "Wang",
+        "--json",
+    )
     assert rs["after"]["valid"] == 24
     audit = _run(url, "review", "list", "--json")
     assert [(x["reviewer"], x["action"]) for x in audit] == [
@@ -151,12 +206,46 @@ def test_problem_commands_refuse_bad_input(filled: str) -> None:
     assert "no problem 99" in r.stderr
     r = _run(filled, "problems", "list", "--state", "weird", code=2)
     assert "--state" in r.stderr
-    r = _run(filled, "review", "mark", "--station", "CX-ST-04", "--reason", "abnormal-value",
-             "--reviewer", "Li", code=2)  # fmt: skip
+    r = _run(
+        filled,
+        "review",
+        "mark",
+        "--station",
+        "CX-ST-04",
+        "--reason",
+        "abnormal-value",
+        "--reviewer",
+        "Li",
+        code=2,
+    )
     assert "exactly one of --reading" in r.stderr
-    r = _run(filled, "review", "mark", "--station", "CX-ST-04", "--day", "May 5",
-             "--reason", "abnormal-value", "--reviewer", "Li", code=2)  # fmt: skip
+    r = _run(
+        filled,
+        "review",
+        "mark",
+        "--station",
+        "CX-ST-04",
+        "--day",
+        "May 5",
+        "--reason",
+        "abnormal-value",
+        "--reviewer",
+        "Li",
+        code=2,
+    )
     assert "ISO date" in r.stderr
-    r = _run(filled, "review", "mark", "--station", "NOPE", "--day", "2026-05-05",
-             "--reason", "abnormal-value", "--reviewer", "Li", code=2)  # fmt: skip
+    r = _run(
+        filled,
+        "review",
+        "mark",
+        "--station",
+        "NOPE",
+        "--day",
+        "2026-05-05",
+        "--reason",
+        "abnormal-value",
+        "--reviewer",
+        "Li",
+        code=2,
+    )
     assert "not in the county" in r.stderr

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.central import county_data as cd
 
 from sanduan.central.analytics import compute_from_readings
 from sanduan.central.core.compensation import build_rules
@@ -28,7 +29,6 @@ from sanduan.central.core.problems import (
 )
 from sanduan.central.core.validity import HOUR_MS
 from sanduan.shared.errors import ConfigError, InputError
-from tests.central import county_data as cd
 
 RULES = load_problem_rules()
 
@@ -112,7 +112,7 @@ def test_offline_until_the_end_of_the_window(county: County, base: dict[str, Any
     cols = cd.drop(base, cd.where(base, "CX-DH-02", None, (700, 744), cd.MAY))
     res = compute_from_readings(cols, county, build_rules({}), None, cd.MAY)
     only = ProblemRules(tuple(r for r in RULES.rules if r.id == "station-offline"))
-    start, end = cd.MAY.bounds_ms(county.timezone)
+    start, _ = cd.MAY.bounds_ms(county.timezone)
     assert [f.subject for f in detect(only, county, res.aggregates, cols)] == ["CX-DH-02"]
     # the data end at hour 703: the station is silent only 4 h before it
     short = (start, start + 704 * HOUR_MS)
@@ -162,8 +162,22 @@ def test_sudden_jump(county: County, base: dict[str, Any], to: float, found: int
 
 
 def _problem(pid: int = 1, rule: str = "exceedance-hours", subject: str = "S/NH3-N") -> Problem:
-    return Problem(pid, rule, "exceedance", subject, "st", "S", "zonghan", "r", "NH3-N",
-                   1_000, 500, "m", {}, last_seen_ms=900)  # fmt: skip
+    return Problem(
+        pid,
+        rule,
+        "exceedance",
+        subject,
+        "st",
+        "S",
+        "zonghan",
+        "r",
+        "NH3-N",
+        1_000,
+        500,
+        "m",
+        {},
+        last_seen_ms=900,
+    )
 
 
 def _ev(action: str, t: int, **details: Any) -> ProblemEvent:
@@ -230,16 +244,23 @@ def test_one_open_problem_per_rule_and_subject() -> None:
     open_p = _problem()  # open, last seen 900
     r2 = reconcile([open_p], [f1, f2])
     assert r2.new == () and r2.seen == ((1, 6_000),)
-    closed = fold(_problem(), [_ev("assign", 1, deadline_ms=5), _ev("feedback", 2),
-                               _ev("close", 3)])  # fmt: skip
+    closed = fold(
+        _problem(), [_ev("assign", 1, deadline_ms=5), _ev("feedback", 2), _ev("close", 3)]
+    )
     # a closed problem: the same episode again (a re-run) opens nothing, a later one reopens
     assert reconcile([closed], [f1]).new == ()
     assert [f.first_ms for f in reconcile([closed], [f1, f2]).new] == [5_000]
 
 
 def test_hot_spots_and_counts() -> None:
-    a = fold(_problem(1), [_ev("assign", 0, deadline_ms=HOUR_MS), _ev("feedback", 1),
-                           _ev("close", 1_000 + 10 * HOUR_MS)])  # fmt: skip
+    a = fold(
+        _problem(1),
+        [
+            _ev("assign", 0, deadline_ms=HOUR_MS),
+            _ev("feedback", 1),
+            _ev("close", 1_000 + 10 * HOUR_MS),
+        ],
+    )
     b = fold(_problem(2), [_ev("assign", 0, deadline_ms=HOUR_MS)])
     spots = hot_spots([a, b])
     assert spots["town"] == [
@@ -254,13 +275,15 @@ def test_hot_spots_and_counts() -> None:
     [
         ("[[rule]]\nid='x'\nkind='offline'\n", "needs hours"),
         ("[[rule]]\nid='x'\nkind='nonsense'\n", "kind"),
-        ("[[rule]]\nid='x'\nkind='stuck'\npolls=4\n[[rule]]\nid='x'\nkind='stuck'\npolls=5\n",
-         "duplicate"),
+        (
+            "[[rule]]\nid='x'\nkind='stuck'\npolls=4\n[[rule]]\nid='x'\nkind='stuck'\npolls=5\n",
+            "duplicate",
+        ),
         ("[[rule]]\nid='x'\nkind='jump'\nratio=1\nmin_step={NOPE=1}\n", "NOPE"),
         ("[[rule]\n", "TOML"),
         ("[[rule]]\nid='x'\nkind='stuck'\npolls=1\n", "polls"),
     ],
-)  # fmt: skip
+)
 def test_malformed_rules_files(text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         parse_problem_rules(text, "p.toml")

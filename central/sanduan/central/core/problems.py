@@ -850,19 +850,19 @@ def reconcile(known: Iterable[Problem], findings: Iterable[Finding]) -> Reconcil
     problems = list(known)
     by_key = {(p.rule, p.subject): p for p in problems if p.is_open}
     covered: dict[tuple[str, str], int] = {}
-    for p in problems:
-        k = (p.rule, p.subject)
-        covered[k] = max(covered.get(k, 0), p.last_seen_ms)
+    for q in problems:
+        k = (q.rule, q.subject)
+        covered[k] = max(covered.get(k, 0), q.last_seen_ms)
     merged: dict[tuple[str, str], Finding] = {}
     seen: dict[int, int] = {}
     for f in findings:
         key = (f.rule, f.subject)
         if key not in by_key and f.last_ms <= covered.get(key, -1):
             continue
-        p = by_key.get(key)
-        if p is not None:
-            if f.last_ms > max(p.last_seen_ms, seen.get(p.id, 0)):
-                seen[p.id] = f.last_ms
+        op = by_key.get(key)
+        if op is not None:
+            if f.last_ms > max(op.last_seen_ms, seen.get(op.id, 0)):
+                seen[op.id] = f.last_ms
             continue
         prev = merged.get(key)
         if prev is None:
