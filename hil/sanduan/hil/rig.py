@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime as dt
 import itertools
 import json
 import logging
@@ -1200,6 +1201,7 @@ class Rig:
             truth_f = ex.submit(truth_reports)
             sections, ledger = stored_f.result()
             t_sections, t_ledger = truth_f.result()
+        problems = self._bureau(central_cfg)
         if self.pg_schema is not None and not self.opt.keep_schema:
             self._drop_schema()
         in_flight = sum(
@@ -1250,7 +1252,45 @@ class Rig:
             },
             polls={f"{s}/{d}": c.polls for (s, d), c in sorted(self.truth.counters.items())},
             median_poll_gap_s=_median_gap(self.truth),
+            problems=problems,
         )
+
+    def _bureau(self, config: Path) -> dict[str, Any]:
+        """The scripted county bureau and towns: compute the month (which discovers the run's
+        problems), assign every new problem to its town, and walk those whose rule has been
+        quiet long enough through rectification and feedback to closure."""
+        log: list[str] = []
+
+        def central(*args: str) -> Any:
+            res = self._central(*args, "--config", str(config))
+            if res.returncode != 0:
+                raise RuntimeError(f"central {' '.join(args[:2])}: {res.stderr.strip()[-400:]}")
+            return json.loads(res.stdout) if "--json" in args else None
+
+        until = dt.datetime.fromtimestamp(self.sc.end, dt.UTC).isoformat()
+        try:
+            done = central("compute", "--month", self.sc.month, "--until", until, "--json")
+            checked = int(done["problems"]["checked_until_ms"])
+            listed = central("problems", "list", "--json")["problems"]
+            for p in listed:
+                pid = str(p["id"])
+                log.append(f"{p['id']} found: {p['message']}")
+                if p["state"] != "discovered" or not p["town"]:
+                    continue
+                central("problems", "assign", pid, "--actor", "county bureau", "--note", "交办")
+                quiet_ms = float(p["details"]["rule"]["quiet_hours"]) * 3_600_000
+                if checked - int(p["last_seen_ms"]) < quiet_ms:
+                    continue
+                town = str(p["town"])
+                central("problems", "update", pid, "--actor", town, "--note", "整改: 已排查处理")
+                central("problems", "update", pid, "--actor", town, "--evidence", "现场照片")
+                central("problems", "close", pid, "--actor", "county bureau", "--note", "销号")
+                log.append(f"{p['id']} assigned to {town}, rectified and closed")
+            counts = central("problems", "list", "--json")["counts"]
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            self.warnings.append(f"scripted problem handling failed: {e}")
+            return {"log": log}
+        return {**counts, "log": log}
 
     def _drop_schema(self) -> None:
         import psycopg
