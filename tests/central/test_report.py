@@ -172,14 +172,26 @@ def test_compensation_json_csv_html(report_store: str, tmp_path: Path) -> None:
 
 
 def test_tables_print(report_store: str) -> None:
+    wide = {"COLUMNS": "240"}  # Chinese columns are wide: no wrapping in the check
     r = CliRunner().invoke(
-        app, ["central", "report", "compensation", "--month", "2026-05", *_args(report_store)]
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", *_args(report_store)],
+        env=wide,
     )
     assert r.exit_code == 0, r.output
-    assert "Compensation ledger, 2026-05" in r.stdout
+    assert "补偿台账, 2026-05" in r.stdout
     assert "300,000" in r.stdout
-    assert "no data" in r.stdout
-    assert "ST-HS-IN" in r.stdout
+    assert "数据不足" in r.stdout  # Hushan's rows: its silent inflow
+    assert "变差 1 个类别" in r.stdout  # no "+1" to decode
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", "--lang", "en",
+         *_args(report_store)],
+        env=wide,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Compensation ledger, 2026-05" in r.stdout
+    assert "not enough valid data" in r.stdout
     assert "Town scorecard" in r.stdout
 
 

@@ -158,19 +158,23 @@ def _outputs(
     from sanduan.central.report.i18n import check_lang
     from sanduan.shared.errors import InputError, StoreError
 
+    try:
+        lg = check_lang(lang)
+    except InputError as e:
+        _fail(command, str(e))
     columns: tuple[str, ...]
     if command == "sections":
         doc = report.sections_document(result)
         columns, rows = report.SECTION_COLUMNS, report.section_rows(result)
         views = [
-            tables.county_table(result),
-            tables.sections_table(result),
-            tables.towns_table(result),
+            tables.county_table(result, lg),
+            tables.sections_table(result, lg),
+            tables.towns_table(result, lg),
         ]
     else:
         doc = report.compensation_document(result)
         columns, rows = report.LEDGER_COLUMNS, report.ledger_rows(result)
-        views = [tables.ledger_table(result), tables.towns_table(result)]
+        views = [tables.ledger_table(result, lg), tables.towns_table(result, lg)]
     try:
         if csv is not None:
             report.write_csv(csv, columns, rows)
@@ -178,7 +182,6 @@ def _outputs(
             from sanduan.central.report.html import problems_view, scorecard_view
 
             ex = _extras(o, result)
-            lg = check_lang(lang)
             pv = None
             if "problems" in ex:
                 p = ex["problems"]

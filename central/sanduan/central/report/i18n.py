@@ -35,6 +35,7 @@ TEXT: dict[str, dict[Lang, str]] = {
     "compliance_rate": {"zh": "功能达标率", "en": "compliance rate (功能达标率)"},
     "good_rate": {"zh": "优良率（I～III类）", "en": "good rate, class I-III (优良率)"},
     "sections": {"zh": "断面", "en": "Sections"},
+    "n_sections": {"zh": "断面数", "en": "sections"},
     "section": {"zh": "断面", "en": "section"},
     "name": {"zh": "名称", "en": "name"},
     "water_body": {"zh": "水体", "en": "water body"},
