@@ -98,6 +98,13 @@ def test_daily_work(filled: str) -> None:
     assert all(e["actor"] and e["time_ms"] for e in closed["events"])
     re = _run(url, "problems", "reopen", pid, "--actor", "bureau", "--note", "again", "--json")
     assert (re["state"], re["reopened"]) == ("assigned", 1)
+    # several problems in one command (the reopened one is re-assigned, the jump assigned)
+    jump = probs[("sudden-jump", "CX-ST-04/NH3-N")]
+    both = _run(url, "problems", "assign", str(jump["id"]), pid, "--actor", "bureau", "--json")
+    assert [(d["id"], d["state"]) for d in both] == [
+        (jump["id"], "assigned"),
+        (int(pid), "assigned"),
+    ]
     spots = _run(url, "problems", "hotspots", "--json")
     assert {"town", "kind", "river", "month"} <= set(spots)
     # review: invalidate the two days of the episode, with an audit trail

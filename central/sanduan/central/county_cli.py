@@ -351,7 +351,7 @@ def _transition(
     *,
     cmd: str,
     action: str,
-    problem_id: int,
+    problem_ids: list[int],
     config: Path | None,
     store: str | None,
     county: Path | None,
@@ -371,29 +371,29 @@ def _transition(
             from sanduan.central.core.review import parse_time
 
             details["deadline_ms"] = int(parse_time(details.pop("deadline"), tz).timestamp() * 1000)
+        act = cast("Action", action)
         with _open(c.store_url) as s:
-            p = transition(
-                s,
-                prs,
-                c.county,
-                problem_id,
-                cast("Action", action),
-                actor=actor,
-                note=note,
-                details=details,
-            )
+            # each its own transaction, in the order given
+            done = [
+                transition(
+                    s, prs, c.county, pid, act, actor=actor, note=note, details=dict(details)
+                )
+                for pid in problem_ids
+            ]
     if as_json:
-        typer.echo(json.dumps(p.to_json(_now_ms()), ensure_ascii=False, indent=2))
+        docs = [p.to_json(_now_ms()) for p in done]
+        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, ensure_ascii=False, indent=2))
         return
-    typer.echo(
-        f"problem {p.id}: {p.state} ({STATE_NAMES_ZH[p.state]}), assignee {p.assignee or '-'},"
-        f" deadline {_fmt(p.deadline_ms, tz)}"
-    )
+    for p in done:
+        typer.echo(
+            f"problem {p.id}: {p.state} ({STATE_NAMES_ZH[p.state]}),"
+            f" assignee {p.assignee or '-'}, deadline {_fmt(p.deadline_ms, tz)}"
+        )
 
 
 @problems_app.command("assign")
 def problems_assign(
-    problem_id: Annotated[int, typer.Argument(help="Problem id.")],
+    problem_ids: Annotated[list[int], typer.Argument(help="Problem id(s).")],
     *,
     actor: ActorOpt,
     to: Annotated[
@@ -418,7 +418,7 @@ def problems_assign(
     _transition(
         cmd="problems assign",
         action="assign",
-        problem_id=problem_id,
+        problem_ids=problem_ids,
         config=config,
         store=store,
         county=county,
@@ -432,7 +432,7 @@ def problems_assign(
 
 @problems_app.command("update")
 def problems_update(
-    problem_id: Annotated[int, typer.Argument(help="Problem id.")],
+    problem_ids: Annotated[list[int], typer.Argument(help="Problem id(s).")],
     *,
     actor: ActorOpt,
     note: NoteOpt = "",
@@ -454,7 +454,7 @@ def problems_update(
     _transition(
         cmd="problems update",
         action=action,
-        problem_id=problem_id,
+        problem_ids=problem_ids,
         config=config,
         store=store,
         county=county,
@@ -468,7 +468,7 @@ def problems_update(
 
 @problems_app.command("close")
 def problems_close(
-    problem_id: Annotated[int, typer.Argument(help="Problem id.")],
+    problem_ids: Annotated[list[int], typer.Argument(help="Problem id(s).")],
     *,
     actor: ActorOpt,
     note: NoteOpt = "",
@@ -482,7 +482,7 @@ def problems_close(
     _transition(
         cmd="problems close",
         action="close",
-        problem_id=problem_id,
+        problem_ids=problem_ids,
         config=config,
         store=store,
         county=county,
@@ -496,7 +496,7 @@ def problems_close(
 
 @problems_app.command("reopen")
 def problems_reopen(
-    problem_id: Annotated[int, typer.Argument(help="Problem id.")],
+    problem_ids: Annotated[list[int], typer.Argument(help="Problem id(s).")],
     *,
     actor: ActorOpt,
     note: NoteOpt = "",
@@ -510,7 +510,7 @@ def problems_reopen(
     _transition(
         cmd="problems reopen",
         action="reopen",
-        problem_id=problem_id,
+        problem_ids=problem_ids,
         config=config,
         store=store,
         county=county,

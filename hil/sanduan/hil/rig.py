@@ -1272,20 +1272,25 @@ class Rig:
             done = central("compute", "--month", self.sc.month, "--until", until, "--json")
             checked = int(done["problems"]["checked_until_ms"])
             listed = central("problems", "list", "--json")["problems"]
-            for p in listed:
-                pid = str(p["id"])
-                log.append(f"{p['id']} found: {p['message']}")
-                if p["state"] != "discovered" or not p["town"]:
-                    continue
-                central("problems", "assign", pid, "--actor", "county bureau", "--note", "交办")
-                quiet_ms = float(p["details"]["rule"]["quiet_hours"]) * 3_600_000
-                if checked - int(p["last_seen_ms"]) < quiet_ms:
-                    continue
-                town = str(p["town"])
-                central("problems", "update", pid, "--actor", town, "--note", "整改: 已排查处理")
-                central("problems", "update", pid, "--actor", town, "--evidence", "现场照片")
-                central("problems", "close", pid, "--actor", "county bureau", "--note", "销号")
-                log.append(f"{p['id']} assigned to {town}, rectified and closed")
+            new = [p for p in listed if p["state"] == "discovered" and p["town"]]
+            quiet = [
+                p
+                for p in new
+                if checked - int(p["last_seen_ms"])
+                >= float(p["details"]["rule"]["quiet_hours"]) * 3_600_000
+            ]
+            log += [f"{p['id']} found: {p['message']}" for p in listed]
+            # one command per step for all the problems it concerns (each a process start)
+            if new:
+                ids = [str(p["id"]) for p in new]
+                central("problems", "assign", *ids, "--actor", "county bureau", "--note", "交办")
+            if quiet:
+                ids = [str(p["id"]) for p in quiet]
+                town = "town office (镇)"
+                central("problems", "update", *ids, "--actor", town, "--note", "整改: 已排查处理")
+                central("problems", "update", *ids, "--actor", town, "--evidence", "现场照片")
+                central("problems", "close", *ids, "--actor", "county bureau", "--note", "销号")
+                log += [f"{p['id']} assigned to {p['town']}, rectified and closed" for p in quiet]
             counts = central("problems", "list", "--json")["counts"]
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             self.warnings.append(f"scripted problem handling failed: {e}")
