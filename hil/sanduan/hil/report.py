@@ -470,6 +470,16 @@ def render_html(s: RunSummary) -> str:
         if s.collector_html
         else ""
     )
+    pr = s.problems
+    problems = (
+        "<h2>Problems (问题)</h2>"
+        f"<p>opened {pr.get('opened', 0)}, closed {pr.get('closed', 0)},"
+        f" overdue {pr.get('overdue', 0)}</p><ul>"
+        + "".join(f"<li>{e(str(x))}</li>" for x in pr.get("log", []))
+        + "</ul>"
+        if pr
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sanduan hil: {e(s.title)}</title>
 <style>
@@ -501,6 +511,7 @@ duplicates {d["duplicates"]}, unexpected {d["unexpected"]}; resent over MQTT {s.
 <h2>Faults</h2>
 <table><tr><th>at</th><th>fault</th><th>what the system did</th><th>recovered after</th></tr>
 {faults}</table>
+{problems}
 {"<h2>Warnings</h2><ul>" + warn + "</ul>" if warn else ""}
 </body></html>
 """
