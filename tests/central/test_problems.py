@@ -294,3 +294,17 @@ def test_builtin_rules_cover_every_kind() -> None:
     assert kinds == {"exceedance", "outflow-worse", "offline", "capture", "flags", "stuck", "jump"}
     assert all(r.deadline_days > 0 for r in RULES.rules)
     assert np.all([r.quiet_hours >= 0 for r in RULES.rules])
+
+
+@pytest.mark.parametrize(("flagged", "found"), [(1, 0), (2, 1)])
+def test_flags_count_an_analyzer_reading_as_its_cycle(
+    county: County, base: dict[str, Any], flagged: int, found: int
+) -> None:
+    # TP measured every four hours: one calibration result is 4 h, two in a row 8 h
+    tp = cd.where(base, "CX-DH-05", "TP", (0, 744), cd.MAY)
+    start = cd.MAY.bounds_ms(county.timezone)[0]
+    off_cycle = tp & (((base["ts_ms"] - start) // HOUR_MS) % 4 != 0)
+    cols = cd.drop(base, off_cycle)
+    cols["flag"][cd.where(cols, "CX-DH-05", "TP", (100, 100 + 4 * flagged), cd.MAY)] = "C"
+    fs = _find(county, cols, "analyzer-flags")
+    assert [f.subject for f in fs] == ["CX-DH-05/TP"] * found

@@ -516,9 +516,10 @@ def _flags(rule: ProblemRule, county: County, columns: Columns) -> list[Finding]
             continue
         f = flags[rows]
         t = ts[rows]
+        # a reading stands for one sampling interval (an hour, four for an analyzer)
+        step = int(np.median(np.diff(t))) if len(t) > 1 else 0
         for a, b in _runs(np.isin(f, wanted)):
-            # flagged from the first flagged reading until the next unflagged one (or the last)
-            until = int(t[b]) if b < len(t) else int(t[b - 1])
+            until = int(t[b - 1]) + step
             if until - int(t[a]) < limit:
                 continue
             letters, n = np.unique(f[a:b], return_counts=True)
