@@ -151,9 +151,9 @@ def _section_row(r: SectionAssessment, lang: Lang) -> dict[str, Any]:
         state = "empty"
     else:
         state = "insufficient"
-    main = ("、" if lang == "zh" else ", ").join(
-        f"{n}({e:.2f})" if e is not None else n for n, e in r.main_pollutants
-    )
+    sep = "、" if lang == "zh" else ", "
+    main = sep.join(f"{n}({e:.2f})" if e is not None else n for n, e in r.main_pollutants)
+    over = sep.join(f"{n}({e:.2f})" if e is not None else n for n, e in r.exceeding_target)
     return {
         "id": r.section,
         "name": r.name,
@@ -163,6 +163,7 @@ def _section_row(r: SectionAssessment, lang: Lang) -> dict[str, Any]:
         "inferior": r.grade == 6,
         "meets": r.meets_target,
         "main": main,
+        "over": over,
         "data_state": state,
         "missing": " ".join(r.missing),
     }
@@ -312,6 +313,17 @@ def view(
             for b, x in rates
         ]
         doc["sections"] = [_section_row(r, lang) for r in a.sections.values()]
+        params = list(dict.fromkeys(n for r in a.sections.values() for n in r.items))
+        doc["means"] = {
+            "items": [f"{p} ({u})" if (u := unit_of(p)) else p for p in params],
+            "rows": [
+                {
+                    "name": r.name or r.section,
+                    "values": [r.items[p].reported() if p in r.items else "-" for p in params],
+                }
+                for r in a.sections.values()
+            ],
+        }
         doc["towns"] = [
             {
                 "name": tw.name,

@@ -46,8 +46,21 @@ TEXT: dict[str, dict[Lang, str]] = {
     "meets": {"zh": "是否达标", "en": "meets target"},
     "yes": {"zh": "达标", "en": "yes"},
     "no": {"zh": "不达标", "en": "no"},
-    "main_pollutants": {"zh": "主要污染物（超标倍数）", "en": "main pollutants (times over)"},
+    "main_pollutants": {"zh": "主要污染物（超III类倍数）", "en": "main pollutants (x class III)"},
+    "over_target": {"zh": "超目标项目（超标倍数）", "en": "over target (x target limit)"},
     "data": {"zh": "数据", "en": "data"},
+    "pollutants_note": {
+        "zh": "主要污染物：劣于 III 类的断面超过 III 类限值最多的项目及其超标倍数；超目标项目：劣于"
+        "目标类别的项目及其超过目标限值的倍数。",
+        "en": "Main pollutants: for sections worse than class III, the items most over the class"
+        " III limit, with the multiple. Over target: items worse than the target class, with the"
+        " multiple of the target limit.",
+    },
+    "period_means_title": {"zh": "期间均值", "en": "Period means"},
+    "dl_note": {
+        "zh": "低于检出限的均值以检出限加 L 表示。",
+        "en": "A mean below the detection limit is shown as the limit followed by L.",
+    },
     "valid": {"zh": "有效", "en": "valid"},
     "no_data": {"zh": "本期无数据", "en": "no data in this period"},
     "insufficient": {"zh": "数据不足：{items}", "en": "not enough valid data: {items}"},

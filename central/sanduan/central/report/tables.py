@@ -12,6 +12,7 @@ from sanduan.central.report.i18n import Lang, change_text, class_name, t
 
 if TYPE_CHECKING:
     from sanduan.central.analytics import AnalyticsResult
+    from sanduan.central.core.assessment import SectionAssessment
 
 
 def _pct(x: float | None) -> str:
@@ -20,6 +21,20 @@ def _pct(x: float | None) -> str:
 
 def _yes(x: bool | None, lang: Lang) -> str:
     return "-" if x is None else (t("yes", lang) if x else f"[red]{t('no', lang)}[/red]")
+
+
+def _multiples(pairs: tuple[tuple[str, float | None], ...]) -> str:
+    return ", ".join(f"{n} {e:.2f}x" if e is not None else n for n, e in pairs)
+
+
+def main_pollutants(r: SectionAssessment) -> str:
+    """Main pollutants with their Class III multiples (empty for Class I..III)."""
+    return _multiples(r.main_pollutants)
+
+
+def over_target(r: SectionAssessment) -> str:
+    """Items worse than the target class, with their multiples against the target limit."""
+    return _multiples(r.exceeding_target)
 
 
 def _cls_markup(grade: int | None, lang: Lang) -> str:
@@ -37,9 +52,9 @@ def _data(r: Any, lang: Lang) -> str:
 
 def sections_table(result: AnalyticsResult, lang: Lang = "zh") -> Table:
     tb = Table(title=f"{t('sections', lang)}, {result.period.label}")
-    for col in ("section", "name", "water_body", "target", "class", "meets", "main_pollutants"):
+    cols = ("section", "name", "water_body", "target", "class", "meets", "main_pollutants")
+    for col in (*cols, "over_target", "data"):
         tb.add_column(t(col, lang))
-    tb.add_column(t("data", lang))
     for r in result.assessment.sections.values():
         tb.add_row(
             r.section,
@@ -48,7 +63,8 @@ def sections_table(result: AnalyticsResult, lang: Lang = "zh") -> Table:
             class_name(r.target_class, lang),
             _cls_markup(r.grade, lang) if r.valid else "-",
             _yes(r.meets_target, lang),
-            ", ".join(f"{n}({e:.2f})" if e is not None else n for n, e in r.main_pollutants),
+            main_pollutants(r),
+            over_target(r),
             _data(r, lang),
         )
     return tb
