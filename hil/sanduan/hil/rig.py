@@ -1331,7 +1331,9 @@ class Rig:
             truth_f = ex.submit(truth_reports)
             sections, ledger = stored_f.result()
             t_sections, t_ledger = truth_f.result()
+        t_problems = time.monotonic()
         problems = self._bureau(central_cfg)
+        self.phases["problems_s"] = time.monotonic() - t_problems  # part of the analysis
         if self.pg_schema is not None and not self.opt.keep_schema:
             self._drop_schema()
         in_flight = sum(int(r.outcome.get("in_flight_at_kill", 0)) for r in self.records)
