@@ -6,6 +6,7 @@ changed, and the scorecard ranks the towns."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +35,10 @@ def _count(url: str, table: str) -> int:
 
 @pytest.fixture
 def filled(store_url: str) -> str:
+    return _fill(store_url)
+
+
+def _fill(store_url: str) -> str:
     county = cd.county()
     cols = cd.month_columns(county)
     # a pollution episode at Zonghan's outflow: NH3-N class V for 10 hours
@@ -105,6 +110,9 @@ def test_daily_work(filled: str) -> None:
         (jump["id"], "assigned"),
         (int(pid), "assigned"),
     ]
+    only = _run(url, "problems", "list", "--kind", "jump", "--town", "zonghan", "--json")
+    assert [p["id"] for p in only["problems"]] == [jump["id"]]
+    assert only["counts"]["opened"] == len(listed["problems"])  # counts are of all problems
     spots = _run(url, "problems", "hotspots", "--json")
     assert {"town", "kind", "river", "month"} <= set(spots)
     # review: invalidate the two days of the episode, with an audit trail
@@ -206,6 +214,19 @@ def test_daily_work(filled: str) -> None:
     review = next(i for i in zonghan["items"] if i["item"] == "review-corrections")
     assert review["evidence"] == {"invalidations": 2}
     assert review["score"] == pytest.approx(8.0)
+
+
+def test_annual_scorecard(tmp_path: Path) -> None:  # the store's kind does not matter here
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(url, migrate=True).close()
+    doc = _run(_fill(url), "scorecard", "--year", "2026", "--rules", str(cd.RULES_FILE), "--json")
+    assert doc["period"] == "year" and doc["label"] == "2026"
+    assert len(doc["towns"]) == 6
+    # one month of data: no valid year anywhere, and capture is a twelfth at best
+    for town in doc["towns"]:
+        items = {i["item"]: i for i in town["items"]}
+        assert items["compliance"]["evidence"]["valid_sections"] == 0
+        assert items["capture"]["share"] <= 31 / 365 + 1e-9
 
 
 def test_problem_commands_refuse_bad_input(filled: str) -> None:
