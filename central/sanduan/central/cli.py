@@ -23,6 +23,16 @@ app.add_typer(report_app, name="report")
 register_report_commands(report_app)
 register_county_commands(app)
 
+
+def _add_console_commands() -> None:
+    from sanduan.central.web.cli import console_command, users_app
+
+    app.command("console")(console_command)
+    app.add_typer(users_app, name="users")
+
+
+_add_console_commands()
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Collector config (central.toml).")
 ]

@@ -215,6 +215,28 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
+        "console accounts and their audit trail",
+        (
+            """CREATE TABLE console_users (
+                name {key} PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                disabled {bool} NOT NULL
+            )""",
+            """CREATE TABLE console_audit (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX console_audit_time ON console_audit (time_ms)",
+        ),
+    ),
+    Migration(
+        4,
         "problems, review marks",
         (
             """CREATE TABLE problems (
@@ -350,6 +372,8 @@ TABLES: dict[str, tuple[str, ...]] = {
         "evidence",
     ),
     "runs": ("run_id", "kind", "started_ms", "finished_ms", "params", "result"),
+    "console_users": ("name", "role", "password_hash", "created_ms", "disabled"),
+    "console_audit": ("id", "time_ms", "actor", "action", "target", "detail"),
     "problems": (
         "id",
         "rule",
@@ -385,7 +409,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 """Every table and its columns, for checking names passed to the generic row writers."""
 
 WRITABLE = frozenset(
-    {"aggregates", "assessments", "ledger", "runs", "events"}
+    {"aggregates", "assessments", "ledger", "runs", "events", "console_users", "console_audit"}
     | {"problems", "problem_events", "review_marks"}
 )
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
