@@ -204,6 +204,9 @@ class UplinkConfig(MqttConfig):
 
 class GradingConfig(Strict):
     alarm_consecutive: Annotated[int, Field(ge=1, le=10_000)] = 3
+    stuck_polls: Annotated[int, Field(ge=0, le=10_000)] = 4
+    """Identical readings of one item in a row from which the agent flags them D (stuck
+    sensor, kept out of assessment; see sanduan.shared.stuck). 0: off."""
     engine: Literal["numba", "numpy"] = "numba"
     """How the edge agent grades: the shared numba kernels, or numpy with identical results
     and about 100 MB less resident memory (small gateways)."""

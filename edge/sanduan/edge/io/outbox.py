@@ -354,7 +354,12 @@ class Outbox:
             water_body=cfg.station.water_body,
             target_class=cfg.station.target_class,
             alarm_consecutive=cfg.grading.alarm_consecutive,
-            grader=Grader(cfg.station.water_body, cfg.station.target_class, cfg.grading.engine),
+            grader=Grader(
+                cfg.station.water_body,
+                cfg.station.target_class,
+                cfg.grading.engine,
+                stuck_polls=cfg.grading.stuck_polls,
+            ),
         )
 
     @classmethod
@@ -606,6 +611,7 @@ class Outbox:
             for i in np.flatnonzero(impossible).tolist():
                 if flags[i] != "B":
                     flags[i] = "D"
+        self.grader.stuck.mark(codes, vals, flags)  # a stuck sensor's repeats: D
         ts_arr = np.asarray(ts, dtype=np.int64)
         fb = np.frombuffer("".join(flags).encode("ascii"), dtype=np.uint8)
         valid = (fb == ord("N")) | (fb == ord("S"))
