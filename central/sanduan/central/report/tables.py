@@ -115,10 +115,17 @@ def why(e: LedgerEntry) -> str:
     if "r" in inp:
         share = ev.get("result", {}).get("share")
         return f"I {_cls(inp['c_I'])} vs U {_cls(inp['c_U'])}: {inp['r']:+d}, share {share}"
-    if "P" in ev.get("result", {}):
-        return f"P = {ev['result']['P']:.3f}"
+    res = ev.get("result", {})
+    if "P" in res:
+        return f"P = {res['P']:.3f}"
+    if "quality" in res:
+        return f"river {ev.get('river', '')}: {res['quality']} ({ev.get('method', '')})"
+    if "fined_days" in res:
+        return f"{res['fined_days']} day(s) in runs of exceeding daily means"
+    if "sum_yuan" in res:
+        return f"sum (L - C) * price = {res['sum_yuan']:,.0f}"
     if "factors" in inp:
-        over = [f for f, d in inp["factors"].items() if d.get("steps")]
+        over = [f for f, d in inp["factors"].items() if d.get("steps") or d.get("amount_yuan")]
         return ("over: " + " ".join(over)) if over else "none over target"
     return ""
 
