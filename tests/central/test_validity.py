@@ -10,6 +10,7 @@ import pytest
 
 from sanduan.central.core.validity import (
     HOUR_MS,
+    Mean,
     Period,
     ValidityRules,
     aggregate,
@@ -208,6 +209,8 @@ def test_means_below_the_detection_limit_are_reported_dl_l() -> None:
     assert day.value == 0.012
     assert day.below_dl == 0.025
     assert day.reported(3) == "0.025L"
+    assert Mean(0.00002, 1, 1, True, below_dl=0.00004).reported(5) == "0.00004L"
+    assert Mean(0.123, 1, 1, True).reported(3) == "0.123"
     assert day.to_json()["below_dl"] == 0.025
     # The registry's default detection limit applies when the county sets none.
     assert ValidityRules.build(ValidityConfig()).detection_limits["NH3-N"] == 0.025

@@ -42,6 +42,7 @@ __all__ = [
     "MULTIPLE_DECIMALS",
     "decimal_of",
     "decimals_of",
+    "describe",
     "decimals_table",
     "exact_multiple",
     "mean_scaled",
@@ -49,6 +50,7 @@ __all__ = [
     "round_indexed",
     "round_to",
     "round_value",
+    "to_units",
 ]
 
 
