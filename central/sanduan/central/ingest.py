@@ -876,12 +876,14 @@ class Collector:
         the order the messages were handled. A message of an earlier connection is left alone:
         the broker delivers it again."""
         waiting: list[_Pending] = []
+        deadline: float | None = None  # set once stopping: a last moment for the broker
         while True:
             try:
-                while True:
-                    p = self._pending.get(block=not waiting, timeout=None)
+                while deadline is None:
+                    p = self._pending.get(block=not waiting)
                     if p is None:
-                        return
+                        deadline = time.monotonic() + 2.0
+                        break
                     waiting.append(p)
                     if self._pending.empty():
                         break
@@ -896,6 +898,8 @@ class Collector:
                 else:
                     still.append(p)
             waiting = still
+            if deadline is not None and (not waiting or time.monotonic() > deadline):
+                return
             if waiting:
                 self._published.wait(0.05)
                 self._published.clear()
