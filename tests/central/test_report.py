@@ -241,3 +241,21 @@ def test_bad_county_file_is_reported(report_store: str, tmp_path: Path) -> None:
     )
     assert r.exit_code == 2
     assert "unknown river 'x'" in r.stderr
+
+
+def test_why_names_the_reason_of_every_rule_kind() -> None:
+    from sanduan.central.core.compensation import LedgerEntry
+    from sanduan.central.report.tables import why
+
+    def row(evidence: dict[str, object]) -> LedgerEntry:
+        return LedgerEntry("r", "month", "2026-05", "a", "b", 1.0, "settled", evidence)
+
+    assert why(row({"result": {"quality": "moderate"}, "river": "x", "method": "proportion"})) == (
+        "river x: moderate (proportion)"
+    )
+    assert why(row({"result": {"fined_days": 11}})).startswith("11 day(s)")
+    assert why(row({"result": {"sum_yuan": -105000.0}})) == "sum (L - C) * price = -105,000"
+    tiered: dict[str, object] = {
+        "inputs": {"factors": {"TP": {"amount_yuan": 2.6e6}, "CODMn": {"amount_yuan": 0}}}
+    }
+    assert why(row(tiered)) == "over: TP"

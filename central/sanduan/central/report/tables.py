@@ -135,6 +135,12 @@ _WHY: dict[str, dict[Lang, str]] = {
     "insufficient": {"zh": "数据不足：{s}", "en": "not enough valid data: {s}"},
     "over": {"zh": "超标：{f}", "en": "over target: {f}"},
     "none_over": {"zh": "无超标", "en": "none over target"},
+    "river": {"zh": "河流 {r}：{q}（{m}）", "en": "river {r}: {q} ({m})"},
+    "fined": {
+        "zh": "日均值连续超标 {n} 天",
+        "en": "{n} day(s) in runs of exceeding daily means",
+    },
+    "linear": {"zh": "合计 (L - C) × 单价 = {s}", "en": "sum (L - C) * price = {s}"},
 }
 
 
@@ -162,10 +168,17 @@ def why(e: LedgerEntry, lang: Lang = "zh") -> str:
             change=change_text(inp["r"], lang),
             share="-" if share is None else f"{100 * share:.0f}%",
         )
-    if "P" in ev.get("result", {}):
-        return f"P = {ev['result']['P']:.3f}"
+    res = ev.get("result", {})
+    if "P" in res:
+        return f"P = {res['P']:.3f}"
+    if "quality" in res:
+        return w["river"].format(r=ev.get("river", ""), q=res["quality"], m=ev.get("method", ""))
+    if "fined_days" in res:
+        return w["fined"].format(n=res["fined_days"])
+    if "sum_yuan" in res:
+        return w["linear"].format(s=f"{res['sum_yuan']:,.0f}")
     if "factors" in inp:
-        over = [f for f, d in inp["factors"].items() if d.get("steps")]
+        over = [f for f, d in inp["factors"].items() if d.get("steps") or d.get("amount_yuan")]
         return w["over"].format(f=" ".join(over)) if over else w["none_over"]
     return ""
 
