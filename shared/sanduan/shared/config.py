@@ -204,6 +204,9 @@ class UplinkConfig(MqttConfig):
 
 class GradingConfig(Strict):
     alarm_consecutive: Annotated[int, Field(ge=1, le=10_000)] = 3
+    stuck_polls: Annotated[int, Field(ge=0, le=10_000)] = 4
+    """Identical readings of one item in a row from which the agent flags them D (stuck
+    sensor, kept out of assessment; see sanduan.shared.stuck). 0: off."""
     engine: Literal["numba", "numpy"] = "numba"
     """How the edge agent grades: the shared numba kernels, or numpy with identical results
     and about 100 MB less resident memory (small gateways)."""
@@ -385,11 +388,41 @@ class ValidityConfig(Strict):
     """Month mean: of the month's valid daily means, or of its valid hourly values."""
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` (``[v6]:port`` too) -> ``(host, port)``; raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be host:port (for example 127.0.0.1:8480), not {value!r}")
+    return host, int(port)
+
+
+class ConsoleConfig(Strict):
+    """The web console (``sanduan central console``)."""
+
+    listen: str = "127.0.0.1:8480"
+    secret_file: Path | None = None
+    """A file holding the key that signs session cookies (keep it private). Without one a
+    random key is made at start-up, and every session ends when the console restarts."""
+    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 8 * 3600
+    https_only: bool = False
+    """Mark the session cookie Secure (serve the console behind TLS)."""
+    serve_with_run: bool = False
+    """``sanduan central run`` serves the console too."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+
 class CentralConfig(Strict):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 def load_central_config(path: Path | str) -> CentralConfig:
@@ -403,4 +436,8 @@ def load_central_config(path: Path | str) -> CentralConfig:
             updates[key] = base / value
     if updates:
         cfg = cfg.model_copy(update={"central": sec.model_copy(update=updates)})
+    secret = cfg.console.secret_file
+    if secret is not None and not secret.is_absolute():
+        console = cfg.console.model_copy(update={"secret_file": base / secret})
+        cfg = cfg.model_copy(update={"console": console})
     return cfg

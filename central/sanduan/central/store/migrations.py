@@ -220,6 +220,76 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
+        "console accounts and their audit trail",
+        (
+            """CREATE TABLE console_users (
+                name {key} PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                disabled {bool} NOT NULL
+            )""",
+            """CREATE TABLE console_audit (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX console_audit_time ON console_audit (time_ms)",
+        ),
+    ),
+    Migration(
+        4,
+        "problems, review marks",
+        (
+            """CREATE TABLE problems (
+                id BIGINT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject {key} NOT NULL,
+                station TEXT,
+                section TEXT,
+                town TEXT,
+                river TEXT,
+                code TEXT,
+                opened_ms BIGINT NOT NULL,
+                first_ms BIGINT NOT NULL,
+                message TEXT NOT NULL,
+                details TEXT
+            )""",
+            "CREATE INDEX problems_rule_subject ON problems (rule, subject)",
+            """CREATE TABLE problem_events (
+                id {id},
+                problem_id BIGINT NOT NULL,
+                time_ms BIGINT NOT NULL,
+                action TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                note TEXT NOT NULL,
+                details TEXT
+            )""",
+            "CREATE INDEX problem_events_problem ON problem_events (problem_id, id)",
+            """CREATE TABLE review_marks (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                reviewer TEXT NOT NULL,
+                action TEXT NOT NULL,
+                level TEXT NOT NULL,
+                station {key} NOT NULL,
+                code TEXT,
+                start_ms BIGINT NOT NULL,
+                end_ms BIGINT NOT NULL,
+                reason TEXT NOT NULL,
+                note TEXT NOT NULL,
+                before TEXT,
+                after TEXT
+            )""",
+            "CREATE INDEX review_marks_station_time ON review_marks (station, start_ms)",
+        ),
+    ),
+    Migration(
+        5,
         "readings partitioned by month (PostgreSQL)",
         (
             # The primary key of a partitioned table must hold the partition key. A reading's
@@ -340,10 +410,46 @@ TABLES: dict[str, tuple[str, ...]] = {
         "evidence",
     ),
     "runs": ("run_id", "kind", "started_ms", "finished_ms", "params", "result"),
+    "console_users": ("name", "role", "password_hash", "created_ms", "disabled"),
+    "console_audit": ("id", "time_ms", "actor", "action", "target", "detail"),
+    "problems": (
+        "id",
+        "rule",
+        "kind",
+        "subject",
+        "station",
+        "section",
+        "town",
+        "river",
+        "code",
+        "opened_ms",
+        "first_ms",
+        "message",
+        "details",
+    ),
+    "problem_events": ("id", "problem_id", "time_ms", "action", "actor", "note", "details"),
+    "review_marks": (
+        "id",
+        "time_ms",
+        "reviewer",
+        "action",
+        "level",
+        "station",
+        "code",
+        "start_ms",
+        "end_ms",
+        "reason",
+        "note",
+        "before",
+        "after",
+    ),
 }
 """Every table and its columns, for checking names passed to the generic row writers."""
 
-WRITABLE = frozenset({"aggregates", "assessments", "ledger", "runs", "events"})
+WRITABLE = frozenset(
+    {"aggregates", "assessments", "ledger", "runs", "events", "console_users", "console_audit"}
+    | {"problems", "problem_events", "review_marks"}
+)
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
 ``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own
 methods."""
