@@ -250,12 +250,14 @@ def test_why_names_the_reason_of_every_rule_kind() -> None:
     def row(evidence: dict[str, object]) -> LedgerEntry:
         return LedgerEntry("r", "month", "2026-05", "a", "b", 1.0, "settled", evidence)
 
-    assert why(row({"result": {"quality": "moderate"}, "river": "x", "method": "proportion"})) == (
-        "river x: moderate (proportion)"
-    )
-    assert why(row({"result": {"fined_days": 11}})).startswith("11 day(s)")
-    assert why(row({"result": {"sum_yuan": -105000.0}})) == "sum (L - C) * price = -105,000"
+    river = row({"result": {"quality": "moderate"}, "river": "x", "method": "proportion"})
+    assert why(river, "en") == "river x: moderate (proportion)"
+    assert why(river) == "河流 x：moderate（proportion）"
+    assert why(row({"result": {"fined_days": 11}}), "en").startswith("11 day(s)")
+    assert why(row({"result": {"fined_days": 11}})) == "日均值连续超标 11 天"
+    assert why(row({"result": {"sum_yuan": -105000.0}}), "en") == "sum (L - C) * price = -105,000"
     tiered: dict[str, object] = {
         "inputs": {"factors": {"TP": {"amount_yuan": 2.6e6}, "CODMn": {"amount_yuan": 0}}}
     }
-    assert why(row(tiered)) == "over: TP"
+    assert why(row(tiered), "en") == "over target: TP"
+    assert why(row(tiered)) == "超标：TP"

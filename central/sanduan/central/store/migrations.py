@@ -238,6 +238,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                 detail TEXT NOT NULL
             )""",
             "CREATE INDEX console_audit_time ON console_audit (time_ms)",
+            # The few readings a station flagged (M, C, D, ...), for the flags on the console's
+            # charts: without it a year's chart reads every reading of the station.
+            "CREATE INDEX readings_flagged ON readings (station, code, ts_ms) WHERE flag <> 'N'",
         ),
     ),
     Migration(
