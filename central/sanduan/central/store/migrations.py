@@ -238,9 +238,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 detail TEXT NOT NULL
             )""",
             "CREATE INDEX console_audit_time ON console_audit (time_ms)",
-            # The few readings a station flagged (M, C, D, ...), for the flags on the console's
-            # charts: without it a year's chart reads every reading of the station.
-            "CREATE INDEX readings_flagged ON readings (station, code, ts_ms) WHERE flag <> 'N'",
         ),
     ),
     Migration(
@@ -323,6 +320,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
         ),
         only="postgresql",
+    ),
+    Migration(
+        6,
+        "an index over flagged readings",
+        (
+            # The few readings a station flagged (M, C, D, ...), for the flags on the console's
+            # charts: without it a year's chart reads every reading of the station.
+            "CREATE INDEX readings_flagged ON readings (station, code, ts_ms) WHERE flag <> 'N'",
+        ),
     ),
 )
 
