@@ -153,7 +153,7 @@ def replay_command(
         ing = load_central_config(config).ingest if config else IngestConfig()
         s = open_store(url)
         try:
-            counts = replay_files(s, files, max_message_bytes=ing.max_message_bytes)
+            counts = replay_files(s, files, ingest=ing)
         finally:
             s.close()
     parts = [f"{k}={v}" for k, v in sorted(counts.items())]

@@ -226,6 +226,8 @@ class StationView:
     """Every stream acknowledged, in order of first appearance."""
     nacked: int = 0
     """Readings the centre refused in nacks to the station."""
+    ack_real: float | None = None
+    """Real (monotonic) time of the station's latest ack."""
     buffer_depth: int | None = None
     status_sim: float | None = None
     status_real: float | None = None
@@ -316,6 +318,7 @@ class Monitor:
                 if m.stream not in view.streams:
                     view.streams.append(m.stream)
                 view.stream = m.stream
+                view.ack_real = time.monotonic()
                 ranges = m.ranges or ((m.first_seq, m.last_seq),)
                 view.acked.update((m.stream, q) for a, b in ranges for q in range(a, b + 1))
             elif isinstance(m, wire.Nack):
@@ -824,6 +827,7 @@ class Rig:
         station = str(f.station)
         monitor = self.monitor
         others = [f"{s}-{self.run_id}" for s in self.stations if s != station][:1]
+        since = time.monotonic()
         self.hostiles[f.index] = HostileStation(
             self.broker.host,
             self.broker.port,
@@ -835,6 +839,8 @@ class Rig:
             protocol="3.1.1" if self._protocol() == "3.1.1" else "5",
             interval_s=f.interval_s,
             seed=stable_hash(self.sc.seed, station, f.index) & 0xFFFFFFFF,
+            # The collector is up when the station's acks flow again after the fault starts.
+            ready=lambda: (monitor.view(station).ack_real or 0.0) > since,
         ).start()
 
     def _max_message_bytes(self) -> int:

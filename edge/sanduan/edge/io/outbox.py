@@ -426,7 +426,8 @@ class Outbox:
             self._check_identity()
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('max_bytes', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                " WHERE value IS NOT excluded.value",  # no write when nothing changes
                 (self.max_bytes,),
             )
             if self._one("SELECT value FROM meta WHERE key = 'schema'") == 1:
