@@ -114,20 +114,18 @@ def test_sections_json_csv_html(report_store: str, tmp_path: Path) -> None:
     assert page.count("(mg/L)</text>") >= 12 * 3
     assert "变差 1 个类别" in page  # Zonghan: the water got worse across the town, in words
     assert "问题清单" in page and "乡镇生态报表" in page
-    # English on request
-    en = tmp_path / "en.html"
+    # English on request (the terminal tables here: an HTML page is drawn once per test)
     r = CliRunner().invoke(
         app,
-        ["central", "report", "sections", "--month", "2026-05", "--html", str(en), "--lang", "en",
+        ["central", "report", "sections", "--month", "2026-05", "--lang", "en",
          *_args(report_store)],
+        env={"COLUMNS": "240"},
     )  # fmt: skip
     assert r.exit_code == 0, r.output
-    page = en.read_text("utf-8")
-    assert "no data in this period" in page and "worse by 1 class(es)" in page
-    assert "Town scorecard" in page
+    assert "no data in this period" in r.stdout and "worse by 1 class(es)" in r.stdout
     r = CliRunner().invoke(
         app,
-        ["central", "report", "sections", "--month", "2026-05", "--html", str(en), "--lang", "fr",
+        ["central", "report", "sections", "--month", "2026-05", "--lang", "fr",
          *_args(report_store)],
     )  # fmt: skip
     assert r.exit_code == 2 and "--lang" in r.stderr
@@ -164,6 +162,16 @@ def test_compensation_json_csv_html(report_store: str, tmp_path: Path) -> None:
     assert rows[0].keys() >= {"payer", "payee", "amount_yuan", "status"}
     page = out_html.read_text("utf-8")
     assert "<svg" in page and "净收支（万元）" in page
+    en = tmp_path / "en.html"
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", "--html", str(en),
+         "--lang", "en", *_args(report_store)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    en_page = en.read_text("utf-8")
+    assert "Town scorecard" in en_page and "net (10 000 yuan)" in en_page
+    assert "not enough data, not settled" in en_page
     # each ledger row shows the classes and means that produced it
     assert "依据（类别与均值，mg/L）" in page
     assert "Zonghan outflow: <span>IV类</span>" in page
