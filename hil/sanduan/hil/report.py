@@ -9,7 +9,6 @@ HTML report of the month).
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -423,106 +422,68 @@ def _sim_time(t: Any, tz: str) -> str:
 
 
 def render_html(s: RunSummary) -> str:
-    """A self-contained HTML page of the run summary."""
-    e = html.escape
-    rows = [
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(x))}</td>"
-            for x in (
-                sec["section"],
-                sec.get("name", ""),
-                _roman(sec.get("target_class")),
-                _roman(sec.get("class")),
-                {True: "yes", False: "no", None: "-"}[sec.get("meets_target")],
-                "yes" if sec.get("valid") else "no",
-            )
+    """A self-contained HTML page of the run summary (``run.html.j2``)."""
+    from sanduan.shared.html import environment
+
+    sections = [
+        (
+            sec["section"],
+            sec.get("name", ""),
+            _roman(sec.get("target_class")),
+            _roman(sec.get("class")),
+            {True: "yes", False: "no", None: "-"}[sec.get("meets_target")],
+            "yes" if sec.get("valid") else "no",
         )
-        + "</tr>"
         for sec in s.sections
     ]
-    ledger = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(x))}</td>"
-            for x in (
-                le.get("rule"),
-                le.get("label"),
-                le.get("payer"),
-                le.get("payee"),
-                "-" if le.get("amount_yuan") is None else f"{le['amount_yuan']:,.0f}",
-                le.get("status"),
-            )
+    ledger = [
+        (
+            le.get("rule"),
+            le.get("label"),
+            le.get("payer"),
+            le.get("payee"),
+            "-" if le.get("amount_yuan") is None else f"{le['amount_yuan']:,.0f}",
+            le.get("status"),
         )
-        + "</tr>"
         for le in s.ledger
-    )
-    faults = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{e(str(x))}</td>"
-            for x in (
-                _sim_time(f.get("injected_at") or f.get("at"), s.timezone),
-                f["description"],
-                f.get("skipped") or ", ".join(_outcome(k, v) for k, v in f["outcome"].items()),
-                "-" if f.get("recovered_s") is None else _dur(f["recovered_s"]),
-            )
+    ]
+    faults = [
+        (
+            _sim_time(f.get("injected_at") or f.get("at"), s.timezone),
+            f["description"],
+            f.get("skipped") or ", ".join(_outcome(k, v) for k, v in f["outcome"].items()),
+            "-" if f.get("recovered_s") is None else _dur(f["recovered_s"]),
         )
-        + "</tr>"
         for f in s.faults
-    )
-    d = s.delivery
+    ]
     cf = s.county_figures
-    warn = "".join(f"<li>{e(w)}</li>" for w in s.warnings)
-    collector = (
-        f'<p>The collector\'s report of the month: <a href="{e(Path(s.collector_html).name)}">'
-        f"{e(Path(s.collector_html).name)}</a></p>"
-        if s.collector_html
-        else ""
+    truth = {True: "equal", False: "different", None: "not available"}[s.ledger_matches_truth]
+    return (
+        environment()
+        .get_template("run.html.j2")
+        .render(
+            title=s.title,
+            scenario=s.scenario,
+            start=s.start,
+            end=s.end,
+            days=f"{s.days:g}",
+            speed=f"{s.speed:g}",
+            broker_kind=s.broker_kind,
+            broker=s.broker,
+            store=s.store,
+            wall_s=s.wall_s,
+            delivery_ok=s.lost == 0 and s.duplicates == 0,
+            d=s.delivery,
+            resent=s.resent,
+            month=s.month,
+            sections=sections,
+            compliance=_pct(cf.get("compliance_rate")),
+            good=_pct(cf.get("good_rate")),
+            ledger=ledger,
+            truth=truth,
+            collector_html=Path(s.collector_html).name if s.collector_html else "",
+            faults=faults,
+            problems=s.problems,
+            warnings=s.warnings,
+        )
     )
-    pr = s.problems
-    problems = (
-        "<h2>Problems (问题)</h2>"
-        f"<p>opened {pr.get('opened', 0)}, closed {pr.get('closed', 0)},"
-        f" overdue {pr.get('overdue', 0)}</p><ul>"
-        + "".join(f"<li>{e(str(x))}</li>" for x in pr.get("log", []))
-        + "</ul>"
-        if pr
-        else ""
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sanduan hil: {e(s.title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 70em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
-th {{ background: #f2f2f2; }}
-.ok {{ color: #070; }} .bad {{ color: #b00; }}
-</style></head><body>
-<h1>{e(s.title)}</h1>
-<p>Scenario <b>{e(s.scenario)}</b>, {e(s.start)} to {e(s.end)} ({s.days:g} simulated days at
-{s.speed:g}x), broker {e(s.broker_kind)} ({e(s.broker)}), store {e(s.store)}.
-Wall time {s.wall_s:.1f} s.</p>
-<h2>Delivery</h2>
-<p class="{"ok" if s.lost == 0 and s.duplicates == 0 else "bad"}">
-Readings generated {d["generated"]}, stored {d["stored"]}, lost {d["lost"]},
-duplicates {d["duplicates"]}, unexpected {d["unexpected"]}; resent over MQTT {s.resent};
-lost with replaced gateway buffers {d.get("lost_with_buffer", 0)}.</p>
-<h2>Sections, {e(s.month)}</h2>
-<table><tr><th>section</th><th>name</th><th>target</th><th>class</th><th>meets</th>
-<th>valid</th></tr>{"".join(rows)}</table>
-<p>功能达标率 {_pct(cf.get("compliance_rate"))}, 优良率 {_pct(cf.get("good_rate"))}</p>
-<h2>Compensation ledger</h2>
-<table><tr><th>rule</th><th>label</th><th>payer</th><th>payee</th><th>amount (yuan)</th>
-<th>status</th></tr>{ledger}</table>
-<p>Ledger computed from the truth log: {
-        {True: "equal", False: "different", None: "not available"}[s.ledger_matches_truth]
-    }.</p>
-{collector}
-<h2>Faults</h2>
-<table><tr><th>at</th><th>fault</th><th>what the system did</th><th>recovered after</th></tr>
-{faults}</table>
-{problems}
-{"<h2>Warnings</h2><ul>" + warn + "</ul>" if warn else ""}
-</body></html>
-"""

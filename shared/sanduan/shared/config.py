@@ -407,8 +407,6 @@ class ConsoleConfig(Strict):
     session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 8 * 3600
     https_only: bool = False
     """Mark the session cookie Secure (serve the console behind TLS)."""
-    serve_with_run: bool = False
-    """``sanduan central run`` serves the console too."""
 
     @field_validator("listen")
     @classmethod

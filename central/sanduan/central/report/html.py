@@ -1,4 +1,5 @@
-"""A self-contained HTML report rendered from a Jinja2 template (templates/report.html.j2),
+"""A self-contained HTML report rendered from sanduan's templates (``report.html.j2``, see
+:mod:`sanduan.shared.html`),
 with charts drawn by matplotlib (Agg) as inline SVG.
 
 :func:`view` builds the page's data (plain dicts, in the page's language); :func:`render_html`
@@ -13,7 +14,6 @@ import datetime as dt
 import io
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ import numpy as np
 from sanduan.central.report import net_by_party
 from sanduan.central.report.i18n import Lang, change_text, class_name, kind_name, t, unit_of
 from sanduan.shared.grading import class_label
+from sanduan.shared.html import environment
 from sanduan.shared.standards import Direction, gb3838
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from sanduan.central.core.assessment import SectionAssessment
 
 CHART_PARAMETERS = ("DO", "CODMn", "NH3-N", "TP")
-TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _svg(fig: Any) -> str:
@@ -354,19 +354,6 @@ def view(
         ]
         doc["net_chart"] = ledger_chart(result, lang)
     return doc
-
-
-def environment() -> Any:
-    """The Jinja2 environment of the report templates (autoescaping on)."""
-    import jinja2
-
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def render_html(

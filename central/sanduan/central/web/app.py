@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -50,38 +49,18 @@ from sanduan.central.web import county_work, data, i18n, svg
 from sanduan.central.web.auth import Role, User, Users, new_csrf_token, same_token
 from sanduan.shared.config import ValidityConfig
 from sanduan.shared.errors import SanduanError
+from sanduan.shared.html import environment
 from sanduan.shared.params import resolve
 from sanduan.shared.standards import Direction, gb3838
 
 if TYPE_CHECKING:
     from sanduan.central.store import Store
 
-__all__ = ["TEMPLATES", "build_app", "template_env"]
+__all__ = ["build_app"]
 
 HERE = Path(__file__).resolve().parent
-TEMPLATES = HERE / "templates"
 CHART_PARAMETERS = ("DO", "CODMn", "NH3-N", "TP", "pH")
 SESSION_COOKIE = "sanduan_console"
-
-
-def template_env() -> Environment:
-    """The one Jinja2 environment of the console (autoescaped HTML)."""
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = _num
-    return env
-
-
-def _num(x: object, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
-    return str(x)
 
 
 class Console:
@@ -92,7 +71,7 @@ class Console:
         self.county = county
         self.validity = validity
         self.users = Users(store)
-        self.env = template_env()
+        self.env = environment()
 
     # --- request helpers --------------------------------------------------------------
 
@@ -116,7 +95,7 @@ class Console:
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         lang = self.lang(request)
         w = i18n.words(lang)
-        page = self.env.get_template(name).render(
+        page = self.env.get_template(f"console/{name}").render(
             w=w,
             lang=lang,
             user=ctx.pop("current_user", None),
