@@ -45,12 +45,12 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sanduan.central.core.ingest_check import check_batch, check_origin
+from sanduan.central.core.ingest_check import check_batch, check_origin, check_values
 from sanduan.central.store import Store, StoreResult, open_store
 from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
@@ -92,6 +92,17 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Untracked:
+    """Readings without a station's seq numbers (from an HJ 212 logger), with the raw message
+    they came in (the dead letter if they fail a check) and where it came from."""
+
+    batch: Batch
+    raw: bytes
+    source: str
+    client: str | None = None
+
+
 class Processor:
     """Decode, check and store one message; shared by the MQTT collector and ``replay``."""
 
@@ -120,6 +131,45 @@ class Processor:
         except StoreError as e:
             log.error("could not record a dead letter: %s", e)  # noqa: TRY400
         return Outcome("dead", dead=reason)
+
+    def dead_letter(
+        self, source: str, client: str | None, reason: str, raw: bytes, at: int | None = None
+    ) -> Outcome:
+        """Record ``raw`` as a dead letter with ``reason`` (never raises)."""
+        return self._dead(source, client, reason, raw, self.now_ms() if at is None else at)
+
+    def handle_untracked(
+        self, items: Sequence[Untracked], received_ms: int | None = None
+    ) -> list[Outcome]:
+        """Check and store readings that carry no station seqs (see :class:`Untracked`), the
+        ones that pass in one transaction; one outcome per item. Never raises."""
+        at = self.now_ms() if received_ms is None else received_ms
+        outcomes: list[Outcome | None] = []
+        keep: list[Batch] = []
+        try:
+            for item in items:
+                self.counts["received"] += 1
+                problem = check_values(item.batch)
+                if problem:
+                    outcomes.append(self._dead(item.source, item.client, problem, item.raw, at))
+                else:
+                    outcomes.append(None)
+                    keep.append(item.batch)
+            try:
+                new = self.store.store_untracked(keep, at)
+            except StoreError as e:
+                self.counts["store_errors"] += 1
+                log.error("%d logger packet(s) not stored: %s", len(keep), e)  # noqa: TRY400
+                return [o or Outcome("readings", error=str(e)) for o in outcomes]
+        except Exception as e:  # a bug must not stop the collector: keep the evidence
+            log.exception("internal error storing logger readings")
+            reason = f"internal error: {type(e).__name__}: {e}"
+            return [self._dead(i.source, i.client, reason, i.raw, at) for i in items]
+        total = sum(b.count for b in keep)
+        self.counts["readings_new"] += new
+        self.counts["readings_duplicate"] += total - new
+        result = StoreResult(new=new, duplicate=total - new)
+        return [o or Outcome("readings", result=result) for o in outcomes]
 
     def handle(
         self,
