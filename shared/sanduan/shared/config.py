@@ -189,7 +189,7 @@ class BufferConfig(Strict):
 
 class UplinkConfig(MqttConfig):
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    batch_max_readings: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    batch_max_readings: Annotated[int, Field(ge=1, le=10_000)] = 1000
     batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_batches_per_s: Annotated[float, Field(gt=0)] = 20.0
