@@ -164,6 +164,7 @@ class Agent:
         self.forwarder: Forwarder | None = None
         self.uplink: Uplink | None = None
         self.db: DbThread | None = None
+        self.hj212_links: list[Any] = []
 
     # -- the sink (called by the sources, never blocks) -----------------------------------
 
@@ -239,6 +240,7 @@ class Agent:
             asyncio.create_task(fwd.run(), name="forwarder"),
             asyncio.create_task(fwd.heartbeat(), name="heartbeat"),
         ]
+        tasks += self._hj212_tasks()
         stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -272,6 +274,23 @@ class Agent:
                 uplink.stop()
             await asyncio.get_running_loop().run_in_executor(None, db.close)
             log.info("stopped: %d readings committed this run", self.committed)
+
+    def _hj212_tasks(self) -> list[asyncio.Task[None]]:
+        """One task per ``[[hj212]]`` platform; cursors of platforms no longer configured are
+        forgotten so that they hold no readings."""
+        from sanduan.edge.hj212.uplink import CursorStore, PlatformLink
+
+        cfg = self.config
+        gone = CursorStore.prune(self.db_path, [p.name for p in cfg.hj212])
+        if gone:
+            log.warning("forgot %d HJ 212 cursor(s) of platforms no longer configured", gone)
+        self.hj212_links = [
+            PlatformLink(p, self.db_path, timezone=cfg.station.timezone, clock=self.clock)
+            for p in cfg.hj212
+        ]
+        return [
+            asyncio.create_task(link.run(), name=f"hj212-{link.name}") for link in self.hj212_links
+        ]
 
 
 # --------------------------------------------------------------------------------------------

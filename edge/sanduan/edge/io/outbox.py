@@ -109,6 +109,13 @@ CREATE TABLE IF NOT EXISTS last_ts (
     ts     INTEGER NOT NULL,        -- measurement time of its last committed value
     PRIMARY KEY (device, code)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uplink_cursor (
+    uplink  TEXT    NOT NULL,       -- an uplink besides the centre (an HJ 212 platform)
+    kind    TEXT    NOT NULL,       -- realtime and minute hold readings; hourly, daily do not
+    pos     INTEGER NOT NULL,       -- last seq (or period start, ms) the uplink has
+    dropped INTEGER NOT NULL DEFAULT 0, -- readings deleted before this uplink had them
+    PRIMARY KEY (uplink, kind)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS drop_log (
     at    INTEGER NOT NULL,
     first INTEGER NOT NULL,
@@ -746,13 +753,70 @@ class Outbox:
         return SpacePlan(done_acked, done_unacked)
 
     def _delete_acked(self, n: int) -> int:
-        cur = self.db.execute(
-            "DELETE FROM reading WHERE seq IN"
-            " (SELECT seq FROM reading WHERE acked = 1 ORDER BY seq LIMIT ?)",
-            (n,),
-        )
-        self._rows -= cur.rowcount
-        return cur.rowcount
+        """Delete up to ``n`` acknowledged readings, oldest first: first those every other
+        uplink (``uplink_cursor``, kinds that hold readings) has too; then, if that is not
+        enough, the ones an uplink still lacks, counted as dropped for it."""
+        db = self.db
+        hold = self._one("SELECT min(pos) FROM uplink_cursor WHERE kind IN ('realtime', 'minute')")
+        if hold is None:
+            cur = db.execute(
+                "DELETE FROM reading WHERE seq IN"
+                " (SELECT seq FROM reading WHERE acked = 1 ORDER BY seq LIMIT ?)",
+                (n,),
+            )
+            self._rows -= cur.rowcount
+            return int(cur.rowcount)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = db.execute(
+                "DELETE FROM reading WHERE seq IN (SELECT seq FROM reading"
+                " WHERE acked = 1 AND seq <= ? ORDER BY seq LIMIT ?)",
+                (int(hold), n),
+            ).rowcount
+            if done < n:
+                top = self._one(
+                    "SELECT max(seq) FROM (SELECT seq FROM reading WHERE acked = 1"
+                    " ORDER BY seq LIMIT ?)",
+                    (n - done,),
+                )
+                if top is not None:
+                    lagging = db.execute(
+                        "SELECT uplink, kind, pos FROM uplink_cursor"
+                        " WHERE kind IN ('realtime', 'minute') AND pos < ?",
+                        (int(top),),
+                    ).fetchall()
+                    for uplink, kind, pos in lagging:
+                        lost = int(
+                            self._one(
+                                "SELECT count(*) FROM reading WHERE acked = 1"
+                                " AND seq > ? AND seq <= ?",
+                                (pos, int(top)),
+                            )
+                        )
+                        db.execute(
+                            "UPDATE uplink_cursor SET pos = ?, dropped = dropped + ?"
+                            " WHERE uplink = ? AND kind = ?",
+                            (int(top), lost, uplink, kind),
+                        )
+                        log.warning(
+                            "buffer full: uplink %s loses %d %s readings it had not been"
+                            " sent (seq %d..%d)",
+                            uplink,
+                            lost,
+                            kind,
+                            pos + 1,
+                            int(top),
+                        )
+                    done += db.execute(
+                        "DELETE FROM reading WHERE acked = 1 AND seq <= ?", (int(top),)
+                    ).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._rows -= done
+        return int(done)
 
     def _drop_unacked(self, n: int, now_ms: int | None) -> int:
         db = self.db
