@@ -90,6 +90,7 @@ class FaultSpec(Strict):
         "collector",
         "broker",
         "clock",
+        "platform",
     ]
     at: Duration
     """Offset from the scenario start (simulated)."""
@@ -167,6 +168,7 @@ class Fault:
             "collector": "collector SIGKILLed",
             "broker": f"broker {'killed' if self.signal == 'KILL' else 'stopped'}",
             "clock": f"gateway clock jump {self.offset:+g} s",
+            "platform": "provincial platform (HJ 212) down",
         }[self.kind]
         return f"{what} ({self.target})"
 
@@ -307,6 +309,11 @@ def build_timeline(sc: Scenario) -> list[Fault]:
                         )
         elif spec.device is not None:
             raise ConfigError(file, f"{key}.device", f"a {spec.kind} fault has no device")
+        if spec.kind == "platform":
+            if not sc.platform:
+                raise ConfigError(file, f"{key}.kind", "a platform fault needs rig.platform = true")
+            if spec.duration <= 0:
+                raise ConfigError(file, f"{key}.duration", "a platform fault needs a duration")
         if spec.kind == "clock" and spec.offset == 0:
             raise ConfigError(file, f"{key}.offset", "a clock fault needs a non-zero offset")
         codes = None

@@ -115,6 +115,8 @@ class RunSummary:
     median_poll_gap_s: float | None
     wall_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    platform: dict[str, Any] | None = None
+    """The HJ 212 platform's delivery check (see :mod:`sanduan.hil.hj212`), if there is one."""
 
     @classmethod
     def build(
@@ -214,8 +216,17 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        """No reading lost or duplicated, and the ledger equals the truth's."""
-        return self.lost == 0 and self.duplicates == 0 and self.ledger_matches_truth is True
+        """No reading lost or duplicated (at the centre and at the platform, if there is one),
+        and the ledger equals the truth's."""
+        platform_ok = self.platform is None or (
+            self.platform["lost"] == 0 and self.platform["duplicates"] == 0
+        )
+        return (
+            self.lost == 0
+            and self.duplicates == 0
+            and self.ledger_matches_truth is True
+            and platform_ok
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -256,6 +267,7 @@ class RunSummary:
             "polls": self.polls,
             "median_sonde_poll_gap_s": self.median_poll_gap_s,
             "warnings": self.warnings,
+            "platform": self.platform,
             "ok": self.ok,
         }
 
@@ -343,6 +355,14 @@ class RunSummary:
             f" unexpected {dl['unexpected']}; readings resent {self.resent};"
             f" sonde timestamps within {dl['ts_error_max_s']:.1f} s of the read"
         )
+        if self.platform is not None:
+            pf = self.platform
+            pcol = "green" if pf["lost"] == 0 and pf["duplicates"] == 0 else "red"
+            c.print(
+                f"[bold]platform (HJ 212, hourly)[/]: expected {pf['expected']}, received"
+                f" {pf['received']}, [{pcol}]lost {pf['lost']}, duplicates {pf['duplicates']}[/],"
+                f" value mismatches {pf['value_mismatches']}; outages {pf['outages']}"
+            )
         if self.in_flight_at_kill:
             c.print(
                 f"  {self.in_flight_at_kill} reading(s) were read just before an agent SIGKILL"
