@@ -109,7 +109,8 @@ def upload(
 
 
 def _dead(store: Store) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in store.query("SELECT topic, reason FROM dead_letters ORDER BY id")]
+    rows = store.query("SELECT topic, reason, detail FROM dead_letters ORDER BY id")
+    return [(r[0], f"{r[1]}: {r[2]}") for r in rows]
 
 
 def test_upload_is_stored_then_acknowledged(server: Hj212Server, store: Store) -> None:
@@ -193,7 +194,7 @@ def test_authentication(server: Hj212Server, store: Store) -> None:
     assert lg.nothing_for(0.5)
     assert store.count_readings() == 0
     reasons = [r for _, r in _dead(store)]
-    assert reasons[0] == f"wrong password (PW) for MN {MN}"
+    assert reasons[0] == f"origin: wrong password (PW) for MN {MN}"
     assert "MN 99999999999999 is not a configured" in reasons[1]
     assert "wrong password" in reasons[2]
     assert PW not in " ".join(reasons)

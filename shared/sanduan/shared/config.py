@@ -443,7 +443,21 @@ class CollectorMqttConfig(MqttConfig):
 
 
 class IngestConfig(Strict):
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    """Largest payload the collector decodes; a larger one is a dead letter ``oversize``, its
+    size checked before anything else is done with it (a full 10,000-reading batch is ~200 kB)."""
+    future_margin_s: Annotated[float, Field(ge=0)] = 86_400.0
+    """Readings stamped more than this ahead of the centre's clock are dead letters
+    ``timestamp``."""
+    earliest_reading: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2000-01-01"
+    """Readings stamped before this date (UTC) are dead letters ``timestamp``."""
+    dead_letters_per_hour: Annotated[int, Field(ge=0)] = 100
+    """Dead letters recorded per station and hour; further rejects are only counted."""
+    dead_letter_bytes_per_hour: Annotated[int, Field(ge=0)] = 1024 * 1024
+    """Payload bytes kept in dead letters per station and hour; beyond, rejects are counted."""
+    store_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries to store a batch the store rejects while it accepts others, before the batch is a
+    dead letter ``store``."""
     gap_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     resend_interval_s: Annotated[float, Field(gt=0)] = 300.0
     gap_give_up_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
@@ -464,6 +478,8 @@ class ValidityConfig(Strict):
     min_days_per_month: Annotated[int, Field(ge=1, le=31)] = 20
     min_months_per_year: Annotated[int, Field(ge=1, le=12)] = 9
     excluded_flags: list[str] = Field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
+    month_basis: Literal["daily-means", "values"] = "daily-means"
+    """Month mean: of the month's valid daily means, or of its valid hourly values."""
 
 
 class Hj212LoggerConfig(Hj212Credentials):

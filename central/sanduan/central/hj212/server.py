@@ -29,9 +29,11 @@ import contextlib
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sanduan.central.hj212.core import (
@@ -68,6 +70,8 @@ from sanduan.shared.hj212.codec import (
 from sanduan.shared.hj212.stream import Frame, Splitter
 
 log = logging.getLogger("sanduan.central.hj212")
+
+T = TypeVar("T")
 
 READ_CHUNK = 4096
 MAX_PENDING = 64
@@ -198,9 +202,7 @@ class Hj212Server:
             self._store = await self._loop.run_in_executor(
                 self._executor, open_store, self._store_url
             )
-        self._proc = Processor(
-            self._store, max_message_bytes=self.cfg.ingest.max_message_bytes, clock=self.clock
-        )
+        self._proc = Processor(self._store, ingest=self.cfg.ingest, clock=self.clock)
         server = await asyncio.start_server(
             self._handle, self.host, self.port, limit=READ_CHUNK, backlog=1024
         )
@@ -253,9 +255,9 @@ class Hj212Server:
                 if not j.future.done():
                     j.future.set_result(out)
 
-    async def _store_call(self, fn: object, *args: object) -> object:
+    async def _store_call(self, fn: Callable[..., T], *args: object) -> T:
         assert self._loop is not None
-        return await self._loop.run_in_executor(self._executor, fn, *args)  # type: ignore[arg-type]
+        return await self._loop.run_in_executor(self._executor, fn, *args)
 
     # --- connections ----------------------------------------------------------------------
 
@@ -310,29 +312,42 @@ class Hj212Server:
                     log.warning("%s: %d bad frames, closing", conn.peer, conn.errors)
                     return
 
-    async def _bad(self, conn: _Conn, reason: str, raw: bytes) -> None:
+    async def _bad(
+        self, conn: _Conn, reason: str, detail: str, raw: bytes, station: str | None = None
+    ) -> None:
+        """Count a bad frame; dead-letter it (category ``reason``, text ``detail``) while the
+        connection's allowance lasts."""
         conn.errors += 1
         self.counts["bad_frames"] += 1
         if conn.dead_letters >= MAX_DEAD_LETTERS:
             return
         conn.dead_letters += 1
         assert self._proc is not None
-        await self._store_call(self._proc.dead_letter, f"hj212:{conn.peer}", None, reason, raw)
+        proc = self._proc
+        await self._store_call(
+            lambda: proc.dead_letter(
+                f"hj212:{conn.peer}", None, reason, raw, station=station, detail=detail
+            )
+        )
 
     async def _frame(self, conn: _Conn, frame: Frame) -> None:
         if frame.packet is None:
-            reason = frame.error.reason if frame.error else "unreadable bytes"
-            await self._bad(conn, reason, frame.raw)
+            detail = frame.error.reason if frame.error else "unreadable bytes"
+            await self._bad(conn, "undecodable", detail, frame.raw)
             return
         p = frame.packet
         lg = self.loggers.get(p.mn)
         if lg is None:
             self.counts["unknown_mn"] += 1
-            await self._bad(conn, f"MN {p.mn} is not a configured [[hj212.logger]]", frame.raw)
+            await self._bad(
+                conn, "origin", f"MN {p.mn} is not a configured [[hj212.logger]]", frame.raw
+            )
             return
         if p.pw != lg.password:
             self.counts["bad_password"] += 1
-            await self._bad(conn, f"wrong password (PW) for MN {p.mn}", frame.raw)
+            await self._bad(
+                conn, "origin", f"wrong password (PW) for MN {p.mn}", frame.raw, lg.station
+            )
             return
         self.counts["packets"] += 1
         if p.cn in DATA_CNS:
@@ -351,7 +366,8 @@ class Hj212Server:
             self.counts["time_set"] += 1
         else:
             self.counts["unhandled_cn"] += 1
-            await self._bad(conn, f"CN {p.cn} is not handled by the collector", frame.raw)
+            detail = f"CN {p.cn} is not handled by the collector"
+            await self._bad(conn, "invalid", detail, frame.raw, lg.station)
 
     async def _data(self, conn: _Conn, lg: Logger, p: Packet, raw: bytes) -> None:
         now = int(self.clock.time() * 1000)
@@ -360,7 +376,8 @@ class Hj212Server:
             mapped = map_upload(up, self.tz, now, int(self.hcfg.max_future_s * 1000))
         except Hj212Error as e:
             self.counts["bad_data"] += 1
-            await self._bad(conn, f"MN {p.mn} (station {lg.station}): {e.reason}", raw)
+            detail = f"MN {p.mn} (station {lg.station}): {e.reason}"
+            await self._bad(conn, "invalid", detail, raw, lg.station)
             return
         for code in mapped.unknown:
             key = f"unknown_code_{code}"
@@ -386,13 +403,15 @@ class Hj212Server:
         if not self._gaps.known(station) and station not in self._seeding:
             self._seeding.add(station)
             try:
-                last = await self._store_call(self._last_stored, station, local_ms(t, self.tz))
+                last: datetime | None = await self._store_call(
+                    self._last_stored, station, local_ms(t, self.tz)
+                )
             except StoreError as e:
                 log.warning("station %s: cannot read its last reading: %s", station, e)
                 last = None
             finally:
                 self._seeding.discard(station)
-            self._gaps.seed(station, last if isinstance(last, datetime) else None)
+            self._gaps.seed(station, last)
         gap = self._gaps.seen(station, t)
         if gap is None:
             return
