@@ -359,6 +359,33 @@ def test_history_request_is_answered_from_the_buffer(tmp_path: Path) -> None:
     ob.close()
 
 
+def test_an_hour_that_grows_after_it_was_sent_is_sent_again(tmp_path: Path) -> None:
+    ob = buffer(tmp_path, hours=2)
+
+    async def main() -> None:
+        plat = FakePlatform()
+        await plat.start()
+        link = PlatformLink(platform_cfg(plat.port, data=["hourly"]), ob.path)
+
+        async def body() -> None:
+            await until(lambda: len(plat.data("2061")) == 2)
+            # an analyzer's result for 08:30, read after the hour was sent
+            ob.commit_columns([ms(datetime(2026, 1, 1, 8, 30))], ["w21011"], [0.2], ["N"])
+            await until(lambda: len(plat.data("2061")) == 3)
+            await asyncio.sleep(1.5)  # and only once
+            assert len(plat.data("2061")) == 3
+
+        await _with_link(link, body)
+        await plat.stop()
+        again = parse_data(plat.data("2061")[2])
+        assert again.data_time == datetime(2026, 1, 1, 8)
+        assert {f.code for f in again.factors} == {"w01001", "w21003", "w21011"}
+        assert link.counts["resent_grown_hourly"] == 1
+
+    run(main)
+    ob.close()
+
+
 # --- pure core ---------------------------------------------------------------------------
 
 

@@ -497,7 +497,19 @@ def outbox_report(
         "bytes_per_reading": st.bytes_per_reading,
         "readings_per_s": st.readings_per_s,
         "coverage_days": st.coverage_days,
+        "hj212": _hj212_cursors(outbox.path),
     }
+
+
+def _hj212_cursors(path: Path) -> list[dict[str, Any]]:
+    """The HJ 212 platforms' cursors in the buffer (see docs/hj212.md)."""
+    from sanduan.edge.hj212.uplink import cursor_report
+
+    return [
+        {"platform": u, "kind": k, "pos": p, "dropped": d}
+        for u, k, p, d in cursor_report(path)
+        if k != "clock_offset"
+    ]
 
 
 def _age(seconds: float | None) -> str:
@@ -562,6 +574,14 @@ def print_outbox_report(r: dict[str, Any]) -> None:
         ("rate", "-" if rate is None else f"{rate:.3g} readings/s"),
         ("coverage at this rate", "-" if cover is None else f"{cover:.1f} days"),
     ]
+    for c in r.get("hj212", []):
+        at = "seq" if c["kind"] in ("realtime", "minute") else "period start (ms)"
+        rows.append(
+            (
+                f"HJ 212 {c['platform']} {c['kind']}",
+                f"sent up to {at} {c['pos']}, dropped {c['dropped']}",
+            )
+        )
     for k, v in rows:
         table.add_row(k, v)
     Console(width=100).print(table)

@@ -160,7 +160,7 @@ def platform_check(
     sim: PlatformSim, buffers: dict[str, Path], tz: ZoneInfo, until_ms: int
 ) -> dict[str, Any]:
     """What the platform received against what the stations' buffers hold (hourly data)."""
-    got: dict[tuple[str, int, str], set[str]] = defaultdict(set)
+    got: dict[tuple[str, int, str], list[tuple[str, str | None]]] = defaultdict(list)
     values: dict[tuple[str, int, str], str | None] = {}
     for p in sim.packets():
         if p.cn != CN_HOURLY:
@@ -170,8 +170,8 @@ def platform_check(
         start = int(up.data_time.replace(tzinfo=tz).timestamp() * 1000)
         for f in up.factors:
             key = (station, start, f.code)
-            got[key].add(p.qn)
-            values[key] = f.get("Avg")
+            got[key].append((p.qn, f.get("Avg")))
+            values[key] = f.get("Avg")  # the last one received counts
     expected = 0
     lost: list[dict[str, Any]] = []
     mismatched = 0
@@ -194,12 +194,23 @@ def platform_check(
                 continue
             if values[key] != avg and not _close(values[key], avg):
                 mismatched += 1
-    duplicated = sum(len(qns) - 1 for qns in got.values() if len(qns) > 1)
+    # A repeat under another QN with the same value is a duplicate; with another value it is a
+    # correction (the hour's aggregate grew after it was sent: a late analyzer result).
+    duplicated = corrected = 0
+    for receipts in got.values():
+        seen: dict[str | None, str] = {}
+        for qn, avg in receipts:
+            if avg in seen and seen[avg] != qn:
+                duplicated += 1
+            elif seen:
+                corrected += avg not in seen
+            seen.setdefault(avg, qn)
     return {
         "expected": expected,
         "received": sum(1 for _, start, _ in got if start + 3_600_000 <= until_ms),
         "lost": sum(c["lost"] for c in per_station.values()),
         "duplicates": duplicated,
+        "corrections": corrected,
         "value_mismatches": mismatched,
         "rejected_packets": sim.received.rejected,
         "outages": sim.outages,
@@ -230,7 +241,16 @@ def hj212_drained(path: Path) -> bool:
             top = db.execute("SELECT max(seq) FROM reading").fetchone()[0]
             cursors = db.execute("SELECT kind, pos FROM uplink_cursor").fetchall()
             last_hour = db.execute("SELECT max(start) FROM agg_hour").fetchone()[0]
+            grown = db.execute(
+                "SELECT count(*) FROM agg_hour a JOIN uplink_cursor c ON c.kind = 'hourly'"
+                " LEFT JOIN uplink_sent s ON s.uplink = c.uplink AND s.kind = 'hourly'"
+                " AND s.start = a.start AND s.code = a.code"
+                " WHERE a.start <= c.pos AND a.start > c.pos - 48 * 3600000"
+                " AND (s.n IS NULL OR s.n < a.n)"
+            ).fetchone()[0]
     except sqlite3.Error:
+        return False
+    if grown:
         return False
     for kind, pos in cursors:
         if kind in ("realtime", "minute") and top is not None and int(pos) < int(top):

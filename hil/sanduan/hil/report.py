@@ -371,7 +371,8 @@ class RunSummary:
             c.print(
                 f"[bold]platform (HJ 212, hourly)[/]: expected {pf['expected']}, received"
                 f" {pf['received']}, [{pcol}]lost {pf['lost']}, duplicates {pf['duplicates']}[/],"
-                f" value mismatches {pf['value_mismatches']}; outages {pf['outages']}"
+                f" value mismatches {pf['value_mismatches']}; hours corrected after a late"
+                f" reading {pf.get('corrections', 0)}; outages {pf['outages']}"
             )
         if self.in_flight_at_kill:
             c.print(

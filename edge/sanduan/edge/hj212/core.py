@@ -11,7 +11,9 @@
   is buffered, or when the minute is ``settle_ms`` old.
 * **Hourly (2061) and daily (2031) data**: the buffer's aggregates (kept for ever), sent once
   the period has ended and ``settle_ms`` passed: ``Min``, ``Avg``, ``Max``, ``Flag`` N with a
-  valid value, else ``Flag=D`` and no value (sanduan keeps counts, not flags, per period).
+  valid value, else ``Flag=D`` and no value (sanduan keeps counts, not flags, per period). A
+  period whose aggregate grows after it was sent (an analyzer's result read after the hour) is
+  sent again, with the same data time, within a window of recent periods.
 * **Cursors**: each kind of data has a position per platform: the last seq sent (real-time and
   minute data, held in the buffer until every platform is past it) or the start of the last
   period sent (hourly and daily). A packet carries the position it completes; the position
@@ -70,6 +72,9 @@ class Outgoing:
     kind: str
     parts: tuple[Packet, ...]
     pos: int
+    counts: tuple[tuple[str, int], ...] = ()
+    """For a period: (code, readings aggregated) of what it carries, so that a period whose
+    aggregate grows later (a late analyzer result) is sent again."""
 
     @property
     def qn(self) -> str:
@@ -199,7 +204,8 @@ def periods(
         by_start.setdefault(r[0], []).append(r)
     for start, rs in sorted(by_start.items()):
         factors = [FactorData(r[1], _agg_fields(r)) for r in rs]
-        out.append(Outgoing(kind, _packets(ident, cn, local_time(start, tz), factors, qn), start))
+        parts = _packets(ident, cn, local_time(start, tz), factors, qn)
+        out.append(Outgoing(kind, parts, start, tuple((r[1], r[2]) for r in rs)))
     return out
 
 

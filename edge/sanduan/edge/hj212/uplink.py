@@ -75,6 +75,8 @@ SETTLE_MS = 60_000
 POLL_S = 1.0
 """Real seconds between looks for new data when everything has been sent."""
 CLOCK_KIND = "clock_offset"
+LATE_PERIODS = 48
+"""Periods (hours or days) behind the cursor checked for aggregates that grew after sending."""
 
 
 class CursorStore:
@@ -93,6 +95,11 @@ class CursorStore:
                 "CREATE TABLE IF NOT EXISTS uplink_cursor (uplink TEXT NOT NULL, kind TEXT NOT"
                 " NULL, pos INTEGER NOT NULL, dropped INTEGER NOT NULL DEFAULT 0, PRIMARY KEY"
                 " (uplink, kind)) WITHOUT ROWID"
+            )
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS uplink_sent (uplink TEXT NOT NULL, kind TEXT NOT"
+                " NULL, start INTEGER NOT NULL, code TEXT NOT NULL, n INTEGER NOT NULL,"
+                " PRIMARY KEY (uplink, kind, start, code)) WITHOUT ROWID"
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO uplink_cursor (uplink, kind, pos) VALUES (?, ?, 0)",
@@ -185,9 +192,59 @@ class CursorStore:
             )
         ]
 
+    def grown(self, kind: str, since: int, until: int, limit: int = 24) -> list[AggRowT]:
+        """Aggregate rows of periods in ``(since, until]`` sent before with fewer readings than
+        they now hold (every row of such a period, at most ``limit`` periods)."""
+        table = "agg_hour" if kind == "hourly" else "agg_day"
+        starts = [
+            int(r[0])
+            for r in self.db.execute(
+                f"SELECT DISTINCT a.start FROM {table} a LEFT JOIN uplink_sent s"
+                " ON s.uplink = ? AND s.kind = ? AND s.start = a.start AND s.code = a.code"
+                " WHERE a.start > ? AND a.start <= ? AND (s.n IS NULL OR s.n < a.n)"
+                " ORDER BY a.start LIMIT ?",
+                (self.uplink, kind, since, until, limit),
+            )
+        ]
+        rows: list[AggRowT] = []
+        for start in starts:
+            rows += [
+                (int(st), str(c), int(n), int(nv), mn, mx, float(sm))
+                for st, c, n, nv, mn, mx, sm in self.db.execute(
+                    f"SELECT start, code, n, n_valid, vmin, vmax, vsum FROM {table}"
+                    " WHERE start = ? ORDER BY code",
+                    (start,),
+                )
+            ]
+        return rows
+
+    def mark_sent(self, kind: str, start: int, counts: tuple[tuple[str, int], ...]) -> None:
+        """Record what a period's packet carried; forget marks older than the late window."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO uplink_sent (uplink, kind, start, code, n) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (uplink, kind, start, code) DO UPDATE SET n = excluded.n",
+                [(self.uplink, kind, start, c, n) for c, n in counts],
+            )
+            self.db.execute(
+                "DELETE FROM uplink_sent WHERE uplink = ? AND kind = ? AND start < ?",
+                (self.uplink, kind, start - late_window_ms(kind)),
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.db.close()
+
+
+def late_window_ms(kind: str) -> int:
+    """How far back a period is sent again when its aggregate grows."""
+    return LATE_PERIODS * period_ms(kind)
 
 
 class _Reconnect(Exception):
@@ -370,6 +427,8 @@ class PlatformLink:
             for kind in self.kinds:
                 for out in await self._next(kind):
                     await self._send_acked(out)
+                    if out.counts:
+                        await self._db(self._store.mark_sent, kind, out.pos, out.counts)
                     await self._db(self._store.advance, kind, out.pos)
                     self.counts[f"sent_{kind}"] += 1
                     sent += 1
@@ -387,6 +446,10 @@ class PlatformLink:
                 return realtime(rows, self.ident, self.tz, self.qn)
             return minute(rows, self.ident, self.tz, self.qn, now_ms=now)
         until = now - period_ms(kind) - SETTLE_MS
+        late = await self._db(store.grown, kind, max(0, pos - late_window_ms(kind)), pos)
+        if late:
+            self.counts[f"resent_grown_{kind}"] += len({r[0] for r in late})
+            return periods(kind, late, self.ident, self.tz, self.qn)
         aggs = await self._db(store.aggregates, kind, pos, until)
         return periods(kind, aggs, self.ident, self.tz, self.qn)
 
