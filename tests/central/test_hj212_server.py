@@ -516,6 +516,20 @@ def test_config_errors_name_the_key(hj: dict[str, object], key: str, reason: str
     assert reason in info.value.reason
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_port_in_use_is_a_config_error(tmp_path: Path, store_url: str) -> None:
+    first = Hj212Server(_cfg(tmp_path, store_url))
+    first.start()
+    try:
+        data = _cfg(tmp_path, store_url).model_dump()
+        data["hj212"]["listen"] = f"127.0.0.1:{first.port}"
+        second = Hj212Server(CentralConfig.model_validate(data))
+        with pytest.raises(ConfigError, match="cannot listen"):
+            second.start()
+    finally:
+        first.stop()
+
+
 def test_missing_password_file_fails_at_start(tmp_path: Path) -> None:
     cfg = parse_model(
         CentralConfig,

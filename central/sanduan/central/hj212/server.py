@@ -203,9 +203,17 @@ class Hj212Server:
                 self._executor, open_store, self._store_url
             )
         self._proc = Processor(self._store, ingest=self.cfg.ingest, clock=self.clock)
-        server = await asyncio.start_server(
-            self._handle, self.host, self.port, limit=READ_CHUNK, backlog=1024
-        )
+        try:
+            server = await asyncio.start_server(
+                self._handle, self.host, self.port, limit=READ_CHUNK, backlog=1024
+            )
+        except OSError as e:
+            raise ConfigError(
+                "<collector config>",
+                "hj212.listen",
+                f"cannot listen on {self.hcfg.listen}: {e.strerror or e}; is another process"
+                " using the port?",
+            ) from None
         self.port = server.sockets[0].getsockname()[1]
         writer = asyncio.create_task(self._writer())
         log.info(
