@@ -123,7 +123,7 @@ def buffer(tmp_path: Path, hours: int = 3, start: datetime = datetime(2026, 1, 1
     return ob
 
 
-async def until(cond: Callable[[], bool], wait_s: float = 10.0) -> None:
+async def until(cond: Callable[[], bool], wait_s: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + wait_s
     while not cond():
         if asyncio.get_running_loop().time() > deadline:

@@ -246,7 +246,7 @@ def hj212_drained(path: Path) -> bool:
                 " LEFT JOIN uplink_sent s ON s.uplink = c.uplink AND s.kind = 'hourly'"
                 " AND s.start = a.start AND s.code = a.code"
                 " WHERE a.start <= c.pos AND a.start > c.pos - 48 * 3600000"
-                " AND (s.n IS NULL OR s.n < a.n)"
+                " AND (s.n IS NULL OR s.n < a.n_valid)"
             ).fetchone()[0]
     except sqlite3.Error:
         return False

@@ -671,8 +671,9 @@ class Rig:
         speed = self.sc.speed
         common = {
             "mn": self.mns[st.id],
-            # simulated seconds, like the MQTT uplink's ack timeout
-            "ack_timeout_s": _clamp(3.0 * speed, 30.0, MAX_CLOCK_S),
+            # simulated seconds: two real seconds, so that a busy machine is not taken for a
+            # lost packet (a connection lost ends the wait at once)
+            "ack_timeout_s": _clamp(2.0 * speed, 30.0, 86_400.0),
             "retries": 10,
             "reconnect_max_s": 2.0,
         }

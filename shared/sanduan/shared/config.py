@@ -348,7 +348,7 @@ class Hj212PlatformConfig(Hj212Credentials):
     """System code: 21 is surface-water quality."""
     data: list[Hj212DataKind] = Field(default_factory=lambda: _kinds("hourly"))
     """What to send: real-time (CN 2011), minute (2051), hourly (2061), daily (2031) data."""
-    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    ack_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
     """How long to wait for the platform's 9014 before sending a packet again."""
     retries: Annotated[int, Field(ge=0, le=100)] = 3
     """Resends of an unanswered packet before the connection is dropped and made again."""

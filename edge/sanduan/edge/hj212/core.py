@@ -73,8 +73,8 @@ class Outgoing:
     parts: tuple[Packet, ...]
     pos: int
     counts: tuple[tuple[str, int], ...] = ()
-    """For a period: (code, readings aggregated) of what it carries, so that a period whose
-    aggregate grows later (a late analyzer result) is sent again."""
+    """For a period: (code, valid readings aggregated) of what it carries, so that a period
+    whose aggregate gains a valid reading later (a late analyzer result) is sent again."""
 
     @property
     def qn(self) -> str:
@@ -205,7 +205,7 @@ def periods(
     for start, rs in sorted(by_start.items()):
         factors = [FactorData(r[1], _agg_fields(r)) for r in rs]
         parts = _packets(ident, cn, local_time(start, tz), factors, qn)
-        out.append(Outgoing(kind, parts, start, tuple((r[1], r[2]) for r in rs)))
+        out.append(Outgoing(kind, parts, start, tuple((r[1], r[3]) for r in rs)))
     return out
 
 

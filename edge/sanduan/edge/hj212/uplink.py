@@ -193,15 +193,15 @@ class CursorStore:
         ]
 
     def grown(self, kind: str, since: int, until: int, limit: int = 24) -> list[AggRowT]:
-        """Aggregate rows of periods in ``(since, until]`` sent before with fewer readings than
-        they now hold (every row of such a period, at most ``limit`` periods)."""
+        """Aggregate rows of periods in ``(since, until]`` sent before with fewer valid readings
+        than they now hold (every row of such a period, at most ``limit`` periods)."""
         table = "agg_hour" if kind == "hourly" else "agg_day"
         starts = [
             int(r[0])
             for r in self.db.execute(
                 f"SELECT DISTINCT a.start FROM {table} a LEFT JOIN uplink_sent s"
                 " ON s.uplink = ? AND s.kind = ? AND s.start = a.start AND s.code = a.code"
-                " WHERE a.start > ? AND a.start <= ? AND (s.n IS NULL OR s.n < a.n)"
+                " WHERE a.start > ? AND a.start <= ? AND (s.n IS NULL OR s.n < a.n_valid)"
                 " ORDER BY a.start LIMIT ?",
                 (self.uplink, kind, since, until, limit),
             )
@@ -278,6 +278,9 @@ class PlatformLink:
         self._writer: asyncio.StreamWriter | None = None
         self._waiters: dict[str, asyncio.Future[Packet]] = {}
         self._send_lock = asyncio.Lock()
+        self._unacked: Outgoing | None = None
+        """The packet in flight when a session ended: sent first, with its QN, next time (a
+        platform that had it but whose 9014 was lost sees the same QN again)."""
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -422,18 +425,27 @@ class PlatformLink:
 
     async def _sender(self) -> None:
         assert self._store is not None
+        if self._unacked is not None:
+            await self._deliver(self._unacked)
         while True:
             sent = 0
             for kind in self.kinds:
                 for out in await self._next(kind):
-                    await self._send_acked(out)
-                    if out.counts:
-                        await self._db(self._store.mark_sent, kind, out.pos, out.counts)
-                    await self._db(self._store.advance, kind, out.pos)
-                    self.counts[f"sent_{kind}"] += 1
+                    await self._deliver(out)
                     sent += 1
             if not sent:
                 await asyncio.sleep(POLL_S)
+
+    async def _deliver(self, out: Outgoing) -> None:
+        """Send ``out`` until the platform acknowledges it, then move the cursor."""
+        assert self._store is not None
+        self._unacked = out
+        await self._send_acked(out)
+        if out.counts:
+            await self._db(self._store.mark_sent, out.kind, out.pos, out.counts)
+        await self._db(self._store.advance, out.kind, out.pos)
+        self._unacked = None
+        self.counts[f"sent_{out.kind}"] += 1
 
     async def _next(self, kind: str) -> list[Outgoing]:
         assert self._store is not None
