@@ -12,8 +12,9 @@
 * **Hourly (2061) and daily (2031) data**: the buffer's aggregates (kept for ever), sent once
   the period has ended and ``settle_ms`` passed: ``Min``, ``Avg``, ``Max``, ``Flag`` N with a
   valid value, else ``Flag=D`` and no value (sanduan keeps counts, not flags, per period). A
-  period whose aggregate grows after it was sent (an analyzer's result read after the hour) is
-  sent again, with the same data time, within a window of recent periods.
+  period whose aggregate gains a valid reading after it was sent (an analyzer's result read
+  after the hour) is sent again with the same data time, only the factors that changed,
+  within a window of recent periods.
 * **Cursors**: each kind of data has a position per platform: the last seq sent (real-time and
   minute data, held in the buffer until every platform is past it) or the start of the last
   period sent (hourly and daily). A packet carries the position it completes; the position

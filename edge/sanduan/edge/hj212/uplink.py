@@ -192,31 +192,20 @@ class CursorStore:
             )
         ]
 
-    def grown(self, kind: str, since: int, until: int, limit: int = 24) -> list[AggRowT]:
-        """Aggregate rows of periods in ``(since, until]`` sent before with fewer valid readings
-        than they now hold (every row of such a period, at most ``limit`` periods)."""
+    def grown(self, kind: str, since: int, until: int, limit: int = 500) -> list[AggRowT]:
+        """Aggregate rows of periods in ``(since, until]`` that were not sent or were sent with
+        fewer valid readings than they now hold (a late result): only those factors."""
         table = "agg_hour" if kind == "hourly" else "agg_day"
-        starts = [
-            int(r[0])
-            for r in self.db.execute(
-                f"SELECT DISTINCT a.start FROM {table} a LEFT JOIN uplink_sent s"
-                " ON s.uplink = ? AND s.kind = ? AND s.start = a.start AND s.code = a.code"
-                " WHERE a.start > ? AND a.start <= ? AND (s.n IS NULL OR s.n < a.n_valid)"
-                " ORDER BY a.start LIMIT ?",
+        return [
+            (int(st), str(c), int(n), int(nv), mn, mx, float(sm))
+            for st, c, n, nv, mn, mx, sm in self.db.execute(
+                f"SELECT a.start, a.code, a.n, a.n_valid, a.vmin, a.vmax, a.vsum FROM {table} a"
+                " LEFT JOIN uplink_sent s ON s.uplink = ? AND s.kind = ? AND s.start = a.start"
+                " AND s.code = a.code WHERE a.start > ? AND a.start <= ?"
+                " AND (s.n IS NULL OR s.n < a.n_valid) ORDER BY a.start, a.code LIMIT ?",
                 (self.uplink, kind, since, until, limit),
             )
         ]
-        rows: list[AggRowT] = []
-        for start in starts:
-            rows += [
-                (int(st), str(c), int(n), int(nv), mn, mx, float(sm))
-                for st, c, n, nv, mn, mx, sm in self.db.execute(
-                    f"SELECT start, code, n, n_valid, vmin, vmax, vsum FROM {table}"
-                    " WHERE start = ? ORDER BY code",
-                    (start,),
-                )
-            ]
-        return rows
 
     def mark_sent(self, kind: str, start: int, counts: tuple[tuple[str, int], ...]) -> None:
         """Record what a period's packet carried; forget marks older than the late window."""
