@@ -21,6 +21,16 @@ report_app = typer.Typer(help="Reports from the central database.", no_args_is_h
 app.add_typer(report_app, name="report")
 register_report_commands(report_app)
 
+
+def _add_console_commands() -> None:
+    from sanduan.central.web.cli import console_command, users_app
+
+    app.command("console")(console_command)
+    app.add_typer(users_app, name="users")
+
+
+_add_console_commands()
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Collector config (central.toml).")
 ]

@@ -528,12 +528,42 @@ class Hj212ServerConfig(Strict):
         return self
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` (``[v6]:port`` too) -> ``(host, port)``; raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be host:port (for example 127.0.0.1:8480), not {value!r}")
+    return host, int(port)
+
+
+class ConsoleConfig(Strict):
+    """The web console (``sanduan central console``)."""
+
+    listen: str = "127.0.0.1:8480"
+    secret_file: Path | None = None
+    """A file holding the key that signs session cookies (keep it private). Without one a
+    random key is made at start-up, and every session ends when the console restarts."""
+    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 8 * 3600
+    https_only: bool = False
+    """Mark the session cookie Secure (serve the console behind TLS)."""
+    serve_with_run: bool = False
+    """``sanduan central run`` serves the console too."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
+
+
 class CentralConfig(Strict):
     central: CentralSection = Field(default_factory=CentralSection)
     mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
     hj212: Hj212ServerConfig | None = None
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 def load_central_config(path: Path | str) -> CentralConfig:
@@ -550,4 +580,8 @@ def load_central_config(path: Path | str) -> CentralConfig:
     if cfg.hj212 is not None and cfg.hj212.logger:
         loggers = _relative_password_files(cfg.hj212.logger, base)
         cfg = cfg.model_copy(update={"hj212": cfg.hj212.model_copy(update={"logger": loggers})})
+    secret = cfg.console.secret_file
+    if secret is not None and not secret.is_absolute():
+        console = cfg.console.model_copy(update={"secret_file": base / secret})
+        cfg = cfg.model_copy(update={"console": console})
     return cfg

@@ -213,6 +213,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX dead_letters_received ON dead_letters (received_ms)",
         ),
     ),
+    Migration(
+        3,
+        "console accounts and their audit trail",
+        (
+            """CREATE TABLE console_users (
+                name {key} PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                disabled {bool} NOT NULL
+            )""",
+            """CREATE TABLE console_audit (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX console_audit_time ON console_audit (time_ms)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -302,10 +324,14 @@ TABLES: dict[str, tuple[str, ...]] = {
         "evidence",
     ),
     "runs": ("run_id", "kind", "started_ms", "finished_ms", "params", "result"),
+    "console_users": ("name", "role", "password_hash", "created_ms", "disabled"),
+    "console_audit": ("id", "time_ms", "actor", "action", "target", "detail"),
 }
 """Every table and its columns, for checking names passed to the generic row writers."""
 
-WRITABLE = frozenset({"aggregates", "assessments", "ledger", "runs", "events"})
+WRITABLE = frozenset(
+    {"aggregates", "assessments", "ledger", "runs", "events", "console_users", "console_audit"}
+)
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
 ``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own
 methods."""
