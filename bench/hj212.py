@@ -304,10 +304,10 @@ def run_mqtt(tmp: Path, stations: int, batches: int) -> dict[str, float]:
     t = time.perf_counter()
     for topic, payload in msgs:
         pub.publish(topic, payload, qos=1)
-    while store.count_readings() < readings:
-        if time.perf_counter() - t > 600:
-            raise SystemExit("MQTT: not everything stored in 600 s")
+    stored = 0
+    while stored < readings and time.perf_counter() - t < 300:
         time.sleep(0.05)
+        stored = store.count_readings()
     elapsed = time.perf_counter() - t
     store.close()
     pub.loop_stop()
@@ -315,7 +315,9 @@ def run_mqtt(tmp: Path, stations: int, batches: int) -> dict[str, float]:
     parent.send("stop")
     parent.recv()
     proc.join(30)
-    return {"readings": readings, "seconds": elapsed, "rate": readings / elapsed}
+    # on a very busy machine the MQTT path may not finish in 300 s: its rate is then what it
+    # stored in that time (printed as partial)
+    return {"readings": readings, "stored": stored, "seconds": elapsed, "rate": stored / elapsed}
 
 
 def main() -> None:
@@ -339,8 +341,14 @@ def main() -> None:
             f" {hj['commits']:,.0f} commits)"
         )
         if have_broker:
-            mq = run_mqtt(tmp, n_log, per)
-            print(f"  MQTT   {mq['rate']:>10,.0f} readings/s ({mq['seconds']:.1f} s)")
+            # the MQTT collector commits every 8-reading batch on its own: a tenth of the
+            # messages is enough for its rate
+            mq = run_mqtt(tmp, n_log, max(1, per // 10))
+            partial = "" if mq["stored"] == mq["readings"] else f", partial: {mq['stored']:,.0f}"
+            print(
+                f"  MQTT   {mq['rate']:>10,.0f} readings/s ({mq['readings']:,.0f} readings,"
+                f" {mq['seconds']:.1f} s{partial})"
+            )
             print(f"  ratio HJ 212 / MQTT {hj['rate'] / mq['rate']:.2f}")
         else:
             print("  MQTT   skipped: no broker on 127.0.0.1:1883")
