@@ -31,6 +31,7 @@ from sanduan.shared.grading import class_label, kernel_tables
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import all_parameters, by_code
 from sanduan.shared.precision import decimals_table, exact_multiple, round_indexed, round_value
+from sanduan.shared.stuck import StuckTracker
 from sanduan.shared.wire import Event, Severity
 
 EXCEEDANCE = "exceedance"
@@ -117,8 +118,11 @@ class Grader:
         water_body: WaterBody = WaterBody.RIVER,
         target_class: int = 3,
         engine: Engine = "numba",
+        stuck_polls: int = 0,
     ) -> None:
         self.engine = engine
+        self.stuck = StuckTracker(stuck_polls)
+        """Flags runs of identical readings D (see :mod:`sanduan.shared.stuck`)."""
         self.water_body = WaterBody(water_body)
         self.target_class = target_class
         self.tables = kernel_tables(self.water_body)
