@@ -729,8 +729,10 @@ class SqlStore:
                 marks = ", ".join(["(" + ", ".join("?" * len(chunk[0])) + ")"] * len(chunk))
                 self._x(
                     cur,
+                    # No conflict target: the key differs by backend (PostgreSQL partitions
+                    # add ts_ms to it); a logger reading's seq already fixes its time.
                     f"INSERT INTO readings ({cols}) VALUES {marks}"
-                    " ON CONFLICT (station, stream, seq) DO NOTHING",
+                    " ON CONFLICT DO NOTHING",
                     [v for row in chunk for v in row],
                 )
                 new += max(0, int(cur.rowcount))
