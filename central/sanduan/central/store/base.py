@@ -731,8 +731,7 @@ class SqlStore:
                     cur,
                     # No conflict target: the key differs by backend (PostgreSQL partitions
                     # add ts_ms to it); a logger reading's seq already fixes its time.
-                    f"INSERT INTO readings ({cols}) VALUES {marks}"
-                    " ON CONFLICT DO NOTHING",
+                    f"INSERT INTO readings ({cols}) VALUES {marks} ON CONFLICT DO NOTHING",
                     [v for row in chunk for v in row],
                 )
                 new += max(0, int(cur.rowcount))
