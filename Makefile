@@ -43,7 +43,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
 ## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
-BENCHES ?= grading wire polling buffer ingest assessment bus badreplies footprint hostile province
+BENCHES ?= grading wire polling buffer ingest assessment bus badreplies footprint hostile province hj212
 bench: $(STAMP)
 	@for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \

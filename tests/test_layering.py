@@ -23,7 +23,7 @@ IO_MODULES = (
     "pymodbus",
     "socket",
 )
-PURE_SHARED = ("params", "standards", "wire", "registers", "model", "topics", "grading")
+PURE_SHARED = ("params", "standards", "wire", "registers", "model", "topics", "grading", "hj212")
 
 
 def _modules(role: str) -> Iterator[tuple[str, Path]]:

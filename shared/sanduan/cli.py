@@ -11,6 +11,7 @@ from importlib import metadata
 import typer
 
 from sanduan.shared.grade_cli import grade_command
+from sanduan.shared.hj212.cli import hj212_app
 from sanduan.shared.wire_cli import wire_app
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ def _root(
 
 app.command("grade")(grade_command)
 app.add_typer(wire_app, name="wire")
+app.add_typer(hj212_app, name="hj212")
 
 
 def _add_role_apps() -> None:

@@ -53,7 +53,17 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    Collector(cfg, store_url=url, client_id=client_id).run(stop)
+    hj212 = None
+    if cfg.hj212 is not None:
+        from sanduan.central.hj212.server import Hj212Server
+
+        hj212 = Hj212Server(cfg, store_url=url)
+        hj212.start()
+    try:
+        Collector(cfg, store_url=url, client_id=client_id).run(stop)
+    finally:
+        if hj212 is not None:
+            hj212.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,15 @@ def check_config(path: Path) -> list[ConfigCheck]:
         )
     )
     out.append(ConfigCheck("timezone", sec.timezone, True))
+    if cfg.hj212 is not None:
+        from sanduan.central.hj212.server import load_loggers
+
+        try:
+            n = len(load_loggers(cfg.hj212))
+        except ConfigError as e:
+            out.append(ConfigCheck("hj212", cfg.hj212.listen, False, str(e)))
+        else:
+            out.append(ConfigCheck("hj212", cfg.hj212.listen, True, f"{n} logger(s)"))
     return out
 
 

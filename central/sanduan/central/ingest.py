@@ -166,6 +166,17 @@ def _shown(ranges: Sequence[SeqRange]) -> str:
     return text + (", ..." if len(ranges) > 4 else "")
 
 
+@dataclass(frozen=True, slots=True)
+class Untracked:
+    """Readings without a station's seq numbers (from an HJ 212 logger), with the raw message
+    they came in (the dead letter if they fail a check) and where it came from."""
+
+    batch: Batch
+    raw: bytes
+    source: str
+    client: str | None = None
+
+
 class Processor:
     """Decode, check and store one message; shared by the MQTT collector and ``replay``."""
 
@@ -280,6 +291,61 @@ class Processor:
         return None, error, True
 
     # --- messages ----------------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        source: str,
+        client: str | None,
+        reason: str,
+        raw: bytes,
+        at: int | None = None,
+        *,
+        station: str | None = None,
+        detail: str = "",
+    ) -> Outcome:
+        """Record ``raw`` as a dead letter: ``reason`` is its category, ``detail`` the text
+        (never raises; within the station's dead-letter budget)."""
+        at = self.now_ms() if at is None else at
+        return self._dead(source, client, reason, raw, at, station=station, detail=detail)
+
+    def _dead_untracked(self, item: Untracked, reason: str, detail: str, at: int) -> Outcome:
+        station = item.batch.station
+        return self._dead(
+            item.source, item.client, reason, item.raw, at, station=station, detail=detail
+        )
+
+    def handle_untracked(
+        self, items: Sequence[Untracked], received_ms: int | None = None
+    ) -> list[Outcome]:
+        """Check and store readings that carry no station seqs (see :class:`Untracked`), the
+        ones that pass in one transaction; one outcome per item. Never raises."""
+        at = self.now_ms() if received_ms is None else received_ms
+        outcomes: list[Outcome | None] = []
+        keep: list[Batch] = []
+        try:
+            for item in items:
+                self.counts["received"] += 1
+                problem = check_values(item.batch)
+                if problem:
+                    outcomes.append(self._dead_untracked(item, "invalid", problem, at))
+                else:
+                    outcomes.append(None)
+                    keep.append(item.batch)
+            try:
+                new = self.store.store_untracked(keep, at)
+            except StoreError as e:
+                self.counts["store_errors"] += 1
+                log.error("%d logger packet(s) not stored: %s", len(keep), e)  # noqa: TRY400
+                return [o or Outcome("readings", error=str(e)) for o in outcomes]
+        except Exception as e:  # a bug must not stop the collector: keep the evidence
+            log.exception("internal error storing logger readings")
+            detail = f"internal error: {type(e).__name__}: {e}"
+            return [self._dead_untracked(i, "internal", detail, at) for i in items]
+        total = sum(b.count for b in keep)
+        self.counts["readings_new"] += new
+        self.counts["readings_duplicate"] += total - new
+        result = StoreResult(new=new, duplicate=total - new)
+        return [o or Outcome("readings", result=result) for o in outcomes]
 
     def handle(
         self,

@@ -191,6 +191,7 @@ class Agent:
         self.uplink: Uplink | None = None
         self.db: DbThread | None = None
         self.say = RateLimitedLog(log, NOT_STORED_LOG_S, time.monotonic)
+        self.hj212_links: list[Any] = []
 
     # -- the sink (called by the sources, never blocks) -----------------------------------
 
@@ -319,6 +320,8 @@ class Agent:
                 tg.create_task(fwd.run(), name="forwarder")
                 tg.create_task(stopper(), name="stop")
                 tg.create_task(db.run(outbox.quick_check), name="buffer check")
+                for link in self._hj212_links():
+                    tg.create_task(link.run(), name=f"hj212-{link.name}")
         except BaseExceptionGroup as eg:
             failures = _failures(eg)
             for e in failures:
@@ -338,6 +341,21 @@ class Agent:
                 f"stopped with the buffer not writable ({self.write_error});"
                 f" {self.not_stored} readings were not stored"
             )
+
+    def _hj212_links(self) -> list[Any]:
+        """One link per ``[[hj212]]`` platform; cursors of platforms no longer configured are
+        forgotten so that they hold no readings."""
+        from sanduan.edge.hj212.uplink import CursorStore, PlatformLink
+
+        cfg = self.config
+        gone = CursorStore.prune(self.db_path, [p.name for p in cfg.hj212])
+        if gone:
+            log.warning("forgot %d HJ 212 cursor(s) of platforms no longer configured", gone)
+        self.hj212_links = [
+            PlatformLink(p, self.db_path, timezone=cfg.station.timezone, clock=self.clock)
+            for p in cfg.hj212
+        ]
+        return self.hj212_links
 
     async def _shutdown(self, fwd: Forwarder, uplink: Uplink, db: DbThread) -> None:
         log.info("stopping: flushing %d values to the buffer", len(self._pending))
@@ -479,7 +497,19 @@ def outbox_report(
         "bytes_per_reading": st.bytes_per_reading,
         "readings_per_s": st.readings_per_s,
         "coverage_days": st.coverage_days,
+        "hj212": _hj212_cursors(outbox.path),
     }
+
+
+def _hj212_cursors(path: Path) -> list[dict[str, Any]]:
+    """The HJ 212 platforms' cursors in the buffer (see docs/hj212.md)."""
+    from sanduan.edge.hj212.uplink import cursor_report
+
+    return [
+        {"platform": u, "kind": k, "pos": p, "dropped": d}
+        for u, k, p, d in cursor_report(path)
+        if k != "clock_offset"
+    ]
 
 
 def _age(seconds: float | None) -> str:
@@ -544,6 +574,14 @@ def print_outbox_report(r: dict[str, Any]) -> None:
         ("rate", "-" if rate is None else f"{rate:.3g} readings/s"),
         ("coverage at this rate", "-" if cover is None else f"{cover:.1f} days"),
     ]
+    for c in r.get("hj212", []):
+        at = "seq" if c["kind"] in ("realtime", "minute") else "period start (ms)"
+        rows.append(
+            (
+                f"HJ 212 {c['platform']} {c['kind']}",
+                f"sent up to {at} {c['pos']}, dropped {c['dropped']}",
+            )
+        )
     for k, v in rows:
         table.add_row(k, v)
     Console(width=100).print(table)

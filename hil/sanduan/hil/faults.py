@@ -108,6 +108,7 @@ class FaultSpec(Strict):
         "clock",
         "gateway-replaced",
         "hostile-station",
+        "platform",
     ]
     at: Duration
     """Offset from the scenario start (simulated)."""
@@ -190,6 +191,7 @@ class Fault:
             "clock": f"gateway clock jump {self.offset:+g} s",
             "gateway-replaced": "gateway replaced, buffer lost",
             "hostile-station": "hostile client with the station's login",
+            "platform": "provincial platform (HJ 212) down",
         }[self.kind]
         return f"{what} ({self.target})"
 
@@ -332,6 +334,11 @@ def build_timeline(sc: Scenario) -> list[Fault]:
             raise ConfigError(file, f"{key}.device", f"a {spec.kind} fault has no device")
         if spec.kind == "hostile-station" and spec.duration <= 0:
             raise ConfigError(file, f"{key}.duration", "a hostile-station fault needs a duration")
+        if spec.kind == "platform":
+            if not sc.platform:
+                raise ConfigError(file, f"{key}.kind", "a platform fault needs rig.platform = true")
+            if spec.duration <= 0:
+                raise ConfigError(file, f"{key}.duration", "a platform fault needs a duration")
         if spec.kind == "clock" and spec.offset == 0:
             raise ConfigError(file, f"{key}.offset", "a clock fault needs a non-zero offset")
         codes = None

@@ -116,6 +116,8 @@ class RunSummary:
     phases: dict[str, float] = field(default_factory=dict)
     problems: dict[str, Any] = field(default_factory=dict)
     """What the scripted bureau and towns did with the problems the run produced."""
+    platform: dict[str, Any] | None = None
+    """The HJ 212 platform's delivery check (see :mod:`sanduan.hil.hj212`), if there is one."""
 
     @classmethod
     def build(
@@ -217,8 +219,17 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        """No reading lost or duplicated, and the ledger equals the truth's."""
-        return self.lost == 0 and self.duplicates == 0 and self.ledger_matches_truth is True
+        """No reading lost or duplicated (at the centre and at the platform, if there is one),
+        and the ledger equals the truth's."""
+        platform_ok = self.platform is None or (
+            self.platform["lost"] == 0 and self.platform["duplicates"] == 0
+        )
+        return (
+            self.lost == 0
+            and self.duplicates == 0
+            and self.ledger_matches_truth is True
+            and platform_ok
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = self.delivery
@@ -262,6 +273,7 @@ class RunSummary:
             "problems": {k: self.problems.get(k, 0) for k in ("opened", "closed", "overdue")},
             "problem_log": self.problems.get("log", []),
             "warnings": self.warnings,
+            "platform": self.platform,
             "ok": self.ok,
         }
 
@@ -358,6 +370,15 @@ class RunSummary:
         if dl.get("forged_stored"):
             forged = ", ".join(f"{k} {v}" for k, v in dl["forged_stored"].items())
             c.print(f"  forged readings a hostile client got stored (not counted above): {forged}")
+        if self.platform is not None:
+            pf = self.platform
+            pcol = "green" if pf["lost"] == 0 and pf["duplicates"] == 0 else "red"
+            c.print(
+                f"[bold]platform (HJ 212, hourly)[/]: expected {pf['expected']}, received"
+                f" {pf['received']}, [{pcol}]lost {pf['lost']}, duplicates {pf['duplicates']}[/],"
+                f" value mismatches {pf['value_mismatches']}; hours corrected after a late"
+                f" reading {pf.get('corrections', 0)}; outages {pf['outages']}"
+            )
         if self.in_flight_at_kill:
             c.print(
                 f"  {self.in_flight_at_kill} reading(s) were read just before an agent SIGKILL"

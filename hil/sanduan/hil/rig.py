@@ -62,6 +62,14 @@ from sanduan.hil.faults import (
     build_timeline,
     device_fault_changes,
 )
+from sanduan.hil.hj212 import (
+    PLATFORM_PW,
+    PlatformSim,
+    as_sent_over_hj212,
+    hj212_drained,
+    mn_for,
+    platform_check,
+)
 from sanduan.hil.hostile import HostileStation, StationState, is_forged_batch
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.hil.report import RunSummary
@@ -513,6 +521,9 @@ class Rig:
         self.hostiles: dict[int, HostileStation] = {}
         """Running or finished hostile clients, by fault index."""
         self._console: Any = None
+        self.platform: PlatformSim | None = None
+        self.mns: dict[str, str] = {st.id: mn_for(i + 1) for i, st in enumerate(scenario.stations)}
+        self.hj212_port = 0
 
     # -- paths and configs --------------------------------------------------------------------
 
@@ -578,6 +589,16 @@ class Rig:
         validity = self._validity()
         if validity:
             doc["validity"] = validity
+        logger = self.sc.hj212_station
+        if with_mqtt and logger is not None:
+            # The collector's HJ 212 times are simulated seconds: a minute of real silence
+            # before a connection is closed, and the logger's clock trusted to a day.
+            doc["hj212"] = {
+                "listen": f"127.0.0.1:{self.hj212_port}",
+                "idle_timeout_s": 60.0 * speed,
+                "max_future_s": 86_400.0,
+                "logger": [{"mn": self.mns[logger], "password": LOGGER_PW, "station": logger}],
+            }
         return _deep_merge(doc, self.sc.central_config)
 
     def _station_doc(self, st: StationPlan, ports: Sequence[str]) -> dict[str, Any]:
@@ -640,7 +661,48 @@ class Rig:
             },
             "bus": buses,
         }
+        platforms = self._hj212_platforms(st)
+        if platforms:
+            doc["hj212"] = platforms
+        if st.id == self.sc.hj212_station:
+            # This station's logger speaks HJ 212 to the collector: no MQTT centre.
+            doc["uplink"]["broker"] = f"mqtt://127.0.0.1:{_dead_port()}"
         return _deep_merge(doc, self.sc.station_config)
+
+    def _hj212_platforms(self, st: StationPlan) -> list[dict[str, Any]]:
+        """``[[hj212]]`` entries of a station: the provincial platform (hourly data), and for
+        the HJ 212 logger station the collector itself (real-time data)."""
+        speed = self.sc.speed
+        common = {
+            "mn": self.mns[st.id],
+            # simulated seconds: two real seconds, so that a busy machine is not taken for a
+            # lost packet (a connection lost ends the wait at once)
+            "ack_timeout_s": _clamp(2.0 * speed, 30.0, 86_400.0),
+            "retries": 10,
+            "reconnect_max_s": 2.0,
+        }
+        out: list[dict[str, Any]] = []
+        if self.platform is not None:
+            out.append(
+                {
+                    "name": "province",
+                    "address": self.platform.address,
+                    "password": PLATFORM_PW,
+                    "data": ["hourly"],
+                    **common,
+                }
+            )
+        if st.id == self.sc.hj212_station:
+            out.append(
+                {
+                    "name": "central",
+                    "address": f"127.0.0.1:{self.hj212_port}",
+                    "password": LOGGER_PW,
+                    "data": ["realtime"],
+                    **common,
+                }
+            )
+        return out
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -765,8 +827,17 @@ class Rig:
             "collector": self._collector_fault,
             "broker": self._broker_fault,
             "hostile-station": self._hostile_fault,
+            "platform": self._platform_fault,
         }
         handlers[f.kind](rec, starting)
+
+    def _platform_fault(self, rec: FaultRecord, starting: bool) -> None:
+        """The provincial platform goes down (stops listening, drops its connections)."""
+        assert self.platform is not None
+        if starting:
+            self.platform.stop()
+        else:
+            self.platform.start()
 
     def _agent_fault(self, rec: FaultRecord, starting: bool) -> None:
         """SIGKILL (or SIGTERM) the agent between polls; for gateway-replaced also delete its
@@ -901,6 +972,11 @@ class Rig:
                 f" {'PostgreSQL' if self.pg_schema else 'SQLite'}"
             )
             self.broker.start()
+            if self.sc.platform:
+                self.platform = PlatformSim({mn: sid for sid, mn in self.mns.items()})
+                self.platform.start()
+            if self.sc.hj212_station is not None:
+                self.hj212_port = _dead_port()
             for plan in self.sc.stations:
                 self.stations[plan.id] = self._build_station(plan)
             central_cfg = self._write_central_files()
@@ -1044,12 +1120,17 @@ class Rig:
                 self._watch_processes()
                 ok = True
                 for sid in self.stations:
-                    v = self.monitor.view(sid)
-                    if (
-                        v.status_real is None
-                        or v.status_real < t_quiet + settle
-                        or (v.buffer_depth or 0) > 0
-                    ):
+                    if sid != self.sc.hj212_station:
+                        v = self.monitor.view(sid)
+                        if (
+                            v.status_real is None
+                            or v.status_real < t_quiet + settle
+                            or (v.buffer_depth or 0) > 0
+                        ):
+                            ok = False
+                            break
+                    hj = self.platform is not None or sid == self.sc.hj212_station
+                    if hj and not hj212_drained(self._buffer(sid)):
                         ok = False
                         break
                 if ok:
@@ -1078,6 +1159,8 @@ class Rig:
                 self.collector.terminate(timeout=5)
         if self.monitor is not None:
             self.monitor.stop()
+        if self.platform is not None:
+            self.platform.stop(outage=False)
         if self.broker is not None:
             self.broker.stop()
         for st in self.stations.values():
@@ -1301,8 +1384,13 @@ class Rig:
         except Exception as e:
             self.warnings.append(f"cannot read the collector's store: {e}")
         tolerance = max(60.0, 0.05 * self.sc.speed)
+        truth = self.truth.readings()
+        if self.sc.hj212_station is not None:
+            truth = [
+                as_sent_over_hj212(r) if r.station == self.sc.hj212_station else r for r in truth
+            ]
         check = compare(
-            self.truth.readings(),
+            truth,
             rows,
             ts_tolerance_s=tolerance,
             replaced={sid: st.replaced_at for sid, st in self.stations.items()},
@@ -1343,7 +1431,7 @@ class Rig:
         if self.pg_schema is not None and not self.opt.keep_schema:
             self._drop_schema()
         in_flight = sum(int(r.outcome.get("in_flight_at_kill", 0)) for r in self.records)
-        return RunSummary.build(
+        summary = RunSummary.build(
             scenario=self.sc,
             out_dir=self.out,
             broker=self.broker.url if self.broker else "",
@@ -1364,6 +1452,17 @@ class Rig:
             median_poll_gap_s=_median_gap(self.truth),
             problems=problems,
         )
+        if self.platform is not None:
+            from zoneinfo import ZoneInfo
+
+            buffers = {sid: self._buffer(sid) for sid in self.stations}
+            summary.platform = platform_check(
+                self.platform, buffers, ZoneInfo(self.sc.timezone), int(self.sc.end * 1000)
+            )
+        return summary
+
+    def _buffer(self, station: str) -> Path:
+        return self.out / "buffers" / f"{station}.db"
 
     def _bureau(self, config: Path) -> dict[str, Any]:
         """The scripted county bureau and towns: compute the month (which discovers the run's
@@ -1458,6 +1557,18 @@ def _ts_shift(
         if got:
             shifts.append(min((t / 1000.0 - tr.ts for t in got), key=abs))
     return round(statistics.median(shifts), 1) if shifts else None
+
+
+LOGGER_PW = "logger212"
+
+
+def _dead_port() -> int:
+    """A free local port (nothing listens on it until someone binds it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _redact(url: str) -> str:

@@ -191,6 +191,10 @@ class RigSpec(Strict):
     """Merged into the collector's central.toml."""
     rules: dict[str, Any] | None = None
     """A compensation rules document (the collector's rules.toml format); None: its defaults."""
+    hj212_station: str | None = None
+    """A station whose data logger speaks HJ 212-2017 to the collector instead of MQTT."""
+    platform: bool = False
+    """A simulated provincial platform that every edge agent reports to over HJ 212-2017."""
 
 
 class StationSignalSpec(Strict):
@@ -313,6 +317,8 @@ class Scenario:
     central_config: Mapping[str, Any]
     rules_doc: Mapping[str, Any] | None
     towns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    hj212_station: str | None = None
+    platform: bool = False
 
     @property
     def end(self) -> float:
@@ -637,7 +643,11 @@ def build_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
         central_config=doc.rig.central_config,
         rules_doc=doc.rig.rules,
         towns=towns,
+        hj212_station=doc.rig.hj212_station,
+        platform=doc.rig.platform,
     )
+    if doc.rig.hj212_station is not None and doc.rig.hj212_station not in {p.id for p in plans}:
+        raise ConfigError(file, "rig.hj212_station", f"unknown station {doc.rig.hj212_station!r}")
     # Validate the fault timeline now, so a bad [[fault]] fails at load time too.
     from sanduan.hil.faults import build_timeline
 

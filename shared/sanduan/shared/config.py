@@ -21,6 +21,7 @@ from sanduan.shared.model import WaterBody
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C", bound="Hj212Credentials")
 
 
 def check_station_id(v: str) -> str:
@@ -286,12 +287,107 @@ class BusConfig(Strict):
         return self
 
 
+# --- HJ 212-2017 -------------------------------------------------------------------------
+
+HJ212_MN_RE = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+HJ212_PW_RE = re.compile(r"^[!-~]{1,32}$")
+
+Hj212DataKind = Literal["realtime", "minute", "hourly", "daily"]
+
+
+def _kinds(*kinds: Hj212DataKind) -> list[Hj212DataKind]:
+    return list(kinds)
+
+
+def _check_hostport(v: str) -> str:
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address {v!r} must be host:port, like 127.0.0.1:9212")
+    return v
+
+
+def split_hostport(v: str) -> tuple[str, int]:
+    """``("host", port)`` of a validated ``host:port``."""
+    host, _, port = v.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Hj212Credentials(Strict):
+    """An HJ 212 MN with its password (``password`` or ``password_file``, exactly one)."""
+
+    mn: str
+    password: str | None = None
+    password_file: Path | None = None
+
+    @field_validator("mn")
+    @classmethod
+    def _mn(cls, v: str) -> str:
+        if not HJ212_MN_RE.match(v):
+            raise ValueError(f"MN {v!r} must be 1-24 letters, digits, '_' or '-'")
+        return v
+
+    @field_validator("password")
+    @classmethod
+    def _pw(cls, v: str | None) -> str | None:
+        if v is not None and (not HJ212_PW_RE.match(v) or set(v) & set(";,=&")):
+            raise ValueError("password must be 1-32 printable ASCII characters without ; , = &")
+        return v
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Hj212Credentials:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError(f"MN {self.mn}: give exactly one of 'password' or 'password_file'")
+        return self
+
+    def resolved_password(self) -> str:
+        """The password, read from ``password_file`` if that is given (ConfigError if the file
+        cannot be read or holds no valid password)."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None
+        try:
+            pw = self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(str(self.password_file), "", f"cannot read: {e.strerror}") from None
+        if not HJ212_PW_RE.match(pw) or set(pw) & set(";,=&"):
+            raise ConfigError(
+                str(self.password_file),
+                "",
+                "must hold one password of 1-32 printable ASCII characters without ; , = &",
+            )
+        return pw
+
+
+class Hj212PlatformConfig(Hj212Credentials):
+    """An environmental platform this station reports to over HJ 212-2017 (``[[hj212]]``)."""
+
+    name: str
+    address: str
+    st: Annotated[str, Field(pattern=r"^\d{2}$")] = "21"
+    """System code: 21 is surface-water quality."""
+    data: list[Hj212DataKind] = Field(default_factory=lambda: _kinds("hourly"))
+    """What to send: real-time (CN 2011), minute (2051), hourly (2061), daily (2031) data."""
+    ack_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    """How long to wait for the platform's 9014 before sending a packet again."""
+    retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """Resends of an unanswered packet before the connection is dropped and made again."""
+    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """Longest wait between connection attempts (the wait doubles from 1 s up to this)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _check_hostport(v)
+
+
 class StationConfig(Strict):
     station: StationSection
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     uplink: UplinkConfig = Field(default_factory=UplinkConfig)
     grading: GradingConfig = Field(default_factory=GradingConfig)
     bus: list[BusConfig] = Field(default_factory=list)
+    hj212: list[Hj212PlatformConfig] = Field(default_factory=list)
+    """Platforms this station also reports to over HJ 212-2017."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:
@@ -308,11 +404,28 @@ class StationConfig(Strict):
                 if d.name in names:
                     raise ValueError(f"device name {d.name!r} is used twice")
                 names.add(d.name)
+        platforms = [p.name for p in self.hj212]
+        if len(set(platforms)) != len(platforms):
+            raise ValueError("two [[hj212]] platforms have the same name")
         return self
 
 
+def _relative_password_files(items: list[C], base: Path) -> list[C]:
+    """``password_file`` of HJ 212 credentials taken relative to the config file's directory."""
+    return [
+        c.model_copy(update={"password_file": base / c.password_file})
+        if c.password_file is not None and not c.password_file.is_absolute()
+        else c
+        for c in items
+    ]
+
+
 def load_station_config(path: Path | str) -> StationConfig:
-    return load_model(StationConfig, path)
+    cfg = load_model(StationConfig, path)
+    if cfg.hj212:
+        platforms = _relative_password_files(cfg.hj212, Path(path).parent)
+        cfg = cfg.model_copy(update={"hj212": platforms})
+    return cfg
 
 
 # --- central -----------------------------------------------------------------------------
@@ -388,6 +501,52 @@ class ValidityConfig(Strict):
     """Month mean: of the month's valid daily means, or of its valid hourly values."""
 
 
+class Hj212LoggerConfig(Hj212Credentials):
+    """A third-party data logger allowed to send to the collector (``[[hj212.logger]]``)."""
+
+    station: str
+
+    @field_validator("station")
+    @classmethod
+    def _station(cls, v: str) -> str:
+        return check_station_id(v)
+
+
+class Hj212ServerConfig(Strict):
+    """The collector's HJ 212-2017 TCP server (``[hj212]``)."""
+
+    listen: str
+    logger: list[Hj212LoggerConfig] = Field(default_factory=list)
+    store: list[Hj212DataKind] = Field(
+        default_factory=lambda: _kinds("realtime", "minute", "hourly")
+    )
+    """Which uploads become readings (daily data is acknowledged and counted, and the centre
+    computes its own daily means)."""
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    """A connection silent this long is closed (the logger connects again)."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_errors: Annotated[int, Field(ge=1)] = 50
+    """Bad frames on one connection before it is closed (the first ones are dead-lettered)."""
+    history_max_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    """How far back the collector asks a logger for missing hourly data."""
+    max_future_s: Annotated[float, Field(gt=0)] = 3600.0
+    """Data stamped further ahead of the collector's clock is dead-lettered."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _check_hostport(v)
+
+    @model_validator(mode="after")
+    def _unique_mn(self) -> Hj212ServerConfig:
+        seen: set[str] = set()
+        for lg in self.logger:
+            if lg.mn in seen:
+                raise ValueError(f"MN {lg.mn} is given to two loggers")
+            seen.add(lg.mn)
+        return self
+
+
 def split_listen(value: str) -> tuple[str, int]:
     """``"host:port"`` (``[v6]:port`` too) -> ``(host, port)``; raises ValueError."""
     host, sep, port = value.rpartition(":")
@@ -420,6 +579,7 @@ class CentralConfig(Strict):
     mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
+    hj212: Hj212ServerConfig | None = None
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
@@ -434,6 +594,9 @@ def load_central_config(path: Path | str) -> CentralConfig:
             updates[key] = base / value
     if updates:
         cfg = cfg.model_copy(update={"central": sec.model_copy(update=updates)})
+    if cfg.hj212 is not None and cfg.hj212.logger:
+        loggers = _relative_password_files(cfg.hj212.logger, base)
+        cfg = cfg.model_copy(update={"hj212": cfg.hj212.model_copy(update={"logger": loggers})})
     secret = cfg.console.secret_file
     if secret is not None and not secret.is_absolute():
         console = cfg.console.model_copy(update={"secret_file": base / secret})

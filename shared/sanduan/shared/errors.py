@@ -10,6 +10,7 @@ are translated into one of these at the boundary where they occur. Messages name
     │   ├── UnknownParameterError
     │   └── InvalidValueError
     ├── WireFormatError        a message cannot be encoded or decoded (reason)
+    │   └── Hj212Error         an HJ 212-2017 packet is malformed (reason)
     ├── DeviceError            a Modbus device or serial bus failed (bus, slave, register)
     ├── StoreError             a database could not be opened, migrated or written
     └── LinkError              the MQTT link failed in a way the caller must hear about
@@ -64,6 +65,14 @@ class WireFormatError(SanduanError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"wire format: {reason}")
+
+
+class Hj212Error(WireFormatError):
+    """An HJ 212-2017 packet cannot be decoded or encoded; ``reason`` says what is wrong."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        Exception.__init__(self, f"HJ 212: {reason}")
 
 
 class DeviceError(SanduanError):

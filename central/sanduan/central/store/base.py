@@ -192,6 +192,12 @@ class Store(Protocol):
         other content are left as they are (a ``conflict`` station event)."""
         ...
 
+    def store_untracked(self, batches: Sequence[Batch], received_ms: int) -> int:
+        """Store readings whose seqs are not a station's reading sequence (HJ 212 loggers: the
+        seq is derived from the factor and the data time), once per (station, seq), all in one
+        transaction, leaving the stations' seq state alone. Returns readings newly stored."""
+        ...
+
     def readings(
         self,
         stations: Sequence[str] | None,
@@ -331,6 +337,8 @@ def _json_dump(obj: Mapping[str, object]) -> str:
 
 
 _STATION_COLS = ", ".join(TABLES["stations"])
+_UNTRACKED_CHUNK = 500
+"""Rows per multi-row INSERT of :meth:`SqlStore.store_untracked`."""
 
 
 def _new_above(row: StationRow, stream: int) -> int | None:
@@ -704,6 +712,38 @@ class SqlStore:
                 "lost_with_buffer": r.lost,
             },
         )
+
+    def store_untracked(self, batches: Sequence[Batch], received_ms: int) -> int:
+        rows: list[tuple[object, ...]] = [
+            tuple(_adapt(v) for v in row)
+            for b in batches
+            for row in self.reading_rows(b, received_ms)
+        ]
+        if not rows:
+            return 0
+        cols = ", ".join(TABLES["readings"])
+        new = 0
+        with self._tx(f"store {len(rows)} readings of {len(batches)} logger packet(s)") as cur:
+            for i in range(0, len(rows), _UNTRACKED_CHUNK):
+                chunk = rows[i : i + _UNTRACKED_CHUNK]
+                marks = ", ".join(["(" + ", ".join("?" * len(chunk[0])) + ")"] * len(chunk))
+                self._x(
+                    cur,
+                    # No conflict target: the key differs by backend (PostgreSQL partitions
+                    # add ts_ms to it); a logger reading's seq already fixes its time.
+                    f"INSERT INTO readings ({cols}) VALUES {marks} ON CONFLICT DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
+                new += max(0, int(cur.rowcount))
+            for station in sorted({b.station for b in batches}):
+                self._station_row(cur, station)
+                self._x(
+                    cur,
+                    "UPDATE stations SET last_seen_ms = ? WHERE station = ?"
+                    " AND (last_seen_ms IS NULL OR last_seen_ms < ?)",
+                    (received_ms, station, received_ms),
+                )
+        return new
 
     def record_status(self, status: Status, received_ms: int) -> None:
         doc = json.dumps(to_json_obj(status), separators=(",", ":"), sort_keys=True)

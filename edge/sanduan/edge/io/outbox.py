@@ -121,6 +121,13 @@ CREATE TABLE IF NOT EXISTS last_ts (
     ts     INTEGER NOT NULL,        -- measurement time of its last committed value
     PRIMARY KEY (device, code)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uplink_cursor (
+    uplink  TEXT    NOT NULL,       -- an uplink besides the centre (an HJ 212 platform)
+    kind    TEXT    NOT NULL,       -- realtime and minute hold readings; hourly, daily do not
+    pos     INTEGER NOT NULL,       -- last seq (or period start, ms) the uplink has
+    dropped INTEGER NOT NULL DEFAULT 0, -- readings deleted before this uplink had them
+    PRIMARY KEY (uplink, kind)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS drop_log (
     at    INTEGER NOT NULL,
     first INTEGER NOT NULL,
@@ -993,14 +1000,68 @@ class Outbox:
         return SpacePlan(done_acked, done_unacked)
 
     def _delete_acked(self, n: int) -> int:
+        """Delete up to ``n`` acknowledged readings, oldest first: first those every other
+        uplink (``uplink_cursor``, kinds that hold readings) has too; then, if that is not
+        enough, the ones an uplink still lacks, counted as dropped for it."""
+        hold = self._one("SELECT min(pos) FROM uplink_cursor WHERE kind IN ('realtime', 'minute')")
         with self._tx("deleting acknowledged readings") as db:
-            cur = db.execute(
-                "DELETE FROM reading WHERE seq IN"
-                f" (SELECT seq FROM reading WHERE acked = {ACKED} ORDER BY seq LIMIT ?)",
-                (n,),
+            if hold is None:
+                done = db.execute(
+                    "DELETE FROM reading WHERE seq IN"
+                    f" (SELECT seq FROM reading WHERE acked = {ACKED} ORDER BY seq LIMIT ?)",
+                    (n,),
+                ).rowcount
+            else:
+                done = db.execute(
+                    "DELETE FROM reading WHERE seq IN (SELECT seq FROM reading"
+                    f" WHERE acked = {ACKED} AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (int(hold), n),
+                ).rowcount
+                if done < n:
+                    done += self._drop_for_uplinks(db, n - done)
+        self._rows -= done
+        return int(done)
+
+    def _drop_for_uplinks(self, db: sqlite3.Connection, n: int) -> int:
+        """Delete the ``n`` oldest acknowledged readings although an uplink lacks some of them;
+        each lagging cursor moves past them and counts what it lost."""
+        top = db.execute(
+            f"SELECT max(seq) FROM (SELECT seq FROM reading WHERE acked = {ACKED}"
+            " ORDER BY seq LIMIT ?)",
+            (n,),
+        ).fetchone()[0]
+        if top is None:
+            return 0
+        lagging = db.execute(
+            "SELECT uplink, kind, pos FROM uplink_cursor"
+            " WHERE kind IN ('realtime', 'minute') AND pos < ?",
+            (int(top),),
+        ).fetchall()
+        for uplink, kind, pos in lagging:
+            lost = int(
+                db.execute(
+                    f"SELECT count(*) FROM reading WHERE acked = {ACKED} AND seq > ? AND seq <= ?",
+                    (pos, int(top)),
+                ).fetchone()[0]
             )
-        self._rows -= cur.rowcount
-        return cur.rowcount
+            db.execute(
+                "UPDATE uplink_cursor SET pos = ?, dropped = dropped + ?"
+                " WHERE uplink = ? AND kind = ?",
+                (int(top), lost, uplink, kind),
+            )
+            log.warning(
+                "buffer full: uplink %s loses %d %s readings it had not been sent (seq %d..%d)",
+                uplink,
+                lost,
+                kind,
+                pos + 1,
+                int(top),
+            )
+        return int(
+            db.execute(
+                f"DELETE FROM reading WHERE acked = {ACKED} AND seq <= ?", (int(top),)
+            ).rowcount
+        )
 
     def _drop_unacked(self, n: int, now_ms: int | None) -> int:
         with self._tx("dropping unacknowledged readings") as db:
