@@ -505,6 +505,7 @@ def render_html(s: RunSummary) -> str:
             collector_html=Path(s.collector_html).name if s.collector_html else "",
             faults=faults,
             problems=s.problems,
+            platform=s.platform,
             warnings=s.warnings,
         )
     )
