@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean venv
+.PHONY: demo test lint typecheck unit aot bench clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+## aot: the grading kernels compiled ahead of time. The package build (make venv) compiles them;
+## this recompiles them only when kernels.py or build.py changed since.
+aot: $(STAMP)
+	$(BIN)/python -m sanduan.shared.grading.build --if-stale
+
 ## demo: run the main job (see README)
 demo: $(STAMP)
 	$(BIN)/sanduan demo
 
-## test: ruff, mypy strict, pytest
-test: $(STAMP)
+## test: ruff, mypy strict, pytest (everything)
+test: $(STAMP) aot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -32,8 +37,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest -m "not slow"
+## unit: the fast path for day-to-day work: no broker, PostgreSQL, process, serial or slow tests
+UNIT_MARKERS ?= not slow and not mosquitto and not postgres and not process and not serial
+unit: $(STAMP) aot
+	$(BIN)/pytest -m "$(UNIT_MARKERS)"
 
 ## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
 BENCHES ?= grading wire polling buffer ingest assessment bus footprint
