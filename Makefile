@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## aot: the grading kernels compiled ahead of time. The package build (make venv) compiles them;
-## this recompiles them only when kernels.py or build.py changed since.
+## this recompiles them only when the kernels (or their exported signatures) changed since.
 aot: $(STAMP)
 	$(BIN)/python -m sanduan.shared.grading.build --if-stale
 

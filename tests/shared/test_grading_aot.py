@@ -134,12 +134,12 @@ def test_arguments_are_converted_to_the_compiled_types(aot: loader.Kernels) -> N
     """A compiled kernel reads raw memory: other dtypes, strides and lists must be converted
     first, giving what the JIT kernel gives."""
     t = kernel_tables(WaterBody.RIVER)
-    values = np.array([0.1, 5.0, 50.0, np.nan, -1.0, 7.5, 0.3, 2.0])
+    values = np.array([0.125, 5.0, 50.0, np.nan, -1.0, 7.5, 0.25, 2.0])  # exact in float32
     idx = np.arange(len(values)) % len(t.names)
     want = kernels.classify_indexed(values, idx, t.limits, t.directions).tolist()
     for v, i in [
         (values, idx.astype(np.int32)),
-        (values.astype(np.float32).astype(np.float64), idx.astype(np.uint8)),
+        (values.astype(np.float32), idx.astype(np.uint8)),
         (values.tolist(), idx.tolist()),
         (np.repeat(values, 2)[::2], np.repeat(idx, 2)[::2]),
     ]:

@@ -5,7 +5,7 @@ The package build runs this (``hatch_build.py``, for ``pip install -e .`` and fo
 so can a developer after editing the kernels::
 
     python -m sanduan.shared.grading.build            # rebuild in place
-    python -m sanduan.shared.grading.build --if-stale # only when kernels.py or this file changed
+    python -m sanduan.shared.grading.build --if-stale # only when the kernels or signatures changed
 
 (``make aot`` runs the second; ``SANDUAN_AOT=0`` skips both here and in the package build.)
 
@@ -54,10 +54,9 @@ in :mod:`sanduan.shared.grading.aot` convert arguments to exactly these types.""
 
 
 def source_digest(directory: Path = HERE) -> int:
-    """A 60-bit digest of the kernel source and of this build description."""
-    h = hashlib.sha256()
-    for name in ("kernels.py", "build.py"):
-        h.update((directory / name).read_bytes())
+    """A 60-bit digest of the kernel source and of the exported signatures."""
+    h = hashlib.sha256((directory / "kernels.py").read_bytes())
+    h.update(repr(sorted(SIGNATURES.items())).encode())
     return int(h.hexdigest()[:15], 16)
 
 
