@@ -13,9 +13,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from tests.brokers import TlsBroker, have_mosquitto_tls
 
-pytestmark = pytest.mark.skipif(
-    not have_mosquitto_tls(), reason="needs mosquitto, mosquitto_passwd and openssl"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not have_mosquitto_tls(), reason="needs mosquitto, mosquitto_passwd and openssl"
+    ),
+    pytest.mark.mosquitto,
+]
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ def _first_grade(cache: Path) -> tuple[float, float]:
     return float(out.split()[-1]), wall
 
 
+@pytest.mark.process
 def test_first_grading_with_warm_cache(tmp_path: Path) -> None:
     cold, _ = _first_grade(tmp_path)
     assert any(tmp_path.rglob("*.nbi")), "numba wrote no cache index"
@@ -65,6 +66,7 @@ def test_first_grading_with_warm_cache(tmp_path: Path) -> None:
     assert best_in_process < 3.0
 
 
+@pytest.mark.process
 def test_configure_cache_puts_the_cache_in_the_directory(tmp_path: Path) -> None:
     cache = tmp_path / "numba-cache"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}

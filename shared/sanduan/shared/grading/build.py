@@ -10,10 +10,11 @@ so can a developer after editing the kernels::
 (``make aot`` runs the second; ``SANDUAN_AOT=0`` skips both here and in the package build.)
 
 The extension needs numpy and nothing of numba or llvmlite at run time
-(:mod:`sanduan.shared.grading.aot` loads it). Every kernel is exported with one signature of
-C-contiguous arrays; the parallel kernels are not (numba's AOT compiler has no ``parallel``),
-they stay with the JIT. The extension carries :func:`source_digest` of the files it was built
-from, so a stale build is recognised and not used.
+(:mod:`sanduan.shared.grading.aot` loads it, and imports this module for :func:`source_digest`:
+what only the build needs is imported inside the functions). Every kernel is exported with one
+signature of C-contiguous arrays; the parallel kernels are not (numba's AOT compiler has no
+``parallel``), they stay with the JIT. The extension carries :func:`source_digest` of the
+sources it was built from, so a stale build is recognised and not used.
 
 This module imports nothing of sanduan, and numba only inside :func:`compile_kernels`: the
 build hook loads it by path in an environment where sanduan is not installed.
@@ -21,15 +22,12 @@ build hook loads it by path in an environment where sanduan is not installed.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
 import os
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,6 +97,7 @@ def compile_kernels(
     Needs numba (with its ``pycc``), numpy, setuptools and a C compiler; raises whatever they
     raise when one is missing.
     """
+    import tempfile
     import warnings
 
     with warnings.catch_warnings():
@@ -162,6 +161,9 @@ def built_digest(directory: Path = HERE) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import time
+
     ap = argparse.ArgumentParser(
         prog="python -m sanduan.shared.grading.build",
         description="Compile the grading kernels ahead of time (numba.pycc).",
