@@ -12,9 +12,9 @@ each every second, buffers in SQLite (synchronous FULL) and forwards to the MQTT
 One run per grading set-up: ``aot`` (``grading.engine = "numba"`` with the kernels compiled ahead
 of time, the default), ``jit`` (the same engine on numba's JIT, the fallback where the package
 was built without a C compiler; ``SANDUAN_KERNELS=jit``) and ``numpy``
-(``grading.engine = "numpy"``). "First grading" is measured apart, in fresh processes (best of
-three): from creating the agent's :class:`~sanduan.edge.grader.Grader` to the first graded batch,
-the agent's modules already imported.
+(``grading.engine = "numpy"``). "Grading ready" is what the agent logs when it has created its
+:class:`~sanduan.edge.grader.Grader`: the time to build the grading tables and to load (and
+call once) the kernel, i.e. how long the first batch after start waits for grading.
 
 The peer is ThingsBoard IoT Gateway 3.8.5, 64 MiB peak RSS at a 1 s poll in bench/peer.py's
 side-by-side run (docs/benchmarks.md). Targets: steady peak RSS <= 48 MiB (0.75 of the peer),
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,19 +60,6 @@ SETUPS = {
     "jit": ("numba", "jit"),
     "numpy": ("numpy", "auto"),
 }
-
-FIRST_GRADING = """
-import sys, time
-import numpy as np
-from sanduan.edge.grader import Grader
-values = np.array([7.2, 0.4, 3.1, 18.0])
-t0 = time.perf_counter()
-g = Grader(engine=sys.argv[1])
-grades = g.grade(values, g.indexes(["w01001", "w21003", "w01009", "w01010"]))
-t1 = time.perf_counter()
-assert grades == [1, 2, 4, 0], grades
-print(f"{(t1 - t0) * 1000:.3f}")
-"""
 
 
 def station_toml(station: str, port: str, db: Path, broker_port: int, engine: str) -> str:
@@ -118,27 +106,22 @@ def _hwm_mib(pid: int) -> float:
     return float("nan")
 
 
-def first_grading_ms(engine: str, kernels: str, runs: int = 3) -> float:
-    """Best of ``runs`` fresh processes: creating the grader and grading the first batch."""
-    env = {**os.environ, "SANDUAN_KERNELS": kernels}
-    best = float("inf")
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", FIRST_GRADING, engine],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        best = min(best, float(out.stdout.split()[-1]))
-    return best
+READY = re.compile(r"grading ready in ([0-9.]+) ms \(([^)]*)\)")
+
+
+def first_grading(log_text: str) -> tuple[float, str]:
+    """(ms, what grades) from the agent's "grading ready" log line."""
+    m = READY.search(log_text)
+    if m is None:
+        raise SystemExit(f"no 'grading ready' line in the agent's log: {log_text[-2000:]}")
+    return float(m.group(1)), m.group(2)
 
 
 def measure(
     seconds: float, broker_port: int, engine: str, kernels: str
-) -> tuple[float, float, int, float]:
-    """(peak RSS MiB, CPU % of one core, readings acknowledged, start-up high-water mark MiB)
-    of one agent run."""
+) -> tuple[float, float, int, float, str]:
+    """(peak RSS MiB, CPU % of one core, readings acknowledged, start-up high-water mark MiB,
+    the agent's log) of one agent run."""
     station = f"bench-{uuid.uuid4().hex[:8]}"
     sondes = [
         SimulatedDevice(load_profile("sonde-multi"), slave=1, values=VALUES),
@@ -178,8 +161,9 @@ def measure(
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)
             received = len(acker.received)
+        log_text = log_path.read_text("utf-8", errors="replace")
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return max(rss) / 2**20, 100.0 * cpu_s / wall, received, hwm
+    return max(rss) / 2**20, 100.0 * cpu_s / wall, received, hwm, log_text
 
 
 def verdict(value: float, target: float) -> str:
@@ -206,15 +190,15 @@ def main() -> None:
     )
     for name in setups:
         engine, kernels = SETUPS[name]
-        first = first_grading_ms(engine, kernels)
-        peak, cpu, received, hwm = measure(a.seconds, a.port, engine, kernels)
+        peak, cpu, received, hwm, log_text = measure(a.seconds, a.port, engine, kernels)
+        first, graded_by = first_grading(log_text)
         print(
             f"  {name:5s}  steady peak RSS {peak:5.1f} MiB (target <= {TARGET_PEAK_MIB:.0f}:"
             f" {verdict(peak, TARGET_PEAK_MIB)}; vs peer {peak / PEER_MIB:.2f})"
             f"   start-up high-water {hwm:5.1f} MiB (target <= {TARGET_HWM_MIB:.0f}:"
             f" {verdict(hwm, TARGET_HWM_MIB)})"
-            f"   first grading {first:7.2f} ms (target <= {TARGET_FIRST_MS:.0f}:"
-            f" {verdict(first, TARGET_FIRST_MS)})"
+            f"   grading ready {first:7.1f} ms after it was asked for ({graded_by}; target <="
+            f" {TARGET_FIRST_MS:.0f}: {verdict(first, TARGET_FIRST_MS)})"
             f"   CPU {cpu:4.2f} % of one core (target < {TARGET_CPU:.0f}:"
             f" {verdict(cpu, TARGET_CPU)})   {received} readings acknowledged"
         )

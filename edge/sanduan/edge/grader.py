@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -76,7 +77,6 @@ def _load_kernel(tables: Any) -> Any:
 
     fn = loader.kernels().classify_indexed
     fn(np.zeros(1, np.float64), np.zeros(1, np.int64), tables.limits, tables.directions)
-    log.debug("grading with the %s kernels", loader.kind())
     return fn
 
 
@@ -109,6 +109,7 @@ class Grader:
         target_class: int = 3,
         engine: Engine = "numba",
     ) -> None:
+        t0 = time.perf_counter()
         self.engine = engine
         self.water_body = WaterBody(water_body)
         self.target_class = target_class
@@ -118,6 +119,22 @@ class Grader:
         lo, hi = _physical_bounds()
         self._phys_lo = lo
         self._phys_hi = hi
+        self.ready_ms = (time.perf_counter() - t0) * 1000
+        """How long creating the grader took: its tables and, for numba, loading the kernel."""
+        log.info(
+            "grading ready in %.1f ms (%s)",
+            self.ready_ms,
+            f"numba, {self.kernels} kernels" if engine == "numba" else engine,
+        )
+
+    @property
+    def kernels(self) -> str:
+        """Which kernels grade: "aot", "jit", or "numpy" for the numpy engine."""
+        if self._kernel is None:
+            return "numpy"
+        from sanduan.shared.grading import loader
+
+        return loader.kind()
 
     def index_of(self, code: str) -> int:
         """Registry index of a parameter code; -1 for a code the registry does not know."""
