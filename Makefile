@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit aot bench clean venv
+.PHONY: demo test lint typecheck unit aot bench clean venv browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ aot: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sanduan demo
 
+## browser: Debian's chromium and a CJK font for the console's browser tests (needs root)
+browser:
+	@command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+	  else echo "browser tests need: sudo apt-get install chromium fonts-wqy-microhei"; fi; }
+
 ## test: ruff, mypy strict, pytest (everything)
-test: $(STAMP) aot
+test: $(STAMP) aot browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -43,7 +50,7 @@ unit: $(STAMP) aot
 	$(BIN)/pytest -m "$(UNIT_MARKERS)"
 
 ## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
-BENCHES ?= grading wire polling buffer ingest assessment bus footprint
+BENCHES ?= grading wire polling buffer ingest assessment bus footprint hostile
 bench: $(STAMP)
 	@for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \

@@ -84,7 +84,7 @@ def bench_sqlite(batches: list[Batch], tmp: Path) -> tuple[float, float]:
     conn = bare._conn  # the bare insert uses the same connection settings
     sql = (
         "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
-        " received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " received_ms, stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
     def bare_insert() -> None:

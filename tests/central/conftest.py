@@ -108,9 +108,9 @@ def store(store_url: str) -> Iterator[Store]:
 
 class MqttPeer:
     """A station's side of the link, reduced to what tests need: publish raw bytes, and collect
-    the acks and resend requests the collector sends to the stations in ``stations``."""
+    the acks, nacks and resend requests the collector sends to the stations in ``stations``."""
 
-    def __init__(self, client_id: str, stations: list[str]) -> None:
+    def __init__(self, client_id: str, stations: list[str], port: int = BROKER[1]) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -124,7 +124,7 @@ class MqttPeer:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *a: self._subscribed.put(True)
         self._client.on_message = self._on_message
-        self._client.connect(*BROKER, keepalive=30)
+        self._client.connect(BROKER[0], port, keepalive=30)
         self._client.loop_start()
         self._subscribed.get(timeout=5)
 
@@ -132,6 +132,7 @@ class MqttPeer:
         subs = []
         for st in self._stations:
             subs += [(topics.ack_topic(st), 1), (topics.resend_topic(st), 1)]
+            subs += [(topics.nack_topic(st), 1)]
         client.subscribe(subs)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -152,13 +153,15 @@ class MqttPeer:
 
 
 @pytest.fixture
-def mqtt_peer(uid: str) -> Iterator[Callable[[list[str]], MqttPeer]]:
+def mqtt_peer(uid: str) -> Iterator[Callable[..., MqttPeer]]:
+    """Makes peers: ``mqtt_peer(stations)`` on the shared broker, ``mqtt_peer(stations, port)``
+    on another (a private broker of the test)."""
     if not BROKER_UP:
         pytest.skip("no MQTT broker on 127.0.0.1:1883")
     peers: list[MqttPeer] = []
 
-    def make(stations: list[str]) -> MqttPeer:
-        p = MqttPeer(f"peer-{uid}-{len(peers)}", stations)
+    def make(stations: list[str], port: int = BROKER[1]) -> MqttPeer:
+        p = MqttPeer(f"peer-{uid}-{len(peers)}", stations, port)
         peers.append(p)
         return p
 

@@ -157,3 +157,78 @@ def test_year_rates_on_annual_means_and_section_months(county: County) -> None:
     sm = a.section_months
     assert (sm.n_sections, sm.n_valid, sm.n_meets, sm.n_good) == (36, 32, 20, 20)
     assert len(a.all_results()) == 4 + 12 * 4
+
+
+def _section(target: int, params: tuple[str, ...]) -> object:
+    from sanduan.central.core.county import Section
+    from sanduan.shared.model import WaterBody
+
+    return Section("S", "S", "r", "st", target, WaterBody.RIVER, True, params, None)
+
+
+def _means(values: dict[str, float]) -> dict[str, Mean]:
+    return {k: Mean(v, 30, 30, True) for k, v in values.items()}
+
+
+def test_main_pollutants_per_the_evaluation_method() -> None:
+    from sanduan.central.core.county import Section
+
+    # A target-IV section in Class IV: CODMn 8.0 is Class IV, 0.33x over the Class III limit 6
+    # and 0.2x under its target limit 10. Main pollutant CODMn (+0.33), nothing over target.
+    params = ("pH", "DO", "CODMn", "NH3-N", "TP")
+    s = _section(4, params)
+    assert isinstance(s, Section)
+    vals = {"pH": 7.2, "DO": 6.2, "CODMn": 8.0, "NH3-N": 0.4, "TP": 0.1}
+    r = assess_section(s, _means(vals), MAY)
+    assert r.grade == 4 and r.meets_target is True
+    assert r.main_pollutants == (("CODMn", 0.33),)
+    assert r.exceeding_target == ()
+    assert r.items["CODMn"].exceedance == -0.2
+    # Class III: no main pollutants, even with items over a Class II target.
+    s2 = _section(2, params)
+    assert isinstance(s2, Section)
+    r2 = assess_section(s2, _means({**vals, "CODMn": 5.0}), MAY)
+    assert r2.grade == 3 and r2.main_pollutants == ()
+    assert r2.exceeding_target == (("CODMn", 0.25),)  # (5 - 4) / 4
+    # Class V: at most three, by class then Class III multiple; DO (no multiple) by class.
+    v5 = {"pH": 7.2, "DO": 2.5, "CODMn": 14.0, "NH3-N": 1.6, "TP": 0.35, "COD": 35.0}
+    s3 = _section(3, (*params, "COD"))
+    assert isinstance(s3, Section)
+    r3 = assess_section(s3, _means(v5), MAY)
+    # CODMn V (1.33x), DO V (none), NH3-N V (0.60x), TP V (0.75x), COD V (0.75x)
+    assert r3.grade == 5
+    # TP and COD tie at 0.75x: registry order (COD first).
+    assert r3.main_pollutants == (("CODMn", 1.33), ("COD", 0.75), ("TP", 0.75))
+    doc = r3.to_json()
+    assert doc["main_pollutants"][0] == {"item": "CODMn", "class": 5, "multiple_iii": 1.33}
+    assert all(m["multiple_iii"] > 0 for m in doc["main_pollutants"])
+    assert [x["item"] for x in doc["exceeding_target"]] == ["CODMn", "COD", "TP", "NH3-N", "DO"]
+
+
+def test_do_class_i_by_saturation() -> None:
+    from sanduan.central.core.assessment import AssessmentOptions
+    from sanduan.central.core.compensation import parse_rules
+    from sanduan.central.core.county import Section
+    from sanduan.shared.errors import ConfigError
+    from sanduan.shared.grading import do_saturation_limit
+
+    # 90 % of 468 / (31.6 + T): T = 25.0 -> 0.9 * 8.268551 = 7.441696 -> 7.44 mg/L;
+    # T = 20.0 -> 0.9 * 9.069767 = 8.162791 -> 8.16 mg/L.
+    assert do_saturation_limit(25.0) == 7.44
+    assert do_saturation_limit(20.0) == 8.16
+    assert do_saturation_limit(20.0, 100) == 9.07
+    s = _section(3, ("DO",))
+    assert isinstance(s, Section)
+    sat = parse_rules('[assessment]\ndo_class_i = "saturation"\n').assessment
+    assert sat == AssessmentOptions(do_class_i="saturation", do_saturation_percent=90.0)
+    warm = _means({"DO": 7.45, "temperature": 25.0})
+    assert assess_section(s, warm, MAY).items["DO"].grade == 2  # 7.45 < 7.5 mg/L
+    assert assess_section(s, warm, MAY, sat).items["DO"].grade == 1  # >= 7.44
+    cool = _means({"DO": 7.8, "temperature": 20.0})
+    assert assess_section(s, cool, MAY).items["DO"].grade == 1
+    r = assess_section(s, cool, MAY, sat)
+    assert r.items["DO"].grade == 2 and r.grade == 2  # 7.8 < 8.16, >= 6
+    # No valid temperature: the table's 7.5 mg/L.
+    assert assess_section(s, _means({"DO": 7.45}), MAY, sat).items["DO"].grade == 2
+    with pytest.raises(ConfigError, match=r"assessment\.do_saturation_percent"):
+        parse_rules("[assessment]\ndo_saturation_percent = 120\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from sanduan.central.cli import report_app
+from sanduan.central.store.migrations import LATEST
 from sanduan.cli import app
 from sanduan.shared.wire import Batch, Status, encode
 
@@ -63,7 +64,7 @@ def test_migrate_replay_and_report(tmp_path: Path) -> None:
     assert "sanduan central migrate" in r.stderr
     r = runner.invoke(app, ["central", "migrate", "-c", str(cfg)])
     assert r.exit_code == 0, r.output
-    assert "schema version 1" in r.stdout
+    assert f"schema version {LATEST}" in r.stdout
     assert runner.invoke(app, ["central", "migrate", "--store", url]).exit_code == 0
 
     b = Batch.from_columns(
@@ -118,3 +119,56 @@ def test_report_is_a_group_others_can_extend() -> None:
     r = runner.invoke(app, ["central", "report", "--help"])
     assert r.exit_code == 0
     assert "stations" in r.stdout
+
+
+def test_report_dead_letters(tmp_path: Path) -> None:
+    import hashlib
+
+    from sanduan.central.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    s = open_store(url, migrate=True)
+    s.store_batch(
+        Batch.from_columns("S1", 1, T0, seq=[1], ts_ms=[T0], code=["w01001"], values=[7.0]), T0
+    )
+    s.dead_letter("sanduan/v1/S1/batch", None, "oversize", b"\x80" * 9000, T0, station="S1")
+    s.dead_letter("sanduan/v1/S2/batch", None, "conflict", b"abc", T0 + 3_600_000, station="S2")
+    s.close()
+    r = runner.invoke(app, ["central", "report", "dead-letters", "--store", url, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert rows == [
+        {
+            "station": "S1",
+            "topic": "sanduan/v1/S1/batch",
+            "reason": "oversize",
+            "bytes": 9000,
+            "sha256": hashlib.sha256(b"\x80" * 9000).hexdigest(),
+            "received": "2026-01-01T00:00:00.000+00:00",
+        },
+        {
+            "station": "S2",
+            "topic": "sanduan/v1/S2/batch",
+            "reason": "conflict",
+            "bytes": 3,
+            "sha256": hashlib.sha256(b"abc").hexdigest(),
+            "received": "2026-01-01T01:00:00.000+00:00",
+        },
+    ]
+    args = ["central", "report", "dead-letters", "--store", url, "--json"]
+    r = runner.invoke(app, [*args, "--station", "S2"])
+    assert [d["station"] for d in json.loads(r.stdout)] == ["S2"]
+    r = runner.invoke(app, [*args, "--since", "2026-01-01T00:30"])
+    assert [d["reason"] for d in json.loads(r.stdout)] == ["conflict"]
+    r = runner.invoke(app, ["central", "report", "dead-letters", "--store", url])
+    assert r.exit_code == 0
+    assert "oversize" in r.stdout
+    assert "conflict" in r.stdout
+    r = runner.invoke(app, [*args, "--since", "yesterday"])
+    assert r.exit_code == 2
+    assert "ISO 8601" in r.stderr
+    r = runner.invoke(app, ["central", "report", "dead-letters", "--json"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["central", "report", "stations", "--store", url, "--json"])
+    (rec,) = json.loads(r.stdout)
+    assert (rec["stream"], rec["lost_with_buffer"], rec["rejects_over_budget"]) == (0, 0, 0)

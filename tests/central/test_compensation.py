@@ -20,6 +20,7 @@ from sanduan.central.core.compensation.exceedance import steps
 from sanduan.central.core.county import County, load_county, parse_county
 from sanduan.central.core.validity import Mean, Period
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.precision import exact_multiple
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,27 +158,71 @@ towns = ["mid"]
     assert _rows(ledger) == [("low", "mid", 0.0, "no-payment"), ("up", "low", 200_000.0, "settled")]
 
 
-def test_class_change_protect_upstream(chain: County) -> None:
+def test_class_change_protection_options(chain: County) -> None:
     text = """
 [[rule]]
 kind = "class-change"
 price_per_class = 300000
 reward_per_class = 100000
-protect_upstream = {flag}
+protection = "{flag}"
 """
-    protected = settle(chain, parse_rules(text.format(flag="true")), MAY, _means(MEANS))
+    protected = settle(chain, parse_rules(text.format(flag="section-class")), MAY, _means(MEANS))
     assert _rows(protected) == [
         ("up", "mid", 600_000.0, "settled"),  # n = IV - II = 2
         ("low", "mid", 100_000.0, "settled"),  # n = IV - V = -1: reward
         ("low", "fund", 300_000.0, "settled"),  # n = V - IV = 1
     ]
-    strict = settle(chain, parse_rules(text.format(flag="false")), MAY, _means(MEANS))
+    strict = settle(chain, parse_rules(text.format(flag="none")), MAY, _means(MEANS))
     # Targets are III: up misses by 1 (IV), mid by 1 (IV), low by 2 (V).
     assert _rows(strict) == [
         ("up", "mid", 600_000.0, "settled"),  # max(n=2, miss=1) = 2
         ("mid", "low", 300_000.0, "settled"),  # max(n=-1, miss=1) = 1, no reward
         ("low", "fund", 600_000.0, "settled"),  # max(n=1, miss=2) = 2
     ]
+    # Per factor (the default): every town has a factor worse than at its inflow
+    # (up: all three; mid: CODMn III -> IV; low: CODMn IV -> V, TP III -> IV): as strict.
+    default_rules = parse_rules(text.replace('protection = "{flag}"', ""))
+    default = settle(chain, default_rules, MAY, _means(MEANS))
+    assert _rows(default) == _rows(strict)
+    assert default[1].evidence["inputs"]["factors_worse_than_inflow"] == ["CODMn"]
+
+
+ONE_TOWN = """
+[[river]]
+id = "r"
+[[section]]
+id = "IN"
+river = "r"
+station = "a"
+[[section]]
+id = "OUT"
+river = "r"
+station = "b"
+[[town]]
+id = "t"
+outflow = "OUT"
+inflow = [{ section = "IN" }]
+"""
+
+
+def test_class_change_per_factor_protection_as_published() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rule = '[[rule]]\nkind = "class-change"\nprice_per_class = 300000\nprotection = "{p}"\n'
+    # CODMn and TP go from Class II at the inflow to Class IV at the outflow; NH3-N is V at
+    # both, so both sections are V (n = 0) and the outflow misses its Class III target by 2.
+    got_worse = {"IN": (3.0, 1.8, 0.08, 1.0), "OUT": (8.0, 1.8, 0.25, 1.0)}
+    per_factor = settle(county, parse_rules(rule.format(p="per-factor")), MAY, _means(got_worse))
+    assert _rows(per_factor) == [("t", "county-fund", 600_000.0, "settled")]  # 2 missed
+    assert per_factor[0].evidence["inputs"]["factors_worse_than_inflow"] == ["CODMn", "TP"]
+    section = settle(county, parse_rules(rule.format(p="section-class")), MAY, _means(got_worse))
+    assert _rows(section) == [("t", "county-fund", 0.0, "no-payment")]
+    # No factor worse than at the inflow (IV V IV in, IV V IV out): the miss is not the town's.
+    same = {"IN": (8.0, 1.8, 0.25, 1.0), "OUT": (7.0, 1.6, 0.22, 1.0)}
+    spared = settle(county, parse_rules(rule.format(p="per-factor")), MAY, _means(same))
+    assert _rows(spared) == [("t", "county-fund", 0.0, "no-payment")]
+    assert spared[0].evidence["inputs"]["protected"] is True
+    with pytest.raises(ConfigError, match="protection"):
+        parse_rules('[[rule]]\nkind = "class-change"\nprotect_upstream = true\n')
 
 
 def test_exceedance_hand_computed(chain: County) -> None:
@@ -230,17 +275,13 @@ def test_exceedance_on_a_lake_uses_lake_tp_limits() -> None:
 
 
 def test_exceedance_steps_per_started_half() -> None:
-    assert [steps(m, 0.5) for m in (-1.0, 0.0, 0.01, 0.5, 0.51, 1.0, 1.0000000001)] == [
-        0,
-        0,
-        1,
-        1,
-        2,
-        2,
-        2,
-    ]
-    # (0.3 - 0.2) / 0.2 is 0.49999999999999994 in floating point: still one step
-    assert steps((0.3 - 0.2) / 0.2, 0.5) == 1
+    assert [steps(m, 0.5) for m in (-1.0, 0.0, 0.01, 0.5, 0.51, 1.0, 1.01)] == [0, 0, 1, 1, 2, 2, 3]
+    # (0.3 - 0.2) / 0.2 is 0.49999999999999994 in floating point; the multiple is computed on
+    # decimals (0.50): one step. (0.35 - 0.2) / 0.2 = 0.75: two.
+    assert steps(exact_multiple(0.3, 0.2), 0.5) == 1
+    assert steps(exact_multiple(0.35, 0.2), 0.5) == 2
+    # Multiples are rounded to two decimals first: 0.5004 is 0.50, one step.
+    assert steps(exact_multiple(0.30008, 0.2), 0.5) == 1
 
 
 P_RULE = """
@@ -266,8 +307,9 @@ def test_p_index_hand_computed(chain: County) -> None:
         ("up", "mid", 2_000_000.0, "settled"),
         ("low", "mid", 1_000_000.0, "settled"),
     ]
-    assert ledger[0].evidence["result"]["P"] == pytest.approx(1.115625)
-    assert ledger[1].evidence["result"]["P"] == pytest.approx(0.82875)
+    # P is rounded to three decimals (half to even) before the comparison with 1.
+    assert ledger[0].evidence["result"]["P"] == 1.116
+    assert ledger[1].evidence["result"]["P"] == 0.829
 
 
 def test_p_index_pairs_and_section_baseline(chain: County) -> None:
@@ -403,3 +445,173 @@ def test_rules_checked_against_county(
         rules.check(chain)
     assert exc.value.key == key
     assert reason in exc.value.reason
+
+
+def test_p_index_exactly_one_is_downstream_pays() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rules = parse_rules(
+        """
+[[rule]]
+kind = "p-index"
+periods = ["month"]
+k0 = 1.0
+weights = { CODMn = 0.25, "NH3-N" = 0.25, TP = 0.25, TN = 0.25 }
+baseline = { CODMn = 4.0, "NH3-N" = 0.5, TP = 0.18, TN = 2.5 }
+amount_yuan = 1000000
+pairs = [{ section = "IN", upstream = "t", downstream = "county-fund" }]
+"""
+    )
+    # Ratios 3.2/4 = 0.8, 0.45/0.5 = 0.9, 0.252/0.18 = 1.4, 2.25/2.5 = 0.9; in binary floating
+    # point the terms 0.25 * C / C0 add up to 1.0000000000000002. On decimals P = 1: not > 1,
+    # so the downstream party pays the upstream party.
+    c = {"CODMn": 3.2, "NH3-N": 0.45, "TP": 0.252, "TN": 2.25}
+    base = {"CODMn": 4.0, "NH3-N": 0.5, "TP": 0.18, "TN": 2.5}
+    total = 0.0
+    for f, cf in c.items():
+        total += 0.25 * cf / base[f]
+    assert total == 1.0000000000000002
+    means = _means({"IN": (3.2, 0.45, 0.252, 2.25), "OUT": (3.2, 0.45, 0.252, 2.25)})
+    (e,) = settle(county, rules, MAY, means)
+    assert e.evidence["result"]["P"] == 1.0
+    assert (e.payer, e.payee, e.amount_yuan) == ("county-fund", "t", 1_000_000.0)
+
+
+def _daily(table: dict[tuple[str, str], list[float | None]]) -> object:
+    def get(section: str, factor: str) -> list[tuple[str, Mean]]:
+        vals = table.get((section, factor), [])
+        return [
+            (
+                f"2026-05-{i + 1:02d}",
+                Mean(v, 24, 24, True) if v is not None else Mean(None, 0, 0, False),
+            )
+            for i, v in enumerate(vals)
+        ]
+
+    return get
+
+
+def test_daily_fine_for_runs_of_exceeding_days() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rules = parse_rules(
+        '[[rule]]\nkind = "daily-fine"\nfactors = ["TP", "CODMn"]\nfine_per_day = 50000\n'
+    )
+    # TP (target III, limit 0.2): days 1-5 exceed (a run of 5: fined), day 6 is 0.2 (equal: not
+    # exceeding), days 7-10 exceed (a run of 4: not fined). CODMn (limit 6): 7.0 on days 1-3,
+    # day 4 has no valid mean (ends the run), 7.0 on days 5-10 (a run of 6: fined).
+    # 5 + 6 = 11 days * 50 000 = 550 000 to the county fund.
+    daily = _daily(
+        {
+            ("OUT", "TP"): [0.21, 0.25, 0.22, 0.30, 0.24, 0.2, 0.21, 0.22, 0.23, 0.24, 0.1],
+            ("OUT", "CODMn"): [7.0, 7.0, 7.0, None, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 3.0],
+        }
+    )
+    (e,) = settle(county, rules, MAY, {}, daily)  # type: ignore[arg-type]
+    assert (e.payer, e.payee, e.amount_yuan, e.status) == ("t", "county-fund", 550_000.0, "settled")
+    tp = e.evidence["inputs"]["factors"]["TP"]
+    assert tp["runs"] == [{"from": "2026-05-01", "to": "2026-05-05", "days": 5}]
+    assert e.evidence["inputs"]["factors"]["CODMn"]["fined_days"] == 6
+    # Without daily means the rule cannot settle.
+    (none,) = settle(county, rules, MAY, {})
+    assert none.status == "insufficient-data"
+    with pytest.raises(ConfigError, match="fine_per_day"):
+        parse_rules('[[rule]]\nkind = "daily-fine"\n')
+
+
+def _cod_nh3(cod: float, nh3: float) -> dict[str, dict[str, Mean]]:
+    return {"OUT": {"COD": Mean(cod, 3, 3, True), "NH3-N": Mean(nh3, 3, 3, True)}}
+
+
+def test_linear_heze() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rules = parse_rules('[[rule]]\nkind = "linear"\n')
+    # (30 - 25) * 20 000 + (1.5 - 1.8) * 300 000 = 100 000 - 90 000 = 10 000: fund pays town.
+    (a,) = settle(county, rules, MAY, _cod_nh3(25.0, 1.8))
+    assert (a.payer, a.payee, a.amount_yuan) == ("county-fund", "t", 10_000.0)
+    # (30 - 33) * 20 000 + (1.5 - 1.65) * 300 000 = -60 000 - 45 000 = -105 000: town pays.
+    (b,) = settle(county, rules, MAY, _cod_nh3(33.0, 1.65))
+    assert (b.payer, b.payee, b.amount_yuan) == ("t", "county-fund", 105_000.0)
+    assert b.evidence["inputs"]["terms"]["NH3-N"]["yuan"] == -45_000.0
+
+
+def test_tiered_zhoukou() -> None:
+    county = parse_county(ONE_TOWN, "one.toml")
+    rules = parse_rules('[[rule]]\nkind = "tiered"\n')
+    means = {
+        "OUT": {
+            "CODMn": Mean(7.2, 31, 31, True),  # m = (7.2 - 6) / 6 = 0.20: 100 000 * 1.20
+            "NH3-N": Mean(1.1, 31, 31, True),  # m = 0.10 exactly: not above 0.1 -> 0
+            "TP": Mean(0.52, 31, 31, True),  # m = 1.60: (1.5, 2] -> 1 000 000 * 2.60
+        }
+    }
+    assert (1.1 - 1.0) / 1.0 > 0.1  # in binary floating point it would start a tier
+    (e,) = settle(county, rules, MAY, means)
+    assert (e.payer, e.payee, e.amount_yuan) == ("t", "county-fund", 2_720_000.0)
+    f = e.evidence["inputs"]["factors"]
+    assert f["CODMn"]["amount_yuan"] == 120_000.0
+    assert f["TP"]["tier_above"] == 1.5
+    assert f["NH3-N"]["tier_above"] is None and f["NH3-N"]["amount_yuan"] == 0.0
+    with pytest.raises(ConfigError, match="increasing"):
+        parse_rules(
+            '[[rule]]\nkind = "tiered"\ntiers = [{above = 0.5, base_yuan = 1}, '
+            "{above = 0.1, base_yuan = 2}]\n"
+        )
+
+
+RIVERS = (
+    """
+[[river]]
+id = "short"
+[[river]]
+id = "long"
+"""
+    + "".join(
+        f'[[section]]\nid = "{s}"\nriver = "{r}"\nstation = "st-{s}"\n'
+        for r, ids in (("short", "ABC"), ("long", "PQRST"))
+        for s in ids
+    )
+    + """
+[[town]]
+id = "t"
+outflow = "C"
+"""
+)
+
+
+def test_river_average_and_proportion() -> None:
+    county = parse_county(RIVERS, "rivers.toml")
+    rules = parse_rules(
+        """
+[[rule]]
+kind = "river"
+amounts = { light = 200000, moderate = 300000, heavy = 500000 }
+rivers = [{ river = "short", payer = "t" }, { river = "long", payer = "t" }]
+"""
+    )
+    rules.check(county)
+    means = _means(
+        {
+            # Three sections: averages CODMn (5 + 6 + 7) / 3 = 6.0, NH3-N (0.8 + 1.0 + 1.2) / 3
+            # = 1.0, TP (0.15 + 0.25 + 0.2) / 3 = 0.2: all at the Class III limits -> III, good.
+            # (In binary floating point the TP mean is 0.20000000000000004, Class IV.)
+            "A": (5.0, 0.8, 0.15, 1.0),
+            "B": (6.0, 1.0, 0.25, 1.0),
+            "C": (7.0, 1.2, 0.2, 1.0),
+            # Five sections: II, III, III, IV, inferior V. I-III share 3/5 = 60 % < 75 %;
+            # inferior-V share 1/5 = 20 %, not below 20 % but below 40 %: moderate.
+            "P": (3.0, 0.4, 0.05, 1.0),
+            "Q": (5.0, 0.9, 0.15, 1.0),
+            "R": (6.0, 1.0, 0.2, 1.0),
+            "S": (8.0, 1.2, 0.25, 1.0),
+            "T": (5.0, 2.5, 0.15, 1.0),
+        }
+    )
+    assert (0.15 + 0.25 + 0.2) / 3 > 0.2
+    short, long_ = settle(county, rules, MAY, means)
+    assert short.evidence["method"] == "average"
+    assert short.evidence["inputs"]["averages"] == {"CODMn": 6.0, "NH3-N": 1.0, "TP": 0.2}
+    assert short.evidence["result"]["quality"] == "good"
+    assert (short.payer, short.amount_yuan, short.status) == ("t", 0.0, "no-payment")
+    assert long_.evidence["method"] == "proportion"
+    assert long_.evidence["inputs"]["classes"] == {"P": 2, "Q": 3, "R": 3, "S": 4, "T": 6}
+    assert long_.evidence["result"]["quality"] == "moderate"
+    assert (long_.payer, long_.payee, long_.amount_yuan) == ("t", "county-fund", 300_000.0)

@@ -110,3 +110,66 @@ def test_state_matches_a_set_model(batches: list[list[int]]) -> None:
     assert s.max_seq == top
     assert s.contiguous_seq == (min(expected) - 1 if expected else top)
     assert all(a.last < b.first for a, b in zip(s.gaps, s.gaps[1:], strict=False))
+
+
+# --- streams, conflicts, request caps ---------------------------------------------------------
+
+
+def test_retire_closes_every_open_gap_as_lost() -> None:
+    from sanduan.central.core.dedupe import retire
+
+    s = advance(SeqState(), [(1, 3), (7, 8), (12, 12)], 5)
+    r = retire(s)
+    assert (r.last_acked_seq, r.contiguous_seq, r.lost) == (12, 3, 6)
+    assert retire(SeqState()).lost == 0
+
+
+def test_conflicts_compare_content_nan_aware() -> None:
+    from sanduan.central.core.dedupe import conflicts
+
+    nan = float("nan")
+    held = {
+        1: (10, "w01001", 7.0, "N", 3),
+        2: (20, "w01001", nan, "D", 0),
+        4: (40, "a", 1.0, "N", 1),
+    }
+    sent = [
+        (1, (10, "w01001", 7.0, "N", 3)),  # same
+        (2, (20, "w01001", nan, "D", 0)),  # same (missing == missing)
+        (3, (30, "w01001", 1.0, "N", 1)),  # not held: new, not a conflict
+        (4, (40, "a", 1.0, "N", 2)),  # grade differs
+        (5, (50, "a", 1.0, "N", 2)),
+    ]
+    assert conflicts(sent, held) == ((4, 4),)
+    held[5] = (51, "a", 1.0, "N", 2)  # ts differs
+    assert conflicts(sent, held) == ((4, 5),)
+
+
+def test_cap_request_bounds_the_span_and_the_ranges() -> None:
+    from sanduan.central.core.dedupe import (
+        MAX_RANGES_PER_REQUEST,
+        MAX_SEQS_PER_REQUEST,
+        cap_request,
+    )
+
+    huge = [(2, 2**48 - 2)]
+    assert cap_request(huge) == ((2, 1 + MAX_SEQS_PER_REQUEST),)
+    many = [(i * 10, i * 10 + 1) for i in range(1000)]
+    capped = cap_request(many)
+    assert len(capped) == MAX_RANGES_PER_REQUEST
+    assert cap_request([(1, 5), (10, 20)], max_seqs=8) == ((1, 5), (10, 12))
+
+
+def test_dead_letter_budget_window() -> None:
+    from sanduan.central.core.budget import HOUR_MS, Budget, spend
+
+    b = Budget(count=2, bytes=100)
+    w, ok1 = spend(None, b, 0, 10)
+    w, ok2 = spend(w, b, 1, 10)
+    w, ok3 = spend(w, b, 2, 10)
+    assert (ok1, ok2, ok3, w.over) == (True, True, False, 1)
+    w, ok = spend(w, b, HOUR_MS, 10)  # a new hour
+    assert ok
+    assert w.over == 0
+    _, ok = spend(None, b, 0, 101)  # too many bytes
+    assert not ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import queue
 import time
@@ -169,14 +170,28 @@ def test_bad_messages_are_dead_lettered_never_acked_and_the_collector_carries_on
     (ack,) = acks(peer, 1)
     assert ack.station == st_id
     assert no_message(peer, 0.3)
-    reasons = [r[0] for r in store.query("SELECT reason FROM dead_letters ORDER BY id")]
-    assert len(reasons) == len(bad), reasons
-    text = "\n".join(reasons)
+    rows = store.query("SELECT reason, detail FROM dead_letters ORDER BY id")
+    assert len(rows) == len(bad), rows
+    assert [r[0] for r in rows] == [
+        "undecodable",
+        "undecodable",
+        "origin",
+        "invalid",
+        "invalid",
+        "invalid",
+        "oversize",
+    ]
+    text = "\n".join(r[1] for r in rows)
     needles = ("not msgpack", "truncated", "does not match the topic", "physical range", "above")
     for needle in needles:
         assert needle in text
     raws = {bytes(r[0]) for r in store.query("SELECT raw FROM dead_letters")}
     assert b"\xc1\x00garbage" in raws
+    # The oversize payload is kept only up to 4 KiB, with its full size and digest.
+    (big,) = store.query(
+        "SELECT length(raw), size_bytes, sha256 FROM dead_letters WHERE reason = 'oversize'"
+    )
+    assert big == (4096, 5000, hashlib.sha256(b"\x80" * 5000).hexdigest())
     assert store.count_readings([st_id]) == 3
     assert store.count_readings([other]) == 0
     assert c.stats()["dead_letters"] == len(bad)

@@ -21,6 +21,12 @@ from sanduan.shared.wire import Ack, Batch, encode
 
 from .conftest import MqttPeer
 
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # so that ``tests.brokers`` imports
+    sys.path.insert(0, str(ROOT))
+
+from tests.brokers import PrivateBroker  # noqa: E402
+
 pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 T0 = 1_767_225_600_000
@@ -71,7 +77,7 @@ class Proc:
             self.log.append(line)
             self.lines.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -101,11 +107,14 @@ def procs() -> Iterator[list[Proc]]:
         p.kill()
 
 
-def write_config(path: Path, store_url: str, group: str | None = None) -> Path:
+def write_config(
+    path: Path, store_url: str, group: str | None = None, port: int | None = None
+) -> Path:
     group_line = f'group = "{group}"\n' if group else ""
+    broker_line = f'broker = "mqtt://127.0.0.1:{port}"\n' if port else ""
     path.write_text(
         f'[central]\nstore = "{store_url}"\n\n'
-        f"[mqtt]\nsession_expiry_s = 30\n{group_line}\n"
+        f"[mqtt]\nsession_expiry_s = 30\n{group_line}{broker_line}\n"
         "[ingest]\ngap_timeout_s = 60\n",
         encoding="utf-8",
     )
@@ -121,18 +130,29 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker of the test's own: no other test's collector can ack its batches."""
+    d = tmp_path / "broker"
+    d.mkdir()
+    b = PrivateBroker(d).start()
+    yield b
+    b.kill()
+
+
 def test_killed_between_commit_and_ack_then_restarted(
     store_url: str,
     store: Store,
     tmp_path: Path,
     uid: str,
     procs: list[Proc],
-    mqtt_peer: Callable[[list[str]], MqttPeer],
+    mqtt_peer: Callable[..., MqttPeer],
+    private_broker: PrivateBroker,
 ) -> None:
     st_id = f"st-{uid}"
     cid = f"col-{uid}"
-    cfg = write_config(tmp_path / "central.toml", store_url)
-    peer = mqtt_peer([st_id])
+    cfg = write_config(tmp_path / "central.toml", store_url, port=private_broker.port)
+    peer = mqtt_peer([st_id], private_broker.port)
     a = Proc(cfg, cid, {"SANDUAN_CENTRAL_FAULT": "sleep-after-commit:30"})
     procs.append(a)
     a.wait_for("subscribed to")

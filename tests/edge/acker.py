@@ -42,11 +42,14 @@ class Acker:
         username: str | None = None,
         password: str | None = None,
         ca_file: str | None = None,
+        answer: Callable[[Batch], list[wire.Message]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.station = station
         self.acking = acking
+        self.answer = answer
+        """Replaces the plain ack: the messages to send for a batch (acks, nacks)."""
         self.received: dict[Key, Row] = {}
         self.deliveries: dict[Key, int] = {}
         self.conflicts: list[str] = []
@@ -54,6 +57,7 @@ class Acker:
         self.statuses: list[wire.Status] = []
         self.events: list[wire.Event] = []
         self.acks_sent = 0
+        self.streams: set[int] = set()
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self.client = mqtt.Client(
@@ -91,14 +95,25 @@ class Acker:
             elif isinstance(m, wire.Event):
                 self.events.append(m)
             self.cond.notify_all()
-        if isinstance(m, Batch) and self.acking:
-            ack = Ack(m.station, m.batch_seq, m.first_seq, m.last_seq, int(time.time() * 1000))
+        if isinstance(m, Batch) and self.answer is not None:
+            for out in self.answer(m):
+                self.send(out)
+        elif isinstance(m, Batch) and self.acking:
+            ack = Ack(
+                m.station,
+                m.batch_seq,
+                m.first_seq,
+                m.last_seq,
+                int(time.time() * 1000),
+                stream=m.stream,
+            )
             client.publish(topics.ack_topic(m.station), wire.encode(ack), qos=1)
             with self.lock:
                 self.acks_sent += 1
 
     def _record(self, b: Batch) -> None:
         self.batches.append(b)
+        self.streams.add(b.stream)
         for seq, ts, code, value, flag, grade in b.rows():
             key = (b.station, seq)
             row: Row = (ts, code, None if math.isnan(value) else value, str(flag), grade)
@@ -109,9 +124,16 @@ class Acker:
                 self.conflicts.append(f"{key}: first {old}, now {row}")
             self.deliveries[key] = self.deliveries.get(key, 0) + 1
 
-    def resend(self, station: str, ranges: list[tuple[int, int]], reason: str = "gap") -> None:
-        msg = ResendRequest(station, tuple(ranges), int(time.time() * 1000), reason)
+    def resend(
+        self, station: str, ranges: list[tuple[int, int]], reason: str = "gap", stream: int = 0
+    ) -> None:
+        msg = ResendRequest(station, tuple(ranges), int(time.time() * 1000), reason, stream=stream)
         self.client.publish(topics.resend_topic(station), wire.encode(msg), qos=1)
+
+    def send(self, msg: wire.Message) -> None:
+        """Publish any downlink message (ack, resend, nack) to its station."""
+        topic = topics.topic(msg.station, msg.KIND)
+        self.client.publish(topic, wire.encode(msg), qos=1)
 
     def seqs(self, station: str) -> set[int]:
         with self.lock:

@@ -68,7 +68,7 @@ def test_offset_from_acks_in_the_heartbeat_and_one_clock_event(tmp_path: Path) -
     ) -> None:
         if sent_wall is not None:
             fwd.inflight[batch_seq] = Inflight(1, 1, sent_wall - T0, "new", sent_wall)
-        msg = Ack("st-clk", batch_seq, 1, 1, round(centre_s * 1000))
+        msg = Ack("st-clk", batch_seq, 1, 1, round(centre_s * 1000), stream=fwd.stream)
         fwd.message(Kind.ACK, wire.encode(msg))
         for _ in range(50):  # the ack is handled on the loop and the buffer's thread
             await asyncio.sleep(0.01)
@@ -78,7 +78,9 @@ def test_offset_from_acks_in_the_heartbeat_and_one_clock_event(tmp_path: Path) -
         db = DbThread(outbox)
         fwd = Forwarder(db, cfg.uplink, "st-clk", clock=clock, agent_version="t")
         fwd.uplink = uplink  # type: ignore[assignment]
+        inbox = asyncio.create_task(fwd.serve_inbox())
         await db.run(outbox.commit, [PolledValue("d", "w01001", int(T0 * 1000), 7.0)])
+        await db.run(outbox.next_batch_seq)  # batch seqs 1..64 issued
         assert (await fwd.status()).clock_offset_s is None  # no ack yet: unknown
 
         # Published at T0, acked at T0 + 0.4: the centre stamped T0 + 45.2 at commit. The
@@ -126,6 +128,15 @@ def test_offset_from_acks_in_the_heartbeat_and_one_clock_event(tmp_path: Path) -
         # The events are in the buffer until the broker confirms them.
         pending = await db.run(outbox.pending_events)
         assert [i for i, _ in pending] == [1, 2]
+        # A forged time (2^63 - 1 ms) is no clock: ignored, the estimate and the heartbeat stay.
+        fwd.message(Kind.ACK, wire.encode(Ack("st-clk", 6, 1, 1, (1 << 63) - 1, stream=fwd.stream)))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert fwd.clock_offset_s is not None and math.isclose(
+            fwd.clock_offset_s, 40.0, abs_tol=1e-3
+        )
+        wire.encode(await fwd.status())
+        inbox.cancel()
         await asyncio.get_running_loop().run_in_executor(None, db.close)
 
     asyncio.run(go())

@@ -92,8 +92,15 @@ def test_resend_request_answered_with_original_seqs(
             )
         )
         before = len(acker.batches)
-        acker.resend(station_id, [(10, 30), (n + 1, n + 5)], "gap")
-        assert acker.wait_for(lambda a: any(s.extra.get("resend_missing") == 5 for s in a.statuses))
+        (stream,) = acker.streams
+        assert at.agent is not None and at.agent.outbox is not None
+        assert stream == at.agent.outbox.stream != 0
+        # n+1..n+5 were never issued: answered for what exists, the rest ignored (and said so).
+        acker.resend(station_id, [(10, 30), (n + 1, n + 5)], "gap", stream=stream)
+        assert acker.wait_for(
+            lambda a: any(s.extra.get("ignored_messages") == 1 for s in a.statuses)
+        )
+        assert all(s.extra.get("resend_missing") == 0 for s in acker.statuses)
         assert acker.wait_for(lambda a: sum(b.count for b in a.batches[before:]) >= 21)
         resent = acker.batches[before:]
         seqs = sorted(s for b in resent for s in b.seq)

@@ -94,7 +94,23 @@ def test_bundled_timelines() -> None:
     assert {"crc", "silence", "nan", "reboot", "collector", "agent", "broker"} <= kinds
     chaos = build_timeline(load_scenario("chaos"))
     assert sum(f.origin == "chaos" for f in chaos) == 10
-    assert any(f.kind == "clock" for f in chaos)
+    assert {"clock", "gateway-replaced", "hostile-station"} <= {f.kind for f in chaos}
+
+
+def test_station_attack_faults() -> None:
+    tl = _timeline(
+        [
+            {"kind": "gateway-replaced", "at": "2h", "duration": "20m", "station": "S1"},
+            {"kind": "hostile-station", "at": "3h", "duration": "1h", "station": "S2",
+             "interval_s": 0.25},
+        ]
+    )  # fmt: skip
+    assert [(f.kind, f.target, f.duration) for f in tl] == [
+        ("gateway-replaced", "S1", 1200.0),
+        ("hostile-station", "S2", 3600.0),
+    ]
+    assert tl[1].interval_s == 0.25
+    assert "buffer lost" in tl[0].describe() and "S2" in tl[1].describe()
 
 
 @pytest.mark.parametrize(
@@ -150,6 +166,23 @@ def test_bundled_timelines() -> None:
             "has no device",
         ),
         ({"kind": "clock", "at": "1h", "station": "S1"}, "fault[0].offset", "non-zero offset"),
+        ({"kind": "gateway-replaced", "at": "1h"}, "fault[0].station", "needs a station"),
+        (
+            {"kind": "hostile-station", "at": "1h", "station": "S1"},
+            "fault[0].duration",
+            "needs a duration",
+        ),
+        (
+            {
+                "kind": "hostile-station",
+                "at": "1h",
+                "duration": "1h",
+                "station": "S1",
+                "interval_s": 0,
+            },
+            "fault[0].interval_s",
+            "greater than 0",
+        ),
         ({"kind": "broker", "at": "-1h"}, "fault[0].at", "before the start"),
         ({"kind": "broker", "at": "1h", "duration": "-5m"}, "fault[0].duration", "negative"),
         ({"kind": "broker", "at": "soon"}, "fault[0].at", "bad duration"),

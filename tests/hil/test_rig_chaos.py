@@ -1,6 +1,7 @@
 """Chaos in CI, bounded: four stations for two simulated days while agents, the collector and
-the broker are SIGKILLed at seeded random moments (and a gateway clock jumps). Nothing may be
-lost or stored twice."""
+the broker are SIGKILLed at seeded random moments, a gateway clock jumps, a gateway is replaced
+(its buffer lost) and a client with one station's credentials attacks. Nothing may be lost or
+stored twice, apart from what the lost buffer held unacknowledged, counted apart."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
     assert s, text[-3000:]
     injected = [f for f in s["faults"] if f.get("injected_at") is not None]
     kinds = {f["kind"] for f in injected}
-    assert {"agent", "collector", "broker"} <= kinds, kinds
+    assert {"agent", "collector", "broker", "gateway-replaced", "hostile-station"} <= kinds, kinds
     assert sum(1 for f in injected if f["origin"] == "chaos") >= 8
     procs = s["processes"]
     assert procs["central"]["kills"] >= 1
@@ -58,4 +59,20 @@ def test_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
     assert s["lost"] == 0, d["lost_examples"]
     assert s["duplicates"] == 0, d["duplicate_examples"]
     assert s["unexpected"] == 0, d["unexpected_examples"]
+    # The replaced gateway: a second stream, stored and matched to what its devices read.
+    (replaced,) = [f for f in injected if f["kind"] == "gateway-replaced"]
+    station = replaced["target"]
+    streams = {k: v for k, v in d["per_stream"].items() if k.startswith(f"{station}/")}
+    assert len(streams) >= 2, d["per_stream"]
+    assert all(v["matched"] == v["stored"] > 0 for v in streams.values()), streams
+    assert replaced["outcome"]["buffer_bytes_deleted"] > 0
+    # The hostile station: every round of attacks sent; of its forged readings only the valid
+    # one on a far seq may be stored, never one stamped 1970 or 2100.
+    (hostile,) = [f for f in injected if f["kind"] == "hostile-station"]
+    o = hostile["outcome"]
+    assert o["attacks_sent"]["conflict"] > 0 and o["attacks_sent"]["stolen_id"] >= 1, o
+    assert set(o["forged_stored"]) <= {"huge_seq"}, o
+    assert set(d["forged_stored"]) <= {"huge_seq"}, d["forged_stored"]
+    assert o["readings_nacked"] > 0, o  # conflicts and timestamps are answered
+    assert not [w for w in s["warnings"] if "exited on its own" in w], s["warnings"]
     assert code == 0, text[-3000:]

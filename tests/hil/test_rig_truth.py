@@ -242,3 +242,46 @@ def test_value_key_is_exact() -> None:
     assert value_key(0.1) != value_key(0.1 + 1e-17 * 0 + 2**-56)
     assert value_key(math.nan) == value_key(float("nan"))
     assert value_key(-0.0) != value_key(0.0)
+
+
+def test_compare_per_stream_lost_with_buffer_and_forged_rows() -> None:
+    """A gateway replaced at NOW + 2 h: its old buffer's unsent reading is lost with it, the new
+    buffer numbers from seq 1 again on a new stream; a hostile client's forged row is counted
+    apart; a reading missing after the replacement is a real loss."""
+    truth = [
+        _tr("w01009", NOW, 7.25),
+        _tr("w01009", NOW + 3600, 7.5),  # in the deleted buffer, never sent
+        _tr("w01009", NOW + 3 * 3600, 7.75),  # the new buffer's seq 1
+        _tr("w01009", NOW + 4 * 3600, 8.0),  # lost after the replacement: a real loss
+    ]
+    old, new = 11, 22
+    rows = [
+        StoredRow("S1", 1, round(NOW * 1000), "w01009", 7.25, "N", old),
+        StoredRow("S1", 1, round((NOW + 3 * 3600) * 1000), "w01009", 7.75, "N", new),
+        StoredRow("S1", wire.MAX_SEQ, round(NOW * 1000), "w01010", 21.5, "N", new),  # forged
+    ]
+    forged = {("S1", new, wire.MAX_SEQ): "huge_seq", ("S1", new, wire.MAX_SEQ - 1): "ts_1970"}
+    c = compare(truth, rows, replaced={"S1": [NOW + 2 * 3600]}, forged=forged)
+    assert (c.stored, c.lost, c.lost_with_buffer, c.unexpected, c.duplicates) == (2, 1, 1, 0, 0)
+    assert c.lost_examples[0]["ts"] == NOW + 4 * 3600
+    assert [w.ts for w in c.went_with_buffer] == [NOW + 3600]
+    assert c.forged_stored == {"huge_seq": 1}
+    assert c.per_stream == {
+        f"S1/{old:x}": {"stored": 1, "seq_duplicates": 0, "matched": 1},
+        f"S1/{new:x}": {"stored": 1, "seq_duplicates": 0, "matched": 1},
+    }
+    assert c.per_station["S1"]["lost_with_buffer"] == 1
+    assert "went_with_buffer" not in c.to_json()
+    # Without the replacement, the same rows are two real losses; one seq on one stream twice
+    # is a duplicate, the same seq on two streams is not.
+    c2 = compare(truth, [*rows[:2], rows[1]])
+    assert (c2.lost, c2.lost_with_buffer, c2.seq_duplicates) == (2, 0, 1)
+
+
+def test_truth_batches_leave_out_readings_lost_with_a_buffer(tmp_path: Path) -> None:
+    log = TruthLog()
+    rs = [_tr("w01009", NOW + i, 7.0 + i) for i in range(3)]
+    log._sonde.extend(rs)  # as three sonde polls would
+    files = log.write_batches(tmp_path, exclude=[rs[1]])
+    batches = [wire.decode_batch(p.read_bytes()) for p in files]
+    assert [v for b in batches for v in b.values] == [7.0, 9.0]

@@ -26,13 +26,13 @@ def test_json_output_has_exactly_the_documented_shape() -> None:
     assert doc["meets_target"] is None
     assert list(doc["items"]) == ["COD", "DO", "pH", "NH3-N", "TP", "temperature"]
     for item in doc["items"].values():
-        assert set(item) == {"value", "class", "evaluated", "exceedance"}
+        assert set(item) == {"value", "class", "evaluated", "exceedance", "multiple_iii"}
     assert doc["items"]["COD"] == {"value": 15.0, "class": 1, "evaluated": True,
-                                   "exceedance": -0.25}  # fmt: skip
+                                   "exceedance": -0.25, "multiple_iii": -0.25}  # fmt: skip
     assert doc["items"]["DO"]["class"] == 6
     assert doc["items"]["DO"]["exceedance"] is None
     assert doc["items"]["temperature"] == {"value": 20.0, "class": 0, "evaluated": False,
-                                           "exceedance": None}  # fmt: skip
+                                           "exceedance": None, "multiple_iii": None}  # fmt: skip
     assert doc["items"]["TP"]["exceedance"] == pytest.approx(0.75)
     assert doc["main_pollutants"] == ["DO", "TP", "NH3-N"]
 

@@ -29,25 +29,34 @@ def grade(name: str, value: float, water_body: WaterBody = RIVER) -> int:
     [
         # Equal to a limit: in that class; shared limits: the better class.
         ("COD", 15.0, 1),
-        ("COD", 15.000001, 3),
+        ("COD", 16.0, 3),
+        # Rounded to the reporting precision first (COD: integers; GB/T 8170 half to even).
+        ("COD", 15.000001, 1),
+        ("COD", 15.5, 3),
+        ("COD", 14.5, 1),
+        ("COD", 40.5, 5),
         ("COD", 20.0, 3),
         ("COD", 30.0, 4),
         ("COD", 40.0, 5),
-        ("COD", 40.01, 6),
+        ("COD", 41.0, 6),
         ("COD", 0.0, 1),
         ("BOD5", 3.0, 1),
         ("BOD5", 3.5, 3),
         ("CODMn", 2.0, 1),
-        ("CODMn", 2.01, 2),
+        ("CODMn", 2.1, 2),
+        ("CODMn", 2.04, 1),
         ("CODMn", 15.0, 5),
-        ("CODMn", 15.01, 6),
+        ("CODMn", 15.1, 6),
         ("NH3-N", 0.15, 1),
         ("NH3-N", 0.16, 2),
         ("NH3-N", 0.5, 2),
         ("NH3-N", 1.0, 3),
         ("NH3-N", 1.5, 4),
         ("NH3-N", 2.0, 5),
-        ("NH3-N", 2.0001, 6),
+        ("NH3-N", 2.001, 6),
+        ("NH3-N", 2.0004, 5),
+        ("NH3-N", 2.0005, 5),
+        ("NH3-N", 2.0015, 6),
         ("Cu", 0.01, 1),
         ("Cu", 0.02, 2),
         ("Cu", 1.0, 2),
@@ -146,7 +155,7 @@ def test_nothing_graded_is_class_0() -> None:
 
 def test_meets_target() -> None:
     assert grade_sample({"COD": 20.0}, target_class=3).meets_target is True
-    assert grade_sample({"COD": 20.5}, target_class=3).meets_target is False
+    assert grade_sample({"COD": 21.0}, target_class=3).meets_target is False
     assert grade_sample({"COD": 15.0}, target_class=1).meets_target is True
     assert grade_sample({"DO": 1.0}, target_class=5).meets_target is False
     assert grade_sample({"COD": 20.0}).meets_target is None

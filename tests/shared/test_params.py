@@ -109,7 +109,7 @@ def test_physical_range() -> None:
 def _entry(name: str, code: str, extra: str = "") -> str:
     return (
         f'[[parameter]]\nname = "{name}"\ncode = "{code}"\nevaluated = true\n'
-        f"physical = [0, 1]\n{extra}\n"
+        f"physical = [0, 1]\ndecimals = 2\n{extra}\n"
     )
 
 

@@ -1,4 +1,4 @@
-"""Wire format v1: round trips, validation, robustness, helpers."""
+"""Wire format v1 and v2: round trips, validation, robustness, helpers."""
 
 from __future__ import annotations
 
@@ -17,10 +17,15 @@ from sanduan.shared.wire import (
     CODE_RE,
     DEFAULT_MAX,
     EVENT_KIND_RE,
+    MAX_BATCH_READINGS,
+    MAX_RANGES,
+    MAX_SEQ,
     Ack,
     Batch,
     Event,
     Message,
+    Nack,
+    NackReason,
     ResendRequest,
     Severity,
     Status,
@@ -28,10 +33,13 @@ from sanduan.shared.wire import (
     decode_ack,
     decode_batch,
     decode_event,
+    decode_nack,
     decode_resend,
     decode_status,
     encode,
     from_json_obj,
+    new_stream_id,
+    range_count,
     seq_ranges,
     to_json_obj,
 )
@@ -45,8 +53,11 @@ stations = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
 codes_st = st.from_regex(CODE_RE, fullmatch=True)
 times = st.integers(0, U63)
 u63 = st.integers(0, U63)
-texts = st.text(st.characters(codec="utf-8"), max_size=40)
-names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=64)
+# Text fields hold no control characters but tab and newline (NUL breaks stores downstream).
+_chars = st.characters(codec="utf-8", exclude_categories=["Cc"], include_characters="\t\n")
+texts = st.text(_chars, max_size=40)
+names = st.text(_chars, min_size=1, max_size=64)
+streams = st.just(0) | st.integers(1, U63)
 finite = st.floats(allow_nan=False, allow_infinity=False)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), U63), finite, texts)
 
@@ -54,7 +65,8 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), U63), fini
 @st.composite
 def batches(draw: st.DrawFn) -> Batch:
     n = draw(st.integers(1, 40))
-    start = draw(st.integers(0, 1 << 62))
+    stream = draw(streams)
+    start = draw(st.integers(1, 1 << 47) if stream else st.integers(0, 1 << 62))
     deltas = draw(st.lists(st.integers(1, 1 << 40), min_size=n - 1, max_size=n - 1))
     seq = [start]
     for d in deltas:
@@ -70,12 +82,15 @@ def batches(draw: st.DrawFn) -> Batch:
         values=draw(st.lists(st.floats(allow_infinity=False), min_size=n, max_size=n)),
         flags=draw(st.lists(st.sampled_from(list(Flag)), min_size=n, max_size=n)),
         grades=draw(st.lists(st.integers(0, 6), min_size=n, max_size=n)),
+        stream=stream,
     )
 
 
 @st.composite
-def range_lists(draw: st.DrawFn, min_size: int = 0) -> tuple[tuple[int, int], ...]:
-    points = sorted(draw(st.sets(st.integers(0, 1 << 50), min_size=2 * min_size, max_size=20)))
+def range_lists(
+    draw: st.DrawFn, min_size: int = 0, lo: int = 0, hi: int = 1 << 50
+) -> tuple[tuple[int, int], ...]:
+    points = sorted(draw(st.sets(st.integers(lo, hi), min_size=2 * min_size, max_size=20)))
     if len(points) % 2:
         points = points[:-1]
     return tuple((points[i], points[i + 1]) for i in range(0, len(points), 2))
@@ -83,17 +98,43 @@ def range_lists(draw: st.DrawFn, min_size: int = 0) -> tuple[tuple[int, int], ..
 
 @st.composite
 def acks(draw: st.DrawFn) -> Ack:
-    ranges = draw(range_lists())
+    stream = draw(streams)
+    lo, hi = (1, MAX_SEQ) if stream else (0, U63)
+    ranges = draw(range_lists(lo=lo, hi=min(hi, 1 << 50)))
     if ranges:
-        first = draw(st.integers(0, ranges[0][0]))
-        last = draw(st.integers(ranges[-1][1], U63))
+        first = draw(st.integers(lo, ranges[0][0]))
+        last = draw(st.integers(ranges[-1][1], hi))
     else:
-        first = draw(u63)
-        last = draw(st.integers(first, U63))
-    return Ack(draw(stations), draw(u63), first, last, draw(times), ranges)
+        first = draw(st.integers(lo, hi))
+        last = draw(st.integers(first, hi))
+    return Ack(draw(stations), draw(u63), first, last, draw(times), ranges, stream)
 
 
-resends = st.builds(ResendRequest, stations, range_lists(min_size=1), times, texts)
+@st.composite
+def resends_st(draw: st.DrawFn) -> ResendRequest:
+    stream = draw(streams)
+    ranges = draw(range_lists(min_size=1, lo=1 if stream else 0, hi=MAX_SEQ))
+    return ResendRequest(draw(stations), ranges, draw(times), draw(texts), stream)
+
+
+resends = resends_st()
+
+
+@st.composite
+def nacks(draw: st.DrawFn) -> Nack:
+    ranges = draw(range_lists(min_size=1, lo=1, hi=MAX_SEQ))
+    return Nack(
+        station=draw(stations),
+        stream=draw(st.integers(1, U63)),
+        batch_seq=draw(u63),
+        first_seq=draw(st.integers(1, ranges[0][0])),
+        last_seq=draw(st.integers(ranges[-1][1], MAX_SEQ)),
+        reason=draw(st.sampled_from(list(NackReason))),
+        ranges=ranges,
+        time_ms=draw(times),
+        detail=draw(texts),
+    )
+
 
 statuses = st.builds(
     Status,
@@ -109,6 +150,7 @@ statuses = st.builds(
     bus_utilisation=st.dictionaries(names, st.floats(0, 1), max_size=5),
     clock_offset_s=st.none() | finite,
     extra=st.dictionaries(names, scalars, max_size=5),
+    stream=streams,
 )
 
 events = st.builds(
@@ -123,7 +165,9 @@ events = st.builds(
     details=st.dictionaries(names, scalars, max_size=5),
 )
 
-messages: st.SearchStrategy[Message] = st.one_of(batches(), acks(), resends, statuses, events)
+messages: st.SearchStrategy[Message] = st.one_of(
+    batches(), acks(), resends, statuses, events, nacks()
+)
 
 
 def example_batch() -> Batch:
@@ -186,6 +230,11 @@ def test_status_round_trip(status: Status) -> None:
 @given(events)
 def test_event_round_trip(event: Event) -> None:
     assert decode_event(encode(event)) == event
+
+
+@given(nacks())
+def test_nack_round_trip(nack: Nack) -> None:
+    assert decode_nack(encode(nack)) == nack
 
 
 @given(messages)
@@ -325,7 +374,7 @@ def test_decode_rejects_non_bytes() -> None:
         ({"grade": [0, 0, 0]}, "'grade' must be binary"),
         ({"grade": b"\x00\x00"}, "'grade' has 2 entries"),
         ({"grade": b"\x00\x09\x00"}, "grade 9 at index 1 is out of range 0..6"),
-        ({"v": 2}, "unknown format version 2"),
+        ({"v": 3}, "unknown format version 3"),
         ({"extra": 1}, "unknown field(s) 'extra'"),
     ],
 )
@@ -549,3 +598,109 @@ def test_mutated_fields_decode_or_raise_wire_error(msg: Message, data: st.DataOb
 def test_deep_nesting_is_a_wire_error() -> None:
     data = b"\x91" * 100_000 + b"\x00"
     assert "not msgpack" in reason_of(data)
+
+
+# ---------------------------------------------------------------------------- v2: streams, nacks
+
+
+def test_stream_zero_encodes_as_v1_and_a_stream_as_v2() -> None:
+    v1 = example_batch()
+    assert wire_of(v1)["v"] == 1
+    assert "stream" not in wire_of(v1)
+    v2 = dataclasses.replace(v1, stream=12345)
+    w = wire_of(v2)
+    assert (w["v"], w["stream"]) == (2, 12345)
+    assert list(w)[:4] == ["v", "k", "station", "stream"]
+    assert decode_batch(encode(v2)) == v2
+    assert "stream" not in to_json_obj(v1)
+    assert to_json_obj(v2)["stream"] == 12345
+
+
+def test_v2_needs_a_stream_and_v1_has_none() -> None:
+    w = wire_of(dataclasses.replace(example_batch(), stream=7))
+    w["stream"] = 0
+    assert "field 'stream' = 0 is out of range 1.." in reason_of(pack(w))
+    del w["stream"]
+    assert "missing field(s) 'stream'" in reason_of(pack(w))
+    w1 = wire_of(example_batch()) | {"stream": 7}
+    assert "unknown field(s) 'stream'" in reason_of(pack(w1))
+
+
+def test_v2_seqs_are_bounded_by_max_seq() -> None:
+    big = Batch.from_columns(
+        "st-1", 1, T0, seq=[MAX_SEQ + 1], ts_ms=[T0], code=["w01001"], values=[1.0], stream=9
+    )
+    with pytest.raises(WireFormatError, match="out of range 1"):
+        encode(big)
+    ok = dataclasses.replace(big, seq=(MAX_SEQ,))
+    assert decode_batch(encode(ok)).last_seq == MAX_SEQ
+    # v1 keeps its documented bounds (the collector applies MAX_SEQ to v1 at ingest)
+    v1 = dataclasses.replace(big, seq=(U63,), stream=0)
+    assert decode_batch(encode(v1)).last_seq == U63
+    with pytest.raises(WireFormatError, match="not a valid range"):
+        encode(ResendRequest("st-1", ((1, MAX_SEQ + 1),), T0, stream=9))
+    with pytest.raises(WireFormatError, match="not a valid range"):
+        encode(ResendRequest("st-1", ((0, 5),), T0, stream=9))
+
+
+def test_counts_are_capped_in_both_versions() -> None:
+    many = tuple((2 * i + 1, 2 * i + 1) for i in range(MAX_RANGES + 1))
+    for stream in (0, 5):
+        with pytest.raises(WireFormatError, match=f"above the maximum {MAX_RANGES}"):
+            encode(ResendRequest("st-1", many, T0, stream=stream))
+        assert decode_resend(encode(ResendRequest("st-1", many[:-1], T0, stream=stream)))
+    n = MAX_BATCH_READINGS + 1
+    huge = Batch.from_columns(
+        "st-1", 1, T0, seq=range(1, n + 1), ts_ms=[T0] * n, code=["w01001"] * n, values=[1.0] * n
+    )
+    with pytest.raises(WireFormatError, match=f"out of range 0..{MAX_BATCH_READINGS}"):
+        encode(huge)
+
+
+@pytest.mark.parametrize("bad", ["a\x00b", "\x1b[31m", "x\ry", "\x7f"])
+def test_text_fields_refuse_control_characters(bad: str) -> None:
+    for msg in (
+        Event("st-1", T0, 1, "note", bad),
+        Status("st-1", T0, agent_version=bad),
+        Status("st-1", T0, extra={"k": bad}),
+        Status("st-1", T0, extra={bad: 1}),
+        ResendRequest("st-1", ((1, 2),), T0, reason=bad),
+    ):
+        with pytest.raises(WireFormatError, match="control character"):
+            encode(msg)
+    # tab and newline are text
+    assert decode_event(encode(Event("st-1", T0, 1, "note", "a\tb\nc"))).message == "a\tb\nc"
+
+
+def test_nack_is_v2_only_and_event_is_v1_only() -> None:
+    nack = Nack("st-1", 77, 3, 10, 20, NackReason.CONFLICT, ((12, 14),), T0, "differs")
+    w = wire_of(nack)
+    assert (w["v"], w["k"], w["reason"]) == (2, "nack", "conflict")
+    w["v"] = 1
+    assert "a nack is a v2 message" in reason_of(pack(w))
+    e = wire_of(Event("st-1", T0, 1, "note", "m")) | {"v": 2}
+    assert "an event is a v1 message" in reason_of(pack(e))
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"ranges": []}, "no ranges rejected"),
+        ({"ranges": [[5, 6]]}, "ranges fall outside first..last"),
+        ({"reason": "because"}, "unknown nack reason 'because'"),
+        ({"stream": 0}, "out of range 1.."),
+        ({"detail": "x" * 257}, "'detail' must be 0..256 characters"),
+    ],
+)
+def test_nack_errors(changes: dict[str, Any], reason: str) -> None:
+    nack = Nack("st-1", 77, 3, 10, 20, NackReason.TIMESTAMP, ((12, 14),), T0)
+    assert reason in reason_of(mutate(nack, **changes))
+
+
+def test_stream_ids_and_range_counts() -> None:
+    ids = {new_stream_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(1 <= i <= U63 for i in ids)
+    assert range_count(()) == 0
+    assert range_count(((1, 1), (5, 9))) == 6
+    assert range_count(((1, MAX_SEQ),)) == MAX_SEQ

@@ -21,6 +21,7 @@ from sanduan.central.core.county import County
 from sanduan.central.core.validity import (
     Aggregates,
     LevelMeans,
+    Mean,
     Period,
     ValidityRules,
     aggregate,
@@ -95,6 +96,20 @@ def _timed(timings: dict[str, float], name: str, step: Step | None) -> Iterator[
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
+def daily_means(county: County, agg: Aggregates) -> Callable[[str, str], list[tuple[str, Mean]]]:
+    """(section, parameter) -> every daily mean of the period as (local date, mean)."""
+    index = agg.index()
+
+    def get(section: str, parameter: str) -> list[tuple[str, Mean]]:
+        i = index.get((county.sections[section].station, parameter))
+        labels = agg.calendar.day_labels
+        if i is None:
+            return [(d, Mean(None, 0, 0, False)) for d in labels]
+        return [(d, agg.day.at(i, j)) for j, d in enumerate(labels)]
+
+    return get
+
+
 def compute_from_readings(
     columns: Mapping[str, Any],
     county: County,
@@ -118,11 +133,19 @@ def compute_from_readings(
     with _timed(timings, "aggregate", step):
         agg = aggregate(series, cal, vr)
     with _timed(timings, "assess", step):
-        assessment = assess(county, agg)
+        assessment = assess(county, agg, rules.assessment)
     with _timed(timings, "settle", step):
         level = "year" if p.kind == "year" else "month"
         j = 0 if p.kind == "year" else cal.month_labels.index(p.label)
-        ledger = tuple(settle(county, rules, p, means_by_section(county, agg, level, j)))
+        ledger = tuple(
+            settle(
+                county,
+                rules,
+                p,
+                means_by_section(county, agg, level, j),
+                daily_means(county, agg),
+            )
+        )
     return AnalyticsResult(
         p, county, rules, vr, agg, assessment, ledger, timings, readings=len(series.ts_ms)
     )

@@ -21,6 +21,16 @@ report_app = typer.Typer(help="Reports from the central database.", no_args_is_h
 app.add_typer(report_app, name="report")
 register_report_commands(report_app)
 
+
+def _add_console_commands() -> None:
+    from sanduan.central.web.cli import console_command, users_app
+
+    app.command("console")(console_command)
+    app.add_typer(users_app, name="users")
+
+
+_add_console_commands()
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Collector config (central.toml).")
 ]
@@ -43,11 +53,25 @@ def errors() -> Iterator[None]:
 
 
 @app.command("run")
-def run_command(
+def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     config: Annotated[Path, typer.Option("--config", "-c", help="Collector config.")],
     store: StoreOpt = None,
     client_id: Annotated[
         str | None, typer.Option("--client-id", help="MQTT client id (overrides mqtt.client_id).")
+    ] = None,
+    mqtt_user: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt-user",
+            help="MQTT user name of this collector process (overrides mqtt.username): each"
+            " collector of a group has its own, e.g. central-%i in the systemd unit.",
+        ),
+    ] = None,
+    mqtt_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqtt-password-file", help="Its password file (overrides mqtt.password_file)."
+        ),
     ] = None,
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Create or upgrade the database schema first.")
@@ -60,7 +84,15 @@ def run_command(
 
     setup_logging(verbose)
     with errors():
-        serve(load_central_config(config), store_url=store, client_id=client_id, migrate=migrate)
+        cfg = load_central_config(config)
+        login: dict[str, Any] = {}
+        if mqtt_user is not None:
+            login["username"] = mqtt_user
+        if mqtt_password_file is not None:
+            login |= {"password_file": mqtt_password_file, "password": None}
+        if login:
+            cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=login)})
+        serve(cfg, store_url=store, client_id=client_id, migrate=migrate)
 
 
 @app.command("check-config")
@@ -145,7 +177,8 @@ def report_stations_command(
         Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
     ] = None,
 ) -> None:
-    """Every station: online, last seen, highest seq, open gaps."""
+    """Every station: online, last seen, highest seq, open gaps, readings lost with replaced
+    buffers (``lost_with_buffer``) and rejects past the dead-letter budget."""
     import csv
     import json
 
@@ -171,6 +204,9 @@ def report_stations_command(
             "missing": sum(g.size for g in r.gaps),
             "gaps": [[g.first, g.last] for g in r.gaps],
             "last_resend_ms": r.last_resend_ms,
+            "stream": r.stream,
+            "lost_with_buffer": r.lost_with_buffer,
+            "rejects_over_budget": r.rejects_over_budget,
         }
         for r in rows
     ]
@@ -188,8 +224,9 @@ def report_stations_command(
     from rich.table import Table
 
     table = Table(title=f"stations ({len(records)})")
-    for col in ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps"):
-        table.add_column(col, justify="right" if "seq" in col or col == "contiguous" else "left")
+    cols = ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps")
+    for col in (*cols, "lost with buffer", "over budget"):
+        table.add_column(col, justify="left" if col in cols[:4] or col == "gaps" else "right")
     for rec in records:
         online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
         gaps = "-"
@@ -203,5 +240,7 @@ def report_stations_command(
             "-" if rec["max_seq"] is None else str(rec["max_seq"]),
             "-" if rec["contiguous_seq"] is None else str(rec["contiguous_seq"]),
             gaps,
+            str(rec["lost_with_buffer"]),
+            str(rec["rejects_over_budget"]),
         )
     Console().print(table)

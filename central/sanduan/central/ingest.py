@@ -1,23 +1,36 @@
-"""The collector: MQTT in, database, acknowledgements and resend requests out.
+"""The collector: MQTT in, database, acknowledgements, nacks and resend requests out.
 
 Flow of one message::
 
-    paho network thread --on_message--> queue (per worker, chosen by station) --> worker thread:
-        decode + check --bad--> dead_letters (never acknowledged)
-        store_batch (one transaction) --commit--> publish Ack (QoS 1) --> MQTT PUBACK
+    paho network thread --on_message--> (oversize: keep the head, size and SHA-256 only)
+        --> queue (per worker, chosen by station) --> worker thread: Processor.handle
+            decode + check --bad--> dead_letters (reason oversize, undecodable, invalid, ...)
+            store_batch (one transaction) --commit--> replies: Ack and/or Nack (QoS 1)
+        --> acker thread: once the broker has every reply (their PUBACKs), the MQTT PUBACK
+            of the incoming message
 
 * The paho network thread only enqueues, so it never waits for the database.
-* An :class:`~sanduan.shared.wire.Ack` is published only after the transaction commits. A batch
-  seen before stores nothing new and is acknowledged again. If the store fails, nothing is
-  acknowledged and the station sends the batch again after its ack timeout.
-* MQTT-level acknowledgement is manual: the broker's copy of a message is released (PUBACK) only
-  after the message has been handled. A collector killed between commit and ack gets the same
-  message again from its persistent session when it reconnects, finds it stored, and acks it.
+* Acknowledge after commit, end to end: an :class:`~sanduan.shared.wire.Ack` is published only
+  after the transaction commits, and the incoming message's MQTT handshake is completed only
+  once the broker holds that ack (paho's manual acknowledgement). A collector killed anywhere
+  before that gets the message again from its persistent session, finds it stored, and acks it.
+  paho's in-flight limit is raised so replies are not held back in the client's memory.
+* A batch seen before stores nothing new and is acknowledged again; a reading seen before with
+  other content is a conflict: kept as it was, dead-lettered, a station event, and a
+  :class:`~sanduan.shared.wire.Nack` to a v2 station (readings stamped implausibly are nacked
+  ``timestamp`` the same way). Answers go out in the version the station speaks (stream 0: v1).
+* If the store fails, the batch is tried ``store_attempts`` times; if the store is healthy
+  (it answers a trivial query) the batch is poison: a dead letter ``store`` with the store's
+  error and the whole payload, so it never holds up the stations behind it. If the store is
+  down, nothing is acknowledged and the station sends the batch again after its ack timeout.
 * Every input is caught: a message that cannot be decoded or fails a check (see
-  :mod:`sanduan.central.core.ingest_check`) goes to ``dead_letters`` with the reason and the raw
-  bytes, and the collector carries on.
-* Worker 0 also looks for gaps in the stations' seq numbers: a gap open longer than
-  ``gap_timeout_s`` gets a :class:`~sanduan.shared.wire.ResendRequest`, repeated every
+  :mod:`sanduan.central.core.ingest_check`) becomes a dead letter with a reason category, the
+  first :data:`~sanduan.central.store.DEAD_LETTER_KEEP` bytes, the full size and the SHA-256,
+  within the station's dead-letter budget (:mod:`sanduan.central.core.budget`); the
+  collector carries on.
+* Worker 0 also looks for gaps in the stations' current streams: a gap open longer than
+  ``gap_timeout_s`` gets a :class:`~sanduan.shared.wire.ResendRequest` (at most
+  :data:`~sanduan.central.core.dedupe.MAX_SEQS_PER_REQUEST` seqs), repeated every
   ``resend_interval_s`` while it stays open; the claim is made in the database, so collectors
   sharing a database do not both ask.
 * With ``mqtt.group`` set, batches and events are received through a shared subscription
@@ -37,6 +50,8 @@ there instead.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import queue
@@ -45,23 +60,46 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sanduan.central.core.ingest_check import check_batch, check_origin
-from sanduan.central.store import Store, StoreResult, open_store
+from sanduan.central.core.budget import Budget, Window, spend
+from sanduan.central.core.ingest_check import (
+    check_origin,
+    check_seqs,
+    check_values,
+    implausible_times,
+)
+from sanduan.central.store import DEAD_LETTER_KEEP, Store, StoreResult, open_store
 from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
-from sanduan.shared.config import CentralConfig
+from sanduan.shared.config import CentralConfig, IngestConfig
 from sanduan.shared.errors import StoreError, WireFormatError
 from sanduan.shared.topics import Kind
-from sanduan.shared.wire import Ack, Batch, Event, ResendRequest, Status, decode, encode
+from sanduan.shared.wire import (
+    MAX_RANGES,
+    SHORT_MAX,
+    Ack,
+    Batch,
+    Event,
+    Nack,
+    NackReason,
+    ResendRequest,
+    SeqRange,
+    Status,
+    decode,
+    encode,
+    seq_ranges,
+)
 
 log = logging.getLogger("sanduan.central.ingest")
 
 FAULT_ENV = "SANDUAN_CENTRAL_FAULT"
+
+T = TypeVar("T")
 
 
 def _after_commit_fault() -> Callable[[], None] | None:
@@ -80,16 +118,50 @@ def _after_commit_fault() -> Callable[[], None] | None:
     return None
 
 
+def date_ms(day: str) -> int:
+    """``YYYY-MM-DD`` (UTC midnight) in ms since the epoch."""
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp() * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What handling one message did. ``ack`` is set for a stored batch (to be published);
-    ``dead`` holds the dead-letter reason; ``error`` a store failure (nothing acknowledged)."""
+    """What handling one message did. ``ack`` (readings held) and ``nacks`` (readings rejected
+    for good) are to be published; ``dead`` is the category of the dead letter the message left
+    (``recorded`` False: only counted, the station's budget was spent); ``error`` a store
+    failure (nothing acknowledged, the station will send again)."""
 
     kind: str
     ack: Ack | None = None
+    nacks: tuple[Nack, ...] = ()
     result: StoreResult | None = None
     dead: str | None = None
+    recorded: bool = True
     error: str | None = None
+
+    def replies(self) -> list[tuple[str, bytes]]:
+        """``(topic, payload)`` of every answer to send to the station."""
+        out = [(topics.nack_topic(n.station), encode(n)) for n in self.nacks]
+        if self.ack is not None:
+            out.append((topics.ack_topic(self.ack.station), encode(self.ack)))
+        return out
+
+
+def _subset(batch: Batch, keep: Sequence[int]) -> Batch:
+    """The readings of ``batch`` at indices ``keep`` (same header)."""
+    return dataclasses.replace(
+        batch,
+        seq=tuple(batch.seq[i] for i in keep),
+        ts_ms=tuple(batch.ts_ms[i] for i in keep),
+        code_idx=tuple(batch.code_idx[i] for i in keep),
+        values=tuple(batch.values[i] for i in keep),
+        flags=tuple(batch.flags[i] for i in keep),
+        grades=tuple(batch.grades[i] for i in keep),
+    )
+
+
+def _shown(ranges: Sequence[SeqRange]) -> str:
+    text = ", ".join(f"{a}..{b}" for a, b in ranges[:4])
+    return text + (", ..." if len(ranges) > 4 else "")
 
 
 class Processor:
@@ -99,27 +171,113 @@ class Processor:
         self,
         store: Store,
         *,
-        max_message_bytes: int,
+        ingest: IngestConfig | None = None,
+        max_message_bytes: int | None = None,
         clock: Clock | None = None,
         after_commit: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
-        self.max_bytes = max_message_bytes
+        self.cfg = ingest or IngestConfig()
+        self.max_bytes = max_message_bytes or self.cfg.max_message_bytes
         self.clock = clock or clock_from_env()
         self.after_commit = after_commit
         self.counts: Counter[str] = Counter()
+        self.budget = Budget(self.cfg.dead_letters_per_hour, self.cfg.dead_letter_bytes_per_hour)
+        self._windows: dict[str, Window] = {}
+        self.over_budget: Counter[str] = Counter()
+        """Rejects only counted, per station, not yet written to the store."""
+        self._earliest_ms = date_ms(self.cfg.earliest_reading)
+        self._ahead_ms = int(self.cfg.future_margin_s * 1000)
 
     def now_ms(self) -> int:
         return int(self.clock.time() * 1000)
 
-    def _dead(self, source: str, client: str | None, reason: str, raw: bytes, at: int) -> Outcome:
+    # --- dead letters -----------------------------------------------------------------
+
+    def _dead(
+        self,
+        source: str,
+        client: str | None,
+        reason: str,
+        raw: bytes,
+        at: int,
+        *,
+        station: str | None = None,
+        detail: str = "",
+        size: int | None = None,
+        sha256: str | None = None,
+        keep_all: bool = False,
+        kind: str = "dead",
+    ) -> Outcome:
         self.counts["dead_letters"] += 1
-        log.warning("dead letter from %s: %s", source, reason)
+        keep = len(raw) if keep_all else min(len(raw), DEAD_LETTER_KEEP)
+        key = station or "?"
+        window, allowed = spend(self._windows.get(key), self.budget, at, keep)
+        self._windows[key] = window
+        if not allowed:
+            self.over_budget[key] += 1
+            self.counts["rejects_over_budget"] += 1
+            if window.over == 1:
+                log.warning(
+                    "station %s: dead-letter budget spent (%d letters, %d bytes an hour); its"
+                    " rejects are only counted until the hour is over",
+                    key,
+                    self.budget.count,
+                    self.budget.bytes,
+                )
+            return Outcome(kind, dead=reason, recorded=False)
+        log.warning("dead letter from %s: %s: %s", source, reason, detail[:300])
         try:
-            self.store.dead_letter(source, client, reason, raw, at)
+            self.store.dead_letter(
+                source,
+                client,
+                reason,
+                raw[:keep],
+                at,
+                station=station,
+                detail=detail,
+                size=len(raw) if size is None else size,
+                sha256=sha256 or hashlib.sha256(raw).hexdigest(),
+            )
         except StoreError as e:
             log.error("could not record a dead letter: %s", e)  # noqa: TRY400
-        return Outcome("dead", dead=reason)
+        return Outcome(kind, dead=reason)
+
+    def take_over_budget(self) -> dict[str, int]:
+        """The over-budget counts since the last call (to add to the store)."""
+        out = dict(self.over_budget)
+        self.over_budget.clear()
+        return out
+
+    def flush_over_budget(self) -> None:
+        counts = self.take_over_budget()
+        try:
+            self.store.count_over_budget(counts)
+        except StoreError as e:
+            log.error("could not count rejects past the dead-letter budget: %s", e)  # noqa: TRY400
+            self.over_budget.update(counts)
+
+    # --- the store, with retries -------------------------------------------------------
+
+    def _try_store(self, fn: Callable[[], T]) -> tuple[T | None, str | None, bool]:
+        """``fn()`` up to ``store_attempts`` times; returns (result, error, poison): poison is
+        True when the store keeps rejecting this one write while it answers other queries."""
+        error = ""
+        for attempt in range(self.cfg.store_attempts):
+            try:
+                return fn(), None, False
+            except StoreError as e:
+                self.counts["store_errors"] += 1
+                error = str(e)
+            if attempt + 1 < self.cfg.store_attempts:
+                time.sleep(0.05 * 2**attempt)
+        try:
+            self.store.query("SELECT 1")
+        except StoreError:
+            return None, error, False
+        return None, error, True
+
+    # --- messages ----------------------------------------------------------------------
 
     def handle(
         self,
@@ -131,17 +289,37 @@ class Processor:
         client: str | None = None,
         user: str | None = None,
         source: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
     ) -> Outcome:
         """Handle one message that arrived on ``topic`` (``None``: no topic, e.g. a replayed
-        file, named by ``source``). Never raises."""
+        file, named by ``source``). ``size`` and ``sha256`` describe the whole payload when
+        ``payload`` is only its head (an oversize message cut short on arrival). Never raises."""
         at = self.now_ms() if received_ms is None else received_ms
         src = source or topic or "?"
         self.counts["received"] += 1
+        full = len(payload) if size is None else size
+        station: str | None = None
+        if topic is not None:
+            try:
+                station = topics.parse(topic)[0]
+            except WireFormatError:
+                station = None
+        if full > self.max_bytes:
+            detail = f"message is {full} bytes, above the maximum of {self.max_bytes}"
+            return self._dead(
+                src, client, "oversize", payload, at, station=station, detail=detail,
+                size=full, sha256=sha256,
+            )  # fmt: skip
         try:
             return self._handle(topic, bytes(payload), at, retained, client, user, src)
         except Exception as e:  # a bug must not stop the collector: keep the evidence
             log.exception("internal error handling a message from %s", src)
-            return self._dead(src, client, f"internal error: {type(e).__name__}: {e}", payload, at)
+            detail = f"internal error: {type(e).__name__}: {e}"
+            return self._dead(
+                src, client, "internal", payload, at, station=station, detail=detail,
+                keep_all=True,
+            )  # fmt: skip
 
     def _handle(  # noqa: PLR0917
         self,
@@ -159,73 +337,217 @@ class Processor:
             try:
                 topic_station, topic_kind = topics.parse(topic)
             except WireFormatError as e:
-                return self._dead(src, client, e.reason, payload, at)
+                return self._dead(src, client, "invalid", payload, at, detail=e.reason)
         try:
             msg = decode(payload, max_size=self.max_bytes)
         except WireFormatError as e:
-            return self._dead(src, client, e.reason, payload, at)
+            return self._dead(
+                src, client, "undecodable", payload, at, station=topic_station, detail=e.reason
+            )
         if topic_kind is not None and topic_kind != msg.KIND:
-            reason = f"a {msg.KIND.value} message on a {topic_kind.value} topic"
-            return self._dead(src, client, reason, payload, at)
+            detail = f"a {msg.KIND.value} message on a {topic_kind.value} topic"
+            return self._dead(
+                src, client, "invalid", payload, at, station=topic_station, detail=detail
+            )
         if isinstance(msg, Batch):
-            problem = check_batch(msg, topic_station, user)
-            if problem:
-                return self._dead(src, client, problem, payload, at)
-            try:
-                result = self.store.store_batch(msg, at)
-            except StoreError as e:
-                self.counts["store_errors"] += 1
-                log.error("batch %s/%d not stored: %s", msg.station, msg.batch_seq, e)  # noqa: TRY400
-                return Outcome("batch", error=str(e))
-            if self.after_commit is not None:
-                self.after_commit()
-            self.counts["batches"] += 1
-            self.counts["readings_new"] += result.new
-            self.counts["readings_duplicate"] += result.duplicate
-            ack = Ack(msg.station, msg.batch_seq, msg.first_seq, msg.last_seq, self.now_ms())
-            return Outcome("batch", ack=ack, result=result)
+            return self._batch(msg, payload, at, topic_station, client, user, src)
         if isinstance(msg, Status | Event):
             problem = check_origin(msg.station, topic_station, user)
             if problem:
-                return self._dead(src, client, problem, payload, at)
-            try:
-                if isinstance(msg, Status):
-                    # A retained status may be old: it proves the station was seen when it was
-                    # sent, not now.
-                    seen = min(at, msg.time_ms) if retained else at
-                    self.store.record_status(msg, seen)
-                    self.counts["statuses"] += 1
-                    return Outcome("status")
-                self.store.record_event(msg)
-                self.counts["events"] += 1
-                return Outcome("event")
-            except StoreError as e:
-                self.counts["store_errors"] += 1
-                log.error("%s from %s not stored: %s", msg.KIND.value, msg.station, e)  # noqa: TRY400
-                return Outcome(msg.KIND.value, error=str(e))
-        reason = f"a {msg.KIND.value} message is sent by the centre, not to it"
-        return self._dead(src, client, reason, payload, at)
+                return self._dead(
+                    src, client, "origin", payload, at, station=topic_station, detail=problem
+                )
+            kind = msg.KIND.value
+            if isinstance(msg, Status):
+                # A retained status may be old: it proves the station was seen when it was
+                # sent, not now.
+                seen = min(at, msg.time_ms) if retained else at
+                status = msg
+                _, error, poison = self._try_store(lambda: self.store.record_status(status, seen))
+            else:
+                event = msg
+                _, error, poison = self._try_store(lambda: self.store.record_event(event))
+            if error is not None:
+                log.error("%s from %s not stored: %s", kind, msg.station, error)
+                if poison:
+                    return self._dead(
+                        src, client, "store", payload, at, station=msg.station, detail=error,
+                        keep_all=True, kind=kind,
+                    )  # fmt: skip
+                return Outcome(kind, error=error)
+            self.counts["statuses" if isinstance(msg, Status) else "events"] += 1
+            return Outcome(kind)
+        detail = f"a {msg.KIND.value} message is sent by the centre, not to it"
+        return self._dead(src, client, "invalid", payload, at, station=topic_station, detail=detail)
+
+    def _nack(self, b: Batch, reason: NackReason, ranges: Sequence[SeqRange], detail: str) -> Nack:
+        return Nack(
+            station=b.station,
+            stream=b.stream,
+            batch_seq=b.batch_seq,
+            first_seq=b.first_seq,
+            last_seq=b.last_seq,
+            reason=reason,
+            ranges=tuple(ranges[:MAX_RANGES]),
+            time_ms=self.now_ms(),
+            detail=detail[:SHORT_MAX],
+        )
+
+    def _reject(  # noqa: PLR0917
+        self,
+        b: Batch,
+        payload: bytes,
+        at: int,
+        client: str | None,
+        src: str,
+        reason: NackReason,
+        ranges: Sequence[SeqRange],
+        detail: str,
+        dead: str | None = None,
+    ) -> tuple[Outcome, Nack | None]:
+        """Dead-letter (part of) a batch (category ``dead``, default the nack reason; ``store``
+        keeps the whole payload, to be replayed once the store is fixed); the nack for a v2
+        station (v1 has no nack)."""
+        out = self._dead(
+            src, client, dead or reason.value, payload, at, station=b.station, detail=detail,
+            keep_all=dead == "store", kind="batch",
+        )  # fmt: skip
+        if b.stream == 0 or not ranges:
+            return out, None
+        self.counts[f"nacks_{reason.value}"] += 1
+        return out, self._nack(b, reason, ranges, detail)
+
+    def _batch(  # noqa: PLR0917
+        self,
+        msg: Batch,
+        payload: bytes,
+        at: int,
+        topic_station: str | None,
+        client: str | None,
+        user: str | None,
+        src: str,
+    ) -> Outcome:
+        problem = check_origin(msg.station, topic_station, user)
+        if problem:
+            return self._dead(
+                src, client, "origin", payload, at, station=topic_station, detail=problem
+            )
+        problem = check_seqs(msg) or check_values(msg)
+        whole = ((msg.first_seq, msg.last_seq),)
+        if problem:
+            out, nack = self._reject(
+                msg, payload, at, client, src, NackReason.INVALID, whole, problem
+            )
+            return dataclasses.replace(out, nacks=(nack,) if nack else ())
+        nacks: list[Nack] = []
+        dead: str | None = None
+        batch = msg
+        bad = implausible_times(msg, self.now_ms(), self._ahead_ms, self._earliest_ms)
+        if bad:
+            bad_ranges = seq_ranges(msg.seq[i] for i in bad)
+            i = bad[0]
+            detail = (
+                f"{len(bad)} reading(s) of batch {msg.batch_seq} stamped implausibly, e.g. seq"
+                f" {msg.seq[i]} at {msg.ts_ms[i]} ms (more than {self.cfg.future_margin_s:g} s"
+                f" ahead of the centre's clock, or before {self.cfg.earliest_reading}):"
+                f" seqs {_shown(bad_ranges)}"
+            )
+            _, nack = self._reject(
+                msg, payload, at, client, src, NackReason.TIMESTAMP, bad_ranges, detail
+            )
+            dead = "timestamp"
+            nacks += [nack] if nack else []
+            bad_set = set(bad)
+            keep = [i for i in range(msg.count) if i not in bad_set]
+            if not keep:
+                return Outcome("batch", nacks=tuple(nacks), dead=dead)
+            batch = _subset(msg, keep)
+        stored = batch
+        result, error, poison = self._try_store(lambda: self.store.store_batch(stored, at))
+        if result is None:
+            log.error("batch %s/%d not stored: %s", msg.station, msg.batch_seq, error)
+            if not poison:
+                return Outcome("batch", error=error)
+            detail = f"the store rejects batch {msg.batch_seq}: {error}"
+            _, nack = self._reject(
+                msg, payload, at, client, src, NackReason.INVALID, whole, detail, dead="store"
+            )
+            return Outcome("batch", nacks=(nack,) if nack else (), dead="store", error=error)
+        if self.after_commit is not None:
+            self.after_commit()
+        self.counts["batches"] += 1
+        self.counts["readings_new"] += result.new
+        self.counts["readings_duplicate"] += result.duplicate
+        if result.stream_change is not None:
+            ch = result.stream_change
+            log.warning(
+                "station %s: new stream %d; stream %d closed at seq %s, %d reading(s) lost with"
+                " the old buffer",
+                msg.station,
+                ch.new_stream,
+                ch.old_stream,
+                ch.retired.last_acked_seq,
+                ch.retired.lost,
+            )
+        held = batch.seq
+        if result.conflicts:
+            self.counts["readings_conflict"] += result.conflicting
+            detail = (
+                f"{result.conflicting} reading(s) of batch {msg.batch_seq} (stream {msg.stream})"
+                f" are held with other content: seqs {_shown(result.conflicts)}; the originals"
+                " are kept"
+            )
+            _, nack = self._reject(
+                msg, payload, at, client, src, NackReason.CONFLICT, result.conflicts, detail
+            )
+            dead = "conflict"
+            nacks += [nack] if nack else []
+            bad_seqs = {q for a, b in result.conflicts for q in range(a, b + 1)}
+            held = tuple(q for q in batch.seq if q not in bad_seqs)
+        ack: Ack | None = None
+        if held:
+            ranges = () if held == msg.seq else seq_ranges(held)[:MAX_RANGES]
+            ack = Ack(
+                msg.station,
+                msg.batch_seq,
+                msg.first_seq,
+                msg.last_seq,
+                self.now_ms(),
+                ranges,
+                stream=msg.stream,
+            )
+        return Outcome("batch", ack=ack, nacks=tuple(nacks), result=result, dead=dead)
 
 
 def replay_files(
-    store: Store, paths: Iterable[Path], *, max_message_bytes: int, clock: Clock | None = None
+    store: Store,
+    paths: Iterable[Path],
+    *,
+    max_message_bytes: int | None = None,
+    ingest: IngestConfig | None = None,
+    clock: Clock | None = None,
 ) -> Counter[str]:
     """Ingest wire-message files straight into the store, with the same checks as the
     collector (no topic: the station is not cross-checked); bad files become dead letters."""
-    proc = Processor(store, max_message_bytes=max_message_bytes, clock=clock)
+    proc = Processor(store, ingest=ingest, max_message_bytes=max_message_bytes, clock=clock)
     for path in paths:
         src = f"replay:{path}"
         try:
+            size = path.stat().st_size
+            if size > proc.max_bytes:
+                with path.open("rb") as fh:
+                    head = fh.read(DEAD_LETTER_KEEP)
+                    fh.seek(0)
+                    digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                proc.handle(None, head, source=src, size=size, sha256=digest)
+                continue
             data = path.read_bytes()
         except OSError as e:
             log.error("cannot read %s: %s", path, e)  # noqa: TRY400
             proc.counts["unreadable"] += 1
             continue
-        if len(data) > max_message_bytes:
-            reason = f"message is {len(data)} bytes, above the maximum of {max_message_bytes}"
-            proc._dead(src, None, reason, data[:max_message_bytes], proc.now_ms())
-            continue
         proc.handle(None, data, source=src)
+    proc.flush_over_budget()
     return proc.counts
 
 
@@ -241,9 +563,25 @@ class _Item:
     mid: int
     qos: int
     received_ms: int
+    session: int
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An incoming message whose MQTT handshake waits for the broker to hold its replies."""
+
+    infos: list[Any]
+    mid: int
+    qos: int
+    session: int
 
 
 _STOP = object()
+
+MAX_INFLIGHT = 1000
+"""paho's limit on our own QoS 1 publishes in flight (its default of 20 would hold acks back)."""
 
 
 def default_client_id(group: str | None) -> str:
@@ -285,6 +623,10 @@ class Collector:
         self._counts_lock = threading.Lock()
         self._v5 = cfg.mqtt.protocol != "3.1.1"
         self._after_commit = _after_commit_fault()
+        self._session = 0
+        """Counts connections: a message's mid is only valid in the connection it came in."""
+        self._pending: queue.Queue[_Pending | None] = queue.Queue()
+        self._published = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -294,15 +636,11 @@ class Collector:
             self._stores.append(open_store(self.store_url))
         for i, store in enumerate(self._stores):
             proc = Processor(
-                store,
-                max_message_bytes=self.cfg.ingest.max_message_bytes,
-                clock=self.clock,
-                after_commit=self._after_commit,
+                store, ingest=self.cfg.ingest, clock=self.clock, after_commit=self._after_commit
             )
             self._processors.append(proc)
-            t = threading.Thread(target=self._work, args=(i, proc), name=f"ingest-{i}", daemon=True)
-            self._threads.append(t)
-            t.start()
+            self._spawn(f"ingest-{i}", self._work, i, proc)
+        self._spawn("ingest-acker", self._acker)
         self._client = self._make_client()
         m = self.cfg.mqtt
         kwargs: dict[str, Any] = {}
@@ -324,6 +662,11 @@ class Collector:
             m.group or "-",
         )
 
+    def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed."""
         return self._connected.wait(timeout)
@@ -334,11 +677,15 @@ class Collector:
         self._stopping.set()
         for q in self._queues:
             q.put(_STOP)
-        for t in self._threads:
+        for t in self._threads[:-1]:
             t.join(timeout)
+        self._pending.put(None)
+        self._threads[-1].join(timeout)
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
+        for proc in self._processors:
+            proc.flush_over_budget()
         for store in self._stores:
             store.close()
         log.info("collector %s stopped: %s", self.client_id, self.summary())
@@ -389,6 +736,8 @@ class Collector:
                 protocol=mqtt.MQTTv311,
                 manual_ack=True,
             )
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(0)  # no limit: a reply is never dropped for lack of room
         if m.username:
             client.username_pw_set(m.username, m.resolved_password())
         if m.use_tls:
@@ -405,6 +754,7 @@ class Collector:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_publish = lambda *_: self._published.set()
         return client
 
     def _filters(self) -> list[str]:
@@ -421,6 +771,7 @@ class Collector:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self.cfg.mqtt.broker, reason)
             return
+        self._session += 1
         if self._v5:
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -443,30 +794,41 @@ class Collector:
         self, client: Any, userdata: object, flags: object, reason: Any, props: object
     ) -> None:
         self._connected.clear()
+        self._session += 1  # mids of the old connection must not be acknowledged on the new
         if not self._stopping.is_set():
             log.warning("disconnected from %s (%s); reconnecting", self.cfg.mqtt.broker, reason)
 
     def _on_message(self, client: Any, userdata: object, msg: Any) -> None:
         if self._stopping.is_set():
             return  # not acknowledged: the broker keeps it for the next session
+        payload: bytes = msg.payload
+        size = digest = None
+        if len(payload) > self.cfg.ingest.max_message_bytes:
+            # Keep only what a dead letter keeps, so a flood of huge payloads cannot pile up.
+            size, digest = len(payload), hashlib.sha256(payload).hexdigest()
+            payload = bytes(payload[:DEAD_LETTER_KEEP])
         item = _Item(
             msg.topic,
-            msg.payload,
+            payload,
             bool(msg.retain),
             msg.mid,
             msg.qos,
             int(self.clock.time() * 1000),
+            self._session,
+            size,
+            digest,
         )
         # One station always goes to the same worker, so its batches stay in order.
         parts = msg.topic.split("/")
         key = parts[2] if len(parts) > 2 else msg.topic
         self._queues[zlib.crc32(key.encode()) % self.workers].put(item)
 
-    def _publish(self, topic: str, payload: bytes) -> None:
+    def _publish(self, topic: str, payload: bytes) -> Any:
         info = self._client.publish(topic, payload, qos=1)
         if info.rc != 0:
             self._count("publish_errors")
             log.warning("publish to %s failed (rc %s); the station will resend", topic, info.rc)
+        return info
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -485,22 +847,58 @@ class Collector:
                 return
             if isinstance(item, _Item):
                 self._handle(proc, item)
-            if index == 0 and time.monotonic() >= next_check:
+            if time.monotonic() >= next_check:
                 next_check = time.monotonic() + tick
-                self._check_gaps(proc)
+                proc.flush_over_budget()
+                if index == 0:
+                    self._check_gaps(proc)
 
     def _handle(self, proc: Processor, item: _Item) -> None:
         out = proc.handle(
-            item.topic, item.payload, received_ms=item.received_ms, retained=item.retained
+            item.topic,
+            item.payload,
+            received_ms=item.received_ms,
+            retained=item.retained,
+            size=item.size,
+            sha256=item.sha256,
         )
-        if out.ack is not None:
-            self._publish(topics.ack_topic(out.ack.station), encode(out.ack))
-            self._count("acks")
-        elif out.error is not None:
+        infos = [self._publish(topic, payload) for topic, payload in out.replies()]
+        self._count("acks", out.ack is not None)
+        self._count("nacks", len(out.nacks))
+        if out.error is not None and out.dead is None:
             # The database failed: no ack. Give it a moment rather than spin.
             time.sleep(0.5)
         if item.qos > 0:
-            self._client.ack(item.mid, item.qos)
+            self._pending.put(_Pending(infos, item.mid, item.qos, item.session))
+
+    def _acker(self) -> None:
+        """Complete each incoming message's MQTT handshake once the broker has its replies, in
+        the order the messages were handled. A message of an earlier connection is left alone:
+        the broker delivers it again."""
+        waiting: list[_Pending] = []
+        while True:
+            try:
+                while True:
+                    p = self._pending.get(block=not waiting, timeout=None)
+                    if p is None:
+                        return
+                    waiting.append(p)
+                    if self._pending.empty():
+                        break
+            except queue.Empty:
+                pass
+            still: list[_Pending] = []
+            for p in waiting:
+                if p.session != self._session:
+                    self._count("acks_left_to_redelivery")
+                elif all(i.rc != 0 or i.is_published() for i in p.infos):
+                    self._client.ack(p.mid, p.qos)
+                else:
+                    still.append(p)
+            waiting = still
+            if waiting:
+                self._published.wait(0.05)
+                self._published.clear()
 
     def _check_gaps(self, proc: Processor) -> None:
         ing = self.cfg.ingest
@@ -529,7 +927,7 @@ class Collector:
                         g.since_ms,
                     )
                 if claim.ranges:
-                    req = ResendRequest(row.station, claim.ranges, now, "gap")
+                    req = ResendRequest(row.station, claim.ranges, now, "gap", row.stream or 0)
                     self._publish(topics.resend_topic(row.station), encode(req))
                     self._count("resend_requests")
                     log.info("station %s: asked to resend %s", row.station, claim.ranges)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,20 +29,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sanduan.edge.core.model import PolledValue
-from sanduan.edge.forwarder import DbThread, Forwarder
-from sanduan.edge.io.outbox import Outbox
+from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
+from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared.clock import Clock, clock_from_env
 from sanduan.shared.config import StationConfig
-from sanduan.shared.errors import SanduanError
+from sanduan.shared.errors import SanduanError, StoreError
 from sanduan.shared.model import Flag
 
 log = logging.getLogger("sanduan.edge.agent")
 
 Sink = Callable[[list[PolledValue]], None]
-MAX_PENDING = 1_000_000
-"""Values kept in memory while the buffer cannot be written (a failing disk) before the
-oldest are dropped and counted."""
 
 
 def agent_version() -> str:
@@ -139,8 +137,31 @@ class FakeSource:
         return cls(clock, float(period), FAKE_CODES[: max(0, min(count, len(FAKE_CODES)))])
 
 
+class AgentFailed(SanduanError):
+    """The agent stopped because something failed (the process must exit non-zero)."""
+
+
+class _StopRequested(Exception):
+    """Raised inside the agent's task group when SIGTERM/SIGINT asks it to stop."""
+
+
+NOT_STORED_LOG_S = 60.0
+"""While the buffer cannot be written: one ERROR line per this many seconds."""
+
+
 class Agent:
-    """One station's agent. ``await agent.run(stop)`` until ``stop`` is set."""
+    """One station's agent. ``await agent.run(stop)`` until ``stop`` is set.
+
+    The source, the committer and the forwarder run in one :class:`asyncio.TaskGroup`: when one
+    of them fails the others are stopped, what is in memory is committed if it can be, and
+    :meth:`run` raises :class:`AgentFailed` (or the buffer's
+    :class:`~sanduan.edge.io.outbox.CorruptBufferError`) so the process exits non-zero.
+
+    A buffer that cannot be written (a full or failing disk) is not a failure: the agent keeps
+    forwarding what the buffer holds, stops taking new readings (each one not stored is counted
+    in :attr:`not_stored` and the heartbeat; one ERROR a minute says so) and tries again every
+    ``commit_interval_s``; it resumes by itself when the disk takes writes again.
+    """
 
     def __init__(
         self,
@@ -159,36 +180,78 @@ class Agent:
         self._pending: list[PolledValue] = []
         self._flush = asyncio.Event()
         self.committed = 0
-        self.lost_in_memory = 0
+        self.not_stored = 0
+        """Readings not stored because the buffer could not be written."""
+        self.write_error: str | None = None
+        """Why the buffer cannot be written now (None: it can)."""
+        self._write_error_since = 0.0
+        self._not_stored_at_error = 0
         self.outbox: Outbox | None = None
         self.forwarder: Forwarder | None = None
         self.uplink: Uplink | None = None
         self.db: DbThread | None = None
+        self.say = RateLimitedLog(log, NOT_STORED_LOG_S, time.monotonic)
 
     # -- the sink (called by the sources, never blocks) -----------------------------------
 
     def sink(self, values: list[PolledValue]) -> None:
         self._pending.extend(values)
-        if len(self._pending) >= self.config.buffer.commit_max_rows:
+        rows = self.config.buffer.commit_max_rows
+        if len(self._pending) >= rows:
             self._flush.set()
-        if len(self._pending) > MAX_PENDING:
-            extra = len(self._pending) - MAX_PENDING
+        if self.write_error is not None and len(self._pending) > rows:
+            # The buffer cannot be written: keep only the latest values for the next try.
+            extra = len(self._pending) - rows
             del self._pending[:extra]
-            self.lost_in_memory += extra
+            self.not_stored += extra
+
+    def stats(self) -> dict[str, Any]:
+        """The agent's own counters for the heartbeat."""
+        out: dict[str, Any] = {"not_stored": self.not_stored}
+        if self.write_error is not None:
+            out["buffer_write_error"] = self.write_error[:200]
+        return out
 
     async def _commit_pending(self) -> None:
+        """Commit what is in memory. A buffer that cannot be written drops it (counted)."""
         assert self.db is not None and self.forwarder is not None
         rows = self.config.buffer.commit_max_rows
         while self._pending:
             chunk = self._pending[:rows]
             try:
                 result = await self.db.run(self.db.outbox.commit, chunk)
-            except SanduanError as e:
-                log.error("cannot write the buffer (will retry): %s", e)  # noqa: TRY400
+            except CorruptBufferError:
                 raise
+            except StoreError as e:
+                self._cannot_write(str(e))
+                return
             del self._pending[: len(chunk)]
             self.committed += result.count
             self.forwarder.committed(result)
+            if self.write_error is not None:
+                log.warning(
+                    "the buffer takes writes again after %.0f s; %d readings were not stored",
+                    time.monotonic() - self._write_error_since,
+                    self.not_stored - self._not_stored_at_error,
+                )
+                self.write_error = None
+
+    def _cannot_write(self, why: str) -> None:
+        if self.write_error is None:
+            self._write_error_since = time.monotonic()
+            self._not_stored_at_error = self.not_stored
+        self.write_error = why
+        self.not_stored += len(self._pending)
+        self._pending.clear()
+        self.say(
+            logging.ERROR,
+            "not-stored",
+            "%s: NOT STORING new readings (%d not stored so far); forwarding what the buffer"
+            " holds, trying again every %g s",
+            why,
+            self.not_stored,
+            self.config.buffer.commit_interval_s,
+        )
 
     async def _committer(self) -> None:
         interval = self.config.buffer.commit_interval_s
@@ -198,10 +261,7 @@ class Agent:
                     self._flush.wait(), timeout=max(0.001, self.clock.real_seconds(interval))
                 )
             self._flush.clear()
-            try:
-                await self._commit_pending()
-            except SanduanError:
-                await self.clock.sleep(interval)
+            await self._commit_pending()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -210,14 +270,21 @@ class Agent:
         outbox = Outbox.from_config(cfg, path=self.db_path)
         self.outbox = outbox
         self.db = db = DbThread(outbox)
-        st = outbox.stats()
+        try:
+            st = await db.run(outbox.stats)
+        except StoreError:
+            await asyncio.get_running_loop().run_in_executor(None, db.close)
+            raise
         log.info(
-            "buffer %s: next seq %d, %d unacknowledged, last acknowledged %s, dropped %d",
+            "buffer %s: stream %d, next seq %d, %d unacknowledged, last acknowledged %s,"
+            " dropped %d, rejected %d",
             self.db_path,
+            outbox.stream,
             st.next_seq,
             st.depth,
             st.last_acked_seq,
             st.dropped,
+            sum(st.rejected.values()),
         )
         fwd = Forwarder(
             db,
@@ -226,52 +293,92 @@ class Agent:
             clock=self.clock,
             agent_version=self.version,
             device_stats=self.source.device_stats,
+            agent_stats=self.stats,
         )
         self.forwarder = fwd
         self.uplink = uplink = Uplink(
-            cfg.uplink, cfg.station.id, fwd, clock=self.clock, agent_version=self.version
+            cfg.uplink,
+            cfg.station.id,
+            fwd,
+            clock=self.clock,
+            agent_version=self.version,
+            stream=outbox.stream,
         )
         fwd.uplink = uplink
         uplink.start()
-        tasks = [
-            asyncio.create_task(self.source.run(self.sink), name="source"),
-            asyncio.create_task(self._committer(), name="committer"),
-            asyncio.create_task(fwd.run(), name="forwarder"),
-            asyncio.create_task(fwd.heartbeat(), name="heartbeat"),
-        ]
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not stopper and not t.cancelled() and t.exception() is not None:
-                    log.error("task %s failed: %r", t.get_name(), t.exception())
-        finally:
-            log.info("stopping: flushing %d values to the buffer", len(self._pending))
-            tasks[0].cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await tasks[0]
-            for t in tasks[1:]:
-                t.cancel()
-            for t in tasks[1:]:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            stopper.cancel()
-            try:
-                await self._commit_pending()
-            except SanduanError as e:
-                log.error("final flush failed; %d values not stored: %s", len(self._pending), e)  # noqa: TRY400
-            try:
-                offline = await fwd.status(online=False)
-                from sanduan.shared import wire
 
-                await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: uplink.stop(offline_status=wire.encode(offline))
-                )
-            except Exception:
-                log.exception("closing the link")
-                uplink.stop()
-            await asyncio.get_running_loop().run_in_executor(None, db.close)
-            log.info("stopped: %d readings committed this run", self.committed)
+        async def stopper() -> None:
+            await stop.wait()
+            raise _StopRequested
+
+        failures: list[BaseException] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.source.run(self.sink), name="source")
+                tg.create_task(self._committer(), name="committer")
+                tg.create_task(fwd.run(), name="forwarder")
+                tg.create_task(stopper(), name="stop")
+                tg.create_task(db.run(outbox.quick_check), name="buffer check")
+        except BaseExceptionGroup as eg:
+            failures = _failures(eg)
+            for e in failures:
+                if isinstance(e, SanduanError):
+                    log.error("%s", e)  # noqa: TRY400 - the message says it all
+                else:
+                    log.error("agent task failed", exc_info=e)  # noqa: TRY400
+        finally:
+            await self._shutdown(fwd, uplink, db)
+        if failures:
+            first = failures[0]
+            if isinstance(first, CorruptBufferError):
+                raise first
+            raise AgentFailed(f"the agent stopped on a failure: {first}") from first
+        if self.write_error is not None or self._pending:
+            raise AgentFailed(
+                f"stopped with the buffer not writable ({self.write_error});"
+                f" {self.not_stored} readings were not stored"
+            )
+
+    async def _shutdown(self, fwd: Forwarder, uplink: Uplink, db: DbThread) -> None:
+        log.info("stopping: flushing %d values to the buffer", len(self._pending))
+        try:
+            await self._commit_pending()
+        except StoreError as e:
+            self.write_error = str(e)
+        if self.write_error is not None:
+            log.error(
+                "final flush failed; %d readings not stored this run: %s",
+                self.not_stored,
+                self.write_error,
+            )
+        loop = asyncio.get_running_loop()
+        try:
+            offline = await fwd.status(online=False)
+            from sanduan.shared import wire
+
+            await loop.run_in_executor(
+                None, lambda: uplink.stop(offline_status=wire.encode(offline))
+            )
+        except Exception as e:
+            log.warning("closing the link without an offline status: %s", e)
+            await loop.run_in_executor(None, uplink.stop)
+        try:  # acks that arrived until the link closed are recorded
+            await fwd.drain_inbox()
+        except StoreError as e:
+            log.warning("answers from the centre not recorded at shutdown: %s", e)
+        await loop.run_in_executor(None, db.close)
+        log.info("stopped: %d readings committed this run", self.committed)
+
+
+def _failures(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The real failures of a task group (not the stop request, not cancellations)."""
+    out: list[BaseException] = []
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            out.extend(_failures(e))
+        elif not isinstance(e, (_StopRequested, asyncio.CancelledError)):
+            out.append(e)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +453,10 @@ def outbox_report(
         outbox = Outbox.open_existing(db_path)
     now_ms = int((clock or clock_from_env()).time() * 1000)
     with outbox:
-        st = outbox.stats()
+        try:
+            st = outbox.stats()
+        except sqlite3.Error as e:
+            raise store_error(outbox.path, "reading its state", e) from None
     return {
         "station": outbox.station,
         "path": str(outbox.path),
@@ -361,6 +471,8 @@ def outbox_report(
         "dropped_through_seq": st.dropped_through,
         "resend_missing": st.resend_missing,
         "pending_events": st.pending_events,
+        "stream": st.stream,
+        "rejected": st.rejected,
         "used_bytes": st.used_bytes,
         "size_on_disk_bytes": st.file_bytes,
         "max_bytes": st.max_bytes,
@@ -407,6 +519,7 @@ def print_outbox_report(r: dict[str, Any]) -> None:
     cover = r["coverage_days"]
     rows = [
         ("file", r["path"]),
+        ("stream", str(r["stream"])),
         ("depth (unacknowledged readings)", str(r["depth"])),
         (
             "oldest unacknowledged",
@@ -417,6 +530,10 @@ def print_outbox_report(r: dict[str, Any]) -> None:
         ("readings held (acknowledged)", f"{r['rows']} ({r['acked_rows']})"),
         ("dropped unacknowledged", f"{r['dropped']} (through seq {r['dropped_through_seq']})"),
         ("asked for but not held", str(r["resend_missing"])),
+        (
+            "rejected by the centre",
+            ", ".join(f"{k} {v}" for k, v in r["rejected"].items()) or "0",
+        ),
         ("events not yet delivered", str(r["pending_events"])),
         ("size on disk", _size(r["size_on_disk_bytes"])),
         ("used / budget", f"{_size(r['used_bytes'])} / {_size(r['max_bytes'])}"),
@@ -430,3 +547,44 @@ def print_outbox_report(r: dict[str, Any]) -> None:
     for k, v in rows:
         table.add_row(k, v)
     Console(width=100).print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# ``sanduan edge outbox --salvage``
+
+
+def salvage_buffer(
+    config_path: Path | str | None,
+    db_path: Path | str | None,
+    target: Path | str,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Copy what is readable of a damaged buffer into a new one (see :func:`salvage`); the
+    summary as a JSON-ready dict."""
+    from sanduan.shared.config import load_station_config
+
+    station = max_bytes = None
+    if config_path is not None:
+        cfg = load_station_config(config_path)
+        path = Path(db_path) if db_path is not None else cfg.buffer.path
+        station, max_bytes = cfg.station.id, cfg.buffer.max_bytes
+    else:
+        assert db_path is not None
+        path = Path(db_path)
+    r = salvage(path, target, station=station, max_bytes=max_bytes, progress=progress)
+    return {
+        "source": str(r.source),
+        "target": str(r.target),
+        "station": r.station,
+        "old_stream": r.old_stream,
+        "new_stream": r.new_stream,
+        "copied": r.copied,
+        "old_first_seq": r.old_first,
+        "old_last_seq": r.old_last,
+        "unreadable_seqs": r.unreadable,
+        "invalid_rows": r.invalid,
+        "acknowledged_left": r.acked,
+        "rejected_left": r.rejected,
+        "aggregates": r.aggregates,
+        "events": r.events,
+    }

@@ -13,6 +13,9 @@ app = typer.Typer(
 )
 
 CONFIG_ERROR = 2
+"""Exit status of a configuration error or a damaged buffer: an operator must act."""
+RUN_FAILED = 1
+"""Exit status of an agent that stopped on a failure (systemd restarts it)."""
 
 
 def _fail(command: str, message: str, code: int = CONFIG_ERROR) -> NoReturn:
@@ -207,7 +210,8 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT."""
-    from sanduan.edge.app import BusSource, FakeSource, configure_logging, run_agent
+    from sanduan.edge.app import AgentFailed, BusSource, FakeSource, configure_logging, run_agent
+    from sanduan.edge.io.outbox import BufferWriteError
     from sanduan.shared.clock import clock_from_env
     from sanduan.shared.config import load_station_config
     from sanduan.shared.errors import SanduanError
@@ -222,7 +226,11 @@ def run_command(
             else BusSource(config, clock)
         )
         run_agent(cfg, source=source, clock=clock, db_path=db)
-    except SanduanError as exc:
+    except AgentFailed as exc:
+        _fail("run", str(exc), RUN_FAILED)
+    except BufferWriteError as exc:
+        _fail("run", str(exc), RUN_FAILED)
+    except SanduanError as exc:  # configuration, a damaged buffer: an operator must act
         _fail("run", str(exc))
 
 
@@ -233,13 +241,25 @@ def outbox_command(
     ] = None,
     db: Annotated[Path | None, typer.Option("--db", help="The buffer file itself.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    salvage: Annotated[
+        Path | None,
+        typer.Option(
+            "--salvage",
+            help="Copy every readable unacknowledged reading of a damaged buffer into a new"
+            " buffer at this path (a new stream).",
+        ),
+    ] = None,
 ) -> None:
-    """Show the buffer: depth, oldest unacknowledged age, last ack, drops, days of coverage."""
+    """Show the buffer: depth, oldest unacknowledged age, last ack, drops, rejections, days of
+    coverage. With --salvage, rescue a damaged buffer into a new one."""
     from sanduan.edge.app import outbox_report, print_outbox_report
     from sanduan.shared.errors import SanduanError
 
     if config is None and db is None:
         _fail("outbox", "give --config station.toml or --db PATH")
+    if salvage is not None:
+        _salvage(config, db, salvage, as_json)
+        return
     try:
         report = outbox_report(config, db)
     except SanduanError as exc:
@@ -250,3 +270,37 @@ def outbox_command(
         typer.echo(json.dumps(report, indent=2))
     else:
         print_outbox_report(report)
+
+
+def _salvage(config: Path | None, db: Path | None, target: Path, as_json: bool) -> None:
+    import json
+
+    from rich.progress import Progress
+
+    from sanduan.edge.app import salvage_buffer
+    from sanduan.shared.errors import SanduanError
+
+    try:
+        with Progress(transient=True, disable=as_json) as bar:
+            task = bar.add_task("reading the damaged buffer", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            r = salvage_buffer(config, db, target, progress)
+    except SanduanError as exc:
+        _fail("outbox", str(exc))
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    span = f" (old seqs {r['old_first_seq']}..{r['old_last_seq']})" if r["copied"] else ""
+    typer.echo(
+        f"salvaged {r['copied']} unacknowledged readings of station {r['station']}{span}"
+        f" into {r['target']}, stream {r['new_stream']} (was {r['old_stream']})"
+    )
+    typer.echo(
+        f"unreadable seqs {r['unreadable_seqs']}, damaged rows {r['invalid_rows']},"
+        f" acknowledged left behind {r['acknowledged_left']}, rejected left behind"
+        f" {r['rejected_left']}, aggregates {r['aggregates']}, events {r['events']}"
+    )
+    typer.echo(f"point buffer.path at {r['target']} and start the agent")

@@ -4,19 +4,26 @@ A batch leaves the buffer only when the centre's :class:`~sanduan.shared.wire.Ac
 arrives (a PUBACK only says the broker has it). The forwarder sends, oldest first:
 
 1. readings the centre asked for with a :class:`~sanduan.shared.wire.ResendRequest` (every
-   reading still held in the ranges, acknowledged or not, with its original seq);
+   reading still held in the ranges, acknowledged or not, with its original seq; never one the
+   centre rejected);
 2. readings of batches not acknowledged within ``ack_timeout_s``;
 3. new readings, once ``batch_max_readings`` are waiting or the oldest has waited
    ``batch_max_age_s``.
+
+What to send is decided by the pure :class:`~sanduan.edge.core.window.SendWindow`; every answer
+from the centre is checked by :mod:`sanduan.edge.core.window` against the wire bounds and what
+this buffer's stream has issued before it touches the buffer. A :class:`~sanduan.shared.wire.Nack`
+marks readings rejected (kept, never sent again, one ERROR line, counted).
 
 Every ack also carries the centre's clock at commit (``time_ms``): the forwarder estimates the
 station clock's offset from it (:meth:`Forwarder.clock_sample`), reports it in every heartbeat
 (``clock_offset_s``) and sends one "clock" event when it exceeds ``clock_offset_max_s``.
 
-After every (re)connect all unacknowledged readings are sent again from the oldest. Sending is
-paced: at most ``max_batches_per_s`` batches a second and ``max_inflight_batches`` awaiting an
-ack, so a week's backlog drains steadily without swamping the link. Times are the injected
-clock's (an accelerated rig runs the timeouts accelerated too).
+Messages from the link are queued (bounded) and handled one at a time by one task; the sender,
+the message handler and the heartbeat run in one :class:`asyncio.TaskGroup` (:meth:`run`), so a
+failure of any of them ends :meth:`run` with that error. A buffer that cannot be written (a full
+disk) is not a failure here: the forwarder logs it (at most once a minute), waits and goes on
+with what it has. A damaged buffer is: :class:`~sanduan.edge.io.outbox.CorruptBufferError`.
 
 The buffer is used from one worker thread (:class:`DbThread`); nothing here blocks the loop.
 """
@@ -30,51 +37,93 @@ import contextlib
 import functools
 import logging
 import math
+import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sanduan.edge.core.outbox_policy import SeqRange, TokenBucket, normalise_ranges
-from sanduan.edge.io.outbox import CommitResult, Outbox
+from sanduan.edge.core.outbox_policy import TokenBucket
+from sanduan.edge.core.window import (
+    ClockWatch,
+    Inflight,
+    SendWindow,
+    check_ack,
+    check_nack,
+    check_resend,
+)
+from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared import topics, wire
 from sanduan.shared.clock import Clock
 from sanduan.shared.config import UplinkConfig
-from sanduan.shared.errors import WireFormatError
+from sanduan.shared.errors import StoreError, WireFormatError
 from sanduan.shared.topics import Kind
-from sanduan.shared.wire import Ack, Batch, ResendRequest, Status
+from sanduan.shared.wire import Ack, Batch, Nack, ResendRequest, Status
+
+__all__ = ["DbThread", "Forwarder", "Inflight", "RateLimitedLog"]
 
 log = logging.getLogger("sanduan.edge.forwarder")
 
 T = TypeVar("T")
+INBOX_MAX = 10_000
+"""Messages from the centre waiting to be handled; beyond it they are dropped and counted (the
+centre asks again: acks are repeated on a resend, resend requests on the next gap check)."""
+STORE_RETRY_S = 5.0
+"""Wait after a buffer operation failed before the next try."""
 
 
 class DbThread:
-    """Runs every buffer operation on one dedicated thread, awaitable from the loop."""
+    """Runs every buffer operation on one dedicated thread, awaitable from the loop. SQLite
+    errors leave as :class:`~sanduan.shared.errors.StoreError`."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self._ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sanduan-db")
 
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as e:
+            what = getattr(fn, "__name__", "using it")
+            raise store_error(self.outbox.path, what, e) from None
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._ex, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._ex, self._call, fn, *args)
 
     def close(self) -> None:
         self._ex.submit(self.outbox.close).result()
         self._ex.shutdown(wait=True)
 
 
-@dataclass(slots=True)
-class Inflight:
-    first: int
-    last: int
-    sent_at: float  # clock.monotonic()
-    kind: str  # new | retry | resend
-    sent_wall: float = math.nan  # clock.time() at publish
+class RateLimitedLog:
+    """Says a recurring problem at most once per ``every_s`` (of ``now()``), with how often it
+    happened in between."""
+
+    def __init__(self, logger: logging.Logger, every_s: float, now: Callable[[], float]) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self.now = now
+        self._last: dict[str, float] = {}
+        self._since: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, level: int, key: str, msg: str, *args: Any) -> bool:
+        """Log ``msg`` unless ``key`` was logged less than ``every_s`` ago; True if logged."""
+        t = self.now()
+        last = self._last.get(key)
+        if last is not None and t - last < self.every_s:
+            self._since[key] += 1
+            return False
+        more = self._since.pop(key, 0)
+        self._last[key] = t
+        if more:
+            msg += f" ({more} more since the last report)"
+        self.logger.log(level, msg, *args)
+        return True
 
 
 StatsFn = Callable[[], tuple[dict[str, int], dict[str, float]]]
 """Returns (device error counts, bus utilisation) for the heartbeat."""
+ExtraFn = Callable[[], dict[str, wire.Scalar]]
+"""Returns more ``extra`` entries for the heartbeat (the agent's own counters)."""
 
 
 class Forwarder:
@@ -89,59 +138,79 @@ class Forwarder:
         clock: Clock,
         agent_version: str,
         device_stats: StatsFn | None = None,
+        agent_stats: ExtraFn | None = None,
     ) -> None:
         self.db = db
         self.cfg = cfg
         self.station = station
+        self.stream = db.outbox.stream
         self.clock = clock
         self.agent_version = agent_version
         self.device_stats = device_stats
+        self.agent_stats = agent_stats
         self.uplink: Uplink | None = None
         self.batch_topic = topics.batch_topic(station)
         self.event_topic = topics.event_topic(station)
         self.status_topic = topics.status_topic(station)
         self.connected = False
-        self.inflight: dict[int, Inflight] = {}
-        self.retry: list[SeqRange] = []
-        self.resend: list[SeqRange] = []
-        self.cursor = 0
-        self.head = db.outbox.next_seq - 1  # last committed seq
-        self._commits: collections.deque[tuple[int, float]] = collections.deque(maxlen=100_000)
-        self._backlog = True  # readings from before start: due at once
+        self.window = SendWindow(
+            cfg.ack_timeout_s,
+            cfg.max_inflight_batches,
+            cfg.batch_max_readings,
+            cfg.batch_max_age_s,
+            head=db.outbox.next_seq - 1,
+        )
         self.bucket = TokenBucket(cfg.max_batches_per_s, max(1.0, cfg.max_batches_per_s))
         self.wake = asyncio.Event()
+        self.inbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(INBOX_MAX)
         self._event_mids: dict[int, int] = {}
         self._status_due = False
-        self.batches_sent = 0
-        self.acks = 0
+        self._republish_due = False
+        self.counts: collections.Counter[str] = collections.Counter()
+        """batches_sent, acks, nacks, rejected (readings), ignored (messages refused),
+        inbox_dropped."""
         self.started = clock.monotonic()
-        self.clock_offset_s: float | None = None
+        self.say = RateLimitedLog(log, 60.0, clock.monotonic)
+        self.clock_watch = ClockWatch(cfg.clock_offset_max_s)
+
+    @property
+    def clock_offset_s(self) -> float | None:
         """Latest estimate of (station clock - centre clock), seconds: positive when the station's
         clock is ahead (the sign of :attr:`Status.clock_offset_s`)."""
-        self.clock_rtt_s: float | None = None
-        self._clock_alarmed = False
-        self.clock_events = 0
+        return self.clock_watch.offset_s
 
-    # -- inputs ----------------------------------------------------------------------------
+    @property
+    def clock_rtt_s(self) -> float | None:
+        return self.clock_watch.rtt_s
+
+    @property
+    def clock_events(self) -> int:
+        return self.clock_watch.alarms
+
+    @property
+    def inflight(self) -> dict[int, Inflight]:
+        return self.window.inflight
+
+    @property
+    def batches_sent(self) -> int:
+        return self.counts["batches_sent"]
+
+    # -- inputs (called on the loop by the agent and the link) -----------------------------
 
     def committed(self, result: CommitResult) -> None:
         """New readings are in the buffer (and their alarm events)."""
         if result.count:
-            self.head = max(self.head, result.last_seq)
-            self._commits.append((result.last_seq, self.clock.monotonic()))
+            self.window.committed(result.last_seq, self.clock.monotonic())
             self.wake.set()
         for ev in result.events:
             self._publish_event(ev.event_id, wire.encode(ev))
 
     def link_up(self, session_present: bool) -> None:
         self.connected = True
-        self.inflight.clear()
-        self.retry.clear()
-        self.cursor = 0
-        self._backlog = True
+        self.window.link_up()
         self._status_due = True
+        self._republish_due = True
         self.wake.set()
-        asyncio.get_running_loop().create_task(self._republish_events())
 
     def link_down(self, reason: str) -> None:
         self.connected = False
@@ -152,19 +221,75 @@ class Forwarder:
         try:
             msg = wire.decode(payload)
         except WireFormatError as e:
-            log.warning("ignoring a bad %s message from the centre: %s", kind, e.reason)
+            self.counts["ignored"] += 1
+            self.say(logging.WARNING, "bad", "ignoring a bad %s message: %s", kind, e.reason)
             return
-        if isinstance(msg, Ack) and msg.station == self.station:
-            asyncio.get_running_loop().create_task(self._on_ack(msg))
-        elif isinstance(msg, ResendRequest) and msg.station == self.station:
-            asyncio.get_running_loop().create_task(self._on_resend(msg))
+        self._enqueue("msg", msg)
 
     def published(self, mid: int) -> None:
         event_id = self._event_mids.pop(mid, None)
         if event_id is not None:
-            asyncio.get_running_loop().create_task(
-                self.db.run(self.db.outbox.event_delivered, event_id)
+            self._enqueue("delivered", event_id)
+
+    def _enqueue(self, what: str, item: Any) -> None:
+        try:
+            self.inbox.put_nowait((what, item))
+        except asyncio.QueueFull:
+            self.counts["inbox_dropped"] += 1
+            self.say(
+                logging.WARNING,
+                "inbox",
+                "%d messages from the centre waiting: one dropped",
+                INBOX_MAX,
             )
+
+    # -- the message handler ---------------------------------------------------------------
+
+    async def serve_inbox(self) -> None:
+        """Handle the centre's messages one at a time, for as long as the agent runs."""
+        while True:
+            what, item = await self.inbox.get()
+            await self._handle(what, item)
+
+    async def drain_inbox(self) -> int:
+        """Handle the messages already queued (at shutdown: acks that arrived are recorded)."""
+        n = 0
+        while not self.inbox.empty():
+            what, item = self.inbox.get_nowait()
+            await self._handle(what, item, final=True)
+            n += 1
+        return n
+
+    async def _handle(self, what: str, item: Any, final: bool = False) -> None:
+        try:
+            if what == "delivered":
+                await self.db.run(self.db.outbox.event_delivered, item)
+            elif isinstance(item, Ack):
+                await self._on_ack(item)
+            elif isinstance(item, ResendRequest):
+                await self._on_resend(item)
+            elif isinstance(item, Nack):
+                await self._on_nack(item)
+            else:
+                self.counts["ignored"] += 1
+                self.say(
+                    logging.WARNING,
+                    "kind",
+                    "ignoring a %s message on the station's topics",
+                    type(item).__name__,
+                )
+        except CorruptBufferError:
+            raise
+        except StoreError as e:
+            # The buffer cannot be written now (a full disk): the centre's message is lost
+            # to this run; it answers again (an ack on the resend after the timeout).
+            self.say(logging.ERROR, "store", "%s; going on with what the buffer has", e)
+            if not final:
+                await self.clock.sleep(STORE_RETRY_S)
+
+    def _refuse(self, kind: str, why: str) -> None:
+        self.counts["ignored"] += 1
+        self.say(logging.WARNING, f"refuse-{kind}", "ignoring a %s from the centre: %s", kind, why)
 
     def clock_sample(self, centre_ms: int, sent_wall: float | None = None) -> float | None:
         """Estimate the station clock's offset (station - centre, seconds) from an ack stamped
@@ -174,34 +299,98 @@ class Forwarder:
         the midpoint of publish and ack (NTP-style: the error is at most half the round trip);
         without it (an ack for a batch sent before a reconnect) with the time of receipt, which
         overstates a slow clock by the ack's transit time. Returns the offset, None for an ack
-        without a time."""
-        if centre_ms <= 0:
-            return None
-        now = self.clock.time()
-        local = now
-        rtt: float | None = None
-        if sent_wall is not None and math.isfinite(sent_wall) and sent_wall <= now:
-            rtt = now - sent_wall
-            local = sent_wall + rtt / 2
-        offset = local - centre_ms / 1000.0
-        self.clock_offset_s = offset
-        self.clock_rtt_s = rtt
-        return offset
+        without a usable time (see :func:`~sanduan.edge.core.window.clock_offset`)."""
+        return self.clock_watch.sample(centre_ms, self.clock.time(), sent_wall)
+
+    async def _on_ack(self, msg: Ack) -> None:
+        issued = self.db.outbox.issued()
+        marks, why = check_ack(
+            msg.station,
+            msg.stream,
+            msg.batch_seq,
+            msg.first_seq,
+            msg.last_seq,
+            msg.ranges,
+            issued,
+        )
+        if why is not None:
+            self._refuse("ack", why)
+            return
+        sent = self.window.inflight.get(msg.batch_seq)
+        self.clock_sample(msg.time_ms, sent.sent_wall if sent is not None else None)
+        changed = await self.db.run(self.db.outbox.ack_ranges, marks)
+        self.counts["acks"] += 1
+        self.window.acked(msg.batch_seq, msg.first_seq, msg.last_seq, bool(msg.ranges))
+        await self._check_clock()
+        log.debug(
+            "ack for batch %d (%d..%d): %d readings acknowledged",
+            msg.batch_seq,
+            msg.first_seq,
+            msg.last_seq,
+            changed,
+        )
+        self.wake.set()
+
+    async def _on_nack(self, msg: Nack) -> None:
+        issued = self.db.outbox.issued()
+        ranges, why = check_nack(
+            msg.station, msg.stream, msg.first_seq, msg.last_seq, msg.ranges, issued
+        )
+        if why is not None:
+            self._refuse("nack", why)
+            return
+        ob = self.db.outbox
+        changed = await self.db.run(
+            functools.partial(
+                ob.reject,
+                ranges,
+                reason=str(msg.reason),
+                detail=msg.detail,
+                batch_seq=msg.batch_seq,
+                now_ms=int(self.clock.time() * 1000),
+            )
+        )
+        self.counts["nacks"] += 1
+        self.counts["rejected"] += changed
+        log.error(
+            "the centre rejected %d readings of batch %d (seq %s), reason %s: %s;"
+            " they stay in the buffer marked rejected and are not sent again",
+            changed,
+            msg.batch_seq,
+            ",".join(f"{a}-{b}" for a, b in ranges[:8]) + ("..." if len(ranges) > 8 else ""),
+            msg.reason,
+            msg.detail or "-",
+        )
+        sent = self.window.inflight.get(msg.batch_seq)
+        if sent is not None and await self.db.run(ob.unacked_in, sent.first, sent.last) == 0:
+            self.window.settled(msg.batch_seq)
+        self._status_due = True
+        self.wake.set()
+
+    async def _on_resend(self, msg: ResendRequest) -> None:
+        ranges, note = check_resend(msg.station, msg.stream, msg.ranges, self.db.outbox.issued())
+        if note is not None:
+            self._refuse("resend request", note)
+        if not ranges:
+            return
+        missing = await self.db.run(self.db.outbox.note_resend_missing, ranges)
+        log.info(
+            "centre asks for seq %s (%s); %d of them are no longer held",
+            ",".join(f"{a}-{b}" for a, b in ranges[:8]) + ("..." if len(ranges) > 8 else ""),
+            msg.reason,
+            missing,
+        )
+        self.window.resend_asked(ranges)
+        self._status_due = self._status_due or missing > 0
+        self.wake.set()
 
     async def _check_clock(self) -> None:
         """One "clock" event when the offset goes beyond the limit; again only after it came
         back within the limit. Nothing else is flagged: readings keep their times."""
-        off = self.clock_offset_s
-        if off is None:
+        watch = self.clock_watch
+        if not watch.alarm_due() or watch.offset_s is None:
             return
-        limit = self.cfg.clock_offset_max_s
-        if abs(off) <= limit:
-            self._clock_alarmed = False
-            return
-        if self._clock_alarmed:
-            return
-        self._clock_alarmed = True
-        self.clock_events += 1
+        off, limit = watch.offset_s, watch.limit_s
         now_ms = int(self.clock.time() * 1000)
         rtt = self.clock_rtt_s
         msg = (
@@ -228,38 +417,6 @@ class Forwarder:
         ev = await self.db.run(self.db.outbox.add_event, make)
         self._publish_event(ev.event_id, wire.encode(ev))
 
-    async def _on_ack(self, msg: Ack) -> None:
-        sent = self.inflight.get(msg.batch_seq)
-        self.clock_sample(msg.time_ms, sent.sent_wall if sent is not None else None)
-        changed = await self.db.run(self.db.outbox.ack, msg)
-        self.acks += 1
-        sent = self.inflight.pop(msg.batch_seq, None)
-        await self._check_clock()
-        if msg.ranges:
-            # The centre holds only part of the batch: the rest goes again.
-            lo, hi = (sent.first, sent.last) if sent else (msg.first_seq, msg.last_seq)
-            self.retry = normalise_ranges([*self.retry, (lo, hi)])
-        log.debug(
-            "ack for batch %d (%d..%d): %d readings acknowledged",
-            msg.batch_seq,
-            msg.first_seq,
-            msg.last_seq,
-            changed,
-        )
-        self.wake.set()
-
-    async def _on_resend(self, msg: ResendRequest) -> None:
-        missing = await self.db.run(self.db.outbox.note_resend_missing, msg.ranges)
-        log.info(
-            "centre asks for seq %s (%s); %d of them are no longer held",
-            ",".join(f"{a}-{b}" for a, b in msg.ranges),
-            msg.reason,
-            missing,
-        )
-        self.resend = normalise_ranges([*self.resend, *msg.ranges])
-        self._status_due = self._status_due or missing > 0
-        self.wake.set()
-
     # -- events ----------------------------------------------------------------------------
 
     def _publish_event(self, event_id: int, payload: bytes) -> None:
@@ -285,10 +442,15 @@ class Forwarder:
         extra: dict[str, wire.Scalar] = {
             "resend_missing": counters["resend_missing"],
             "dropped_through": counters["dropped_through"],
-            "inflight": len(self.inflight),
+            "rejected": counters["rejected"],
+            "inflight": len(self.window.inflight),
             "next_seq": ob.next_seq,
             "uptime_s": round(self.clock.monotonic() - self.started, 1),
         }
+        if self.counts["ignored"]:
+            extra["ignored_messages"] = self.counts["ignored"]
+        if self.agent_stats is not None:
+            extra.update(self.agent_stats())
         if self.uplink is not None:
             extra["mqtt"] = self.uplink.protocol
         return Status(
@@ -304,6 +466,7 @@ class Forwarder:
             bus_utilisation={k: min(1.0, max(0.0, float(v))) for k, v in bus.items()},
             clock_offset_s=None if self.clock_offset_s is None else round(self.clock_offset_s, 3),
             extra=extra,
+            stream=self.stream,
         )
 
     async def send_status(self) -> None:
@@ -317,101 +480,62 @@ class Forwarder:
         while True:
             try:
                 await self.send_status()
-            except Exception:
-                log.exception("heartbeat failed")
+            except CorruptBufferError:
+                raise
+            except (StoreError, WireFormatError) as e:
+                self.say(logging.ERROR, "heartbeat", "heartbeat not sent: %s", e)
             await self.clock.sleep(self.cfg.heartbeat_s)
 
     # -- sending ---------------------------------------------------------------------------
-
-    def _new_wait(self, now: float) -> float:
-        """Seconds until new readings are due in a batch: 0 now, inf if there are none."""
-        pending = self.head - self.cursor
-        if pending <= 0:
-            return math.inf
-        if pending >= self.cfg.batch_max_readings or self._backlog:
-            return 0.0
-        while self._commits and self._commits[0][0] <= self.cursor:
-            self._commits.popleft()
-        if not self._commits:
-            return 0.0
-        return max(0.0, self.cfg.batch_max_age_s - (now - self._commits[0][1]))
-
-    def _expire(self, now: float) -> float:
-        """Move timed-out batches to the retry list; returns seconds to the next expiry."""
-        timeout = self.cfg.ack_timeout_s
-        nxt = math.inf
-        for bseq, f in list(self.inflight.items()):
-            age = now - f.sent_at
-            if age >= timeout:
-                del self.inflight[bseq]
-                self.retry = normalise_ranges([*self.retry, (f.first, f.last)])
-                log.info(
-                    "batch %d (%d..%d) not acknowledged within %.0f s; will resend",
-                    bseq,
-                    f.first,
-                    f.last,
-                    timeout,
-                )
-            else:
-                nxt = min(nxt, timeout - age)
-        return nxt
 
     async def _next_batch(self, now: float) -> tuple[Batch, str] | None:
         ob = self.db.outbox
         limit = self.cfg.batch_max_readings
         created = int(self.clock.time() * 1000)
-        while self.resend:
-            a, b = self.resend[0]
-            batch = await self.db.run(
-                functools.partial(
-                    ob.form_batch, created, within=(a, b), limit=limit, include_acked=True
+        while (req := self.window.next_request(now)) is not None:
+            if req.why == "new":
+                form = functools.partial(ob.form_batch, created, after=req.lo - 1, limit=limit)
+            else:
+                form = functools.partial(
+                    ob.form_batch,
+                    created,
+                    within=(req.lo, req.hi),
+                    limit=limit,
+                    include_acked=req.why == "resend",
                 )
-            )
-            if batch is None or batch.last_seq >= b:
-                self.resend.pop(0)
-            else:
-                self.resend[0] = (batch.last_seq + 1, b)
+            batch = await self.db.run(form)
+            self.window.formed(req, None if batch is None else batch.last_seq)
             if batch is not None:
-                return batch, "resend"
-        while self.retry:
-            a, b = self.retry[0]
-            batch = await self.db.run(
-                functools.partial(ob.form_batch, created, within=(a, b), limit=limit)
-            )
-            if batch is None or batch.last_seq >= b:
-                self.retry.pop(0)
-            else:
-                self.retry[0] = (batch.last_seq + 1, b)
-            if batch is not None:
-                return batch, "retry"
-        if self._new_wait(now) <= 0.0:
-            after = self.cursor
-            batch = await self.db.run(
-                functools.partial(ob.form_batch, created, after=after, limit=limit)
-            )
-            if batch is None:
-                self.cursor = max(self.cursor, self.head)
-                self._backlog = False
+                return batch, req.why
+            if req.why == "new":
                 return None
-            self.cursor = batch.last_seq
-            if self.cursor >= self.head:
-                self._backlog = False
-            return batch, "new"
         return None
 
-    async def run(self) -> None:
+    async def send_loop(self) -> None:
         """Send batches for as long as the agent runs."""
+        win = self.window
         while True:
             self.wake.clear()
             if self._status_due and self.connected:
                 self._status_due = False
                 await self.send_status()
+            if self._republish_due and self.connected:
+                self._republish_due = False
+                await self._republish_events()
             if not self.connected or self.uplink is None:
                 await self.wake.wait()
                 continue
             now = self.clock.monotonic()
-            next_expiry = self._expire(now)
-            if len(self.inflight) >= self.cfg.max_inflight_batches:
+            expired, next_expiry = win.expire(now)
+            for bseq, f in expired:
+                log.info(
+                    "batch %d (%d..%d) not acknowledged within %.0f s; will resend",
+                    bseq,
+                    f.first,
+                    f.last,
+                    self.cfg.ack_timeout_s,
+                )
+            if win.full:
                 await self._wait(next_expiry)
                 continue
             wait = self.bucket.wait_s(now)
@@ -420,7 +544,7 @@ class Forwarder:
                 continue
             got = await self._next_batch(now)
             if got is None:
-                await self._wait(min(next_expiry, self._new_wait(self.clock.monotonic())))
+                await self._wait(min(next_expiry, win.new_wait(self.clock.monotonic())))
                 continue
             batch, why = got
             if not self.connected:
@@ -430,10 +554,17 @@ class Forwarder:
             res = self.uplink.publish(self.batch_topic, wire.encode(batch))
             if res is None:
                 continue
-            self.inflight[batch.batch_seq] = Inflight(
-                batch.first_seq, batch.last_seq, self.clock.monotonic(), why, self.clock.time()
+            win.sent(
+                batch.batch_seq,
+                Inflight(
+                    batch.first_seq,
+                    batch.last_seq,
+                    self.clock.monotonic(),
+                    why,  # type: ignore[arg-type]
+                    self.clock.time(),
+                ),
             )
-            self.batches_sent += 1
+            self.counts["batches_sent"] += 1
             if why != "new":
                 log.debug(
                     "%s batch %d: %d..%d (%d readings)",
@@ -443,6 +574,25 @@ class Forwarder:
                     batch.last_seq,
                     batch.count,
                 )
+
+    async def _sender(self) -> None:
+        """:meth:`send_loop`, carrying on after a buffer that cannot be written (full disk)."""
+        while True:
+            try:
+                await self.send_loop()
+            except CorruptBufferError:
+                raise
+            except StoreError as e:
+                self.say(logging.ERROR, "store", "%s; going on with what the buffer has", e)
+                await self.clock.sleep(STORE_RETRY_S)
+
+    async def run(self) -> None:
+        """The sender, the message handler and the heartbeat until cancelled; the first of them
+        that fails ends this with its error."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sender(), name="sender")
+            tg.create_task(self.serve_inbox(), name="inbox")
+            tg.create_task(self.heartbeat(), name="heartbeat")
 
     async def _wait(self, clock_seconds: float) -> None:
         """Wait for a wake-up or ``clock_seconds`` of the injected clock, whichever is first."""

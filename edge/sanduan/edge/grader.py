@@ -31,6 +31,7 @@ from sanduan.shared.errors import UnknownParameterError
 from sanduan.shared.grading import class_label, kernel_tables
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import all_parameters, by_code
+from sanduan.shared.precision import decimals_table, exact_multiple, round_indexed, round_value
 from sanduan.shared.wire import Event, Severity
 
 EXCEEDANCE = "exceedance"
@@ -178,6 +179,8 @@ class Grader:
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         t = self.tables
         bad = self.impossible(values, idx)
+        # Graded at the reporting precision (GB/T 8170), as the centre grades.
+        values = round_indexed(values, idx)
         if self._kernel is None:
             g = classify_numpy(values, idx, t.limits, t.directions)
         else:
@@ -203,7 +206,9 @@ class Grader:
         lim = float(limits[self.target_class - 1])
         if direction != _UPPER or value < 0 or not lim > 0:
             return None
-        return (value - lim) / lim
+        if math.isinf(value):
+            return math.inf
+        return float(exact_multiple(round_value(value, int(decimals_table()[i])), lim))
 
     def alarm_event(self, station: str, event_id: int, change: AlarmChange) -> Event:
         """The wire event for an alarm being raised or cleared."""

@@ -220,14 +220,51 @@ def demo_command(
     ``--broker mqtt://127.0.0.1:1883 --store postgresql://127.0.0.1/test`` it runs on Mosquitto
     and PostgreSQL.
     """
-    _run(
-        "county",
-        out=out,
-        broker=broker,
-        store=store,
-        days=days,
-        speed=None,
-        summary_json=summary_json,
-        quiet=quiet,
-        serial=serial,
+    try:
+        _run(
+            "county",
+            out=out,
+            broker=broker,
+            store=store,
+            days=days,
+            speed=None,
+            summary_json=summary_json,
+            quiet=quiet,
+            serial=serial,
+        )
+    finally:
+        _console_hint(out, store)
+
+
+def _console_hint(out: Path, store: str | None) -> None:
+    """Make a console account on the demo's store and say how to open the console on it."""
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    url = store or f"sqlite:///{(out / 'central.db').resolve()}"
+    county = (out / "config" / "county.toml").resolve()
+    if store is None and not (out / "central.db").exists():
+        return
+    password = secrets.token_urlsafe(9)
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "sanduan.cli", "central", "users", "add", "demo"),
+            *("--role", "admin", "--store", url),
+        ],
+        env={**os.environ, "SANDUAN_CONSOLE_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        typer.echo(f"console account not made: {made.stderr.strip()}", err=True)
+        return
+    (out / "console-password.txt").write_text(password + "\n", encoding="utf-8")
+    typer.echo(
+        "\nweb console on the demo's store:\n"
+        f"  .venv/bin/sanduan central console --store {url} --county {county}\n"
+        f"  then open http://127.0.0.1:8480/ and log in as demo / {password}"
+        f" (also in {out / 'console-password.txt'})"
     )

@@ -23,6 +23,17 @@ Kinds::
                   ``duration`` (only brokers the rig started itself)
       clock       restart the station's agent with its clock off by ``offset``; with a
                   ``duration``, restart it again with the right time afterwards
+      gateway-replaced
+                  SIGKILL the station's agent, delete its buffer (a new SD card, a re-flashed
+                  gateway) and start it again after ``duration`` with an empty buffer: a new
+                  stream. What the old buffer held unacknowledged is lost with it
+                  (``lost_with_buffer`` in the delivery check, never ``lost``)
+    attacks:
+      hostile-station
+                  for ``duration``, a client with the station's credentials sends garbage,
+                  oversize payloads, forged seqs, conflicting content and readings stamped
+                  1970 and 2100 every ``interval_s`` real seconds, and takes the collector's
+                  and another agent's client ids once at the end (see :mod:`sanduan.hil.hostile`)
 
 ``[chaos]`` expands into ``kills`` process faults at seeded random times between ``start`` and
 ``end`` (offsets; a negative ``end`` counts back from the end of the period), at least
@@ -48,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEVICE_KINDS",
     "PROCESS_KINDS",
+    "STATION_KINDS",
     "ChaosSpec",
     "Fault",
     "FaultRecord",
@@ -57,12 +69,16 @@ __all__ = [
 ]
 
 DeviceKind = Literal["crc", "silence", "garbage", "slow", "exception", "stuck", "nan", "reboot"]
-ProcessKind = Literal["agent", "collector", "broker", "clock"]
+ProcessKind = Literal["agent", "collector", "broker", "clock", "gateway-replaced"]
 
 DEVICE_KINDS: frozenset[str] = frozenset(
     {"crc", "silence", "garbage", "slow", "exception", "stuck", "nan", "reboot"}
 )
-PROCESS_KINDS: frozenset[str] = frozenset({"agent", "collector", "broker", "clock"})
+PROCESS_KINDS: frozenset[str] = frozenset(
+    {"agent", "collector", "broker", "clock", "gateway-replaced"}
+)
+STATION_KINDS: frozenset[str] = frozenset({"agent", "clock", "gateway-replaced", "hostile-station"})
+"""Faults of one station that are not device faults."""
 
 
 def _duration(v: object) -> float:
@@ -90,6 +106,8 @@ class FaultSpec(Strict):
         "collector",
         "broker",
         "clock",
+        "gateway-replaced",
+        "hostile-station",
     ]
     at: Duration
     """Offset from the scenario start (simulated)."""
@@ -101,6 +119,8 @@ class FaultSpec(Strict):
     codes: list[str] | None = None
     offset: Duration = 0.0
     signal: Literal["KILL", "TERM"] = "KILL"
+    interval_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """hostile-station: real seconds between rounds of attacks."""
     note: str = ""
 
 
@@ -138,6 +158,7 @@ class Fault:
     codes: tuple[str, ...] | None = None
     offset: float = 0.0
     signal: str = "KILL"
+    interval_s: float = 0.5
     origin: str = "fault"
     """"fault" for a [[fault]] table, "chaos" for a generated kill."""
 
@@ -149,7 +170,7 @@ class Fault:
     def target(self) -> str:
         if self.kind in DEVICE_KINDS:
             return f"{self.station}/{self.device}"
-        if self.kind in ("agent", "clock"):
+        if self.kind in STATION_KINDS:
             return str(self.station)
         return self.kind
 
@@ -167,6 +188,8 @@ class Fault:
             "collector": "collector SIGKILLed",
             "broker": f"broker {'killed' if self.signal == 'KILL' else 'stopped'}",
             "clock": f"gateway clock jump {self.offset:+g} s",
+            "gateway-replaced": "gateway replaced, buffer lost",
+            "hostile-station": "hostile client with the station's login",
         }[self.kind]
         return f"{what} ({self.target})"
 
@@ -274,7 +297,7 @@ def build_timeline(sc: Scenario) -> list[Fault]:
             raise ConfigError(file, f"{key}.at", "must not be before the start")
         if spec.duration < 0:
             raise ConfigError(file, f"{key}.duration", "must not be negative")
-        if spec.kind in DEVICE_KINDS or spec.kind in ("agent", "clock"):
+        if spec.kind in DEVICE_KINDS or spec.kind in STATION_KINDS:
             if spec.station is None:
                 raise ConfigError(file, f"{key}.station", f"a {spec.kind} fault needs a station")
             if spec.station not in devices:
@@ -307,6 +330,8 @@ def build_timeline(sc: Scenario) -> list[Fault]:
                         )
         elif spec.device is not None:
             raise ConfigError(file, f"{key}.device", f"a {spec.kind} fault has no device")
+        if spec.kind == "hostile-station" and spec.duration <= 0:
+            raise ConfigError(file, f"{key}.duration", "a hostile-station fault needs a duration")
         if spec.kind == "clock" and spec.offset == 0:
             raise ConfigError(file, f"{key}.offset", "a clock fault needs a non-zero offset")
         codes = None
@@ -327,6 +352,7 @@ def build_timeline(sc: Scenario) -> list[Fault]:
                 codes=codes,
                 offset=spec.offset,
                 signal=spec.signal,
+                interval_s=spec.interval_s,
             )
         )
     if sc.chaos_spec is not None:

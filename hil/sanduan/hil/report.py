@@ -233,6 +233,7 @@ class RunSummary:
             "generated": d["generated"],
             "stored": d["stored"],
             "lost": d["lost"],
+            "lost_with_buffer": d.get("lost_with_buffer", 0),
             "duplicates": d["duplicates"],
             "unexpected": d["unexpected"],
             "resent": self.resent,
@@ -343,6 +344,15 @@ class RunSummary:
             f" unexpected {dl['unexpected']}; readings resent {self.resent};"
             f" sonde timestamps within {dl['ts_error_max_s']:.1f} s of the read"
         )
+        if dl.get("lost_with_buffer") or dl.get("centre_lost_with_buffer"):
+            c.print(
+                f"  lost with replaced gateway buffers (unacknowledged when deleted):"
+                f" {dl['lost_with_buffer']} by the truth log,"
+                f" {dl.get('centre_lost_with_buffer', 'n/a')} counted by the centre"
+            )
+        if dl.get("forged_stored"):
+            forged = ", ".join(f"{k} {v}" for k, v in dl["forged_stored"].items())
+            c.print(f"  forged readings a hostile client got stored (not counted above): {forged}")
         if self.in_flight_at_kill:
             c.print(
                 f"  {self.in_flight_at_kill} reading(s) were read just before an agent SIGKILL"
@@ -472,7 +482,8 @@ Wall time {s.wall_s:.1f} s.</p>
 <h2>Delivery</h2>
 <p class="{"ok" if s.lost == 0 and s.duplicates == 0 else "bad"}">
 Readings generated {d["generated"]}, stored {d["stored"]}, lost {d["lost"]},
-duplicates {d["duplicates"]}, unexpected {d["unexpected"]}; resent over MQTT {s.resent}.</p>
+duplicates {d["duplicates"]}, unexpected {d["unexpected"]}; resent over MQTT {s.resent};
+lost with replaced gateway buffers {d.get("lost_with_buffer", 0)}.</p>
 <h2>Sections, {e(s.month)}</h2>
 <table><tr><th>section</th><th>name</th><th>target</th><th>class</th><th>meets</th>
 <th>valid</th></tr>{"".join(rows)}</table>

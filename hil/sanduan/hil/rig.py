@@ -44,7 +44,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,24 +55,29 @@ from sanduan.hil.broker import BrokerHandle
 from sanduan.hil.devices import SimulatedBus
 from sanduan.hil.faults import (
     DEVICE_KINDS,
+    PROCESS_KINDS,
     Fault,
     FaultRecord,
     build_timeline,
     device_fault_changes,
 )
+from sanduan.hil.hostile import HostileStation, StationState, is_forged_batch
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.hil.report import RunSummary
 from sanduan.hil.scenario import DevicePlan, Scenario, StationPlan, dump_toml, iso
 from sanduan.hil.signals import AnalyzerCycle, StationSignals, stable_hash
 from sanduan.hil.truth import (
+    DeliveryCheck,
     RecordingDevice,
     StoredRow,
     TruthLog,
+    TruthReading,
     compare,
     planned_blocks,
     value_key,
 )
 from sanduan.shared.clock import ENV_VAR, ScaledClock
+from sanduan.shared.config import IngestConfig
 from sanduan.shared.model import Flag, WaterBody
 from sanduan.shared.registers import DeviceProfile, Role
 
@@ -210,9 +215,16 @@ class ManagedProcess:
 class StationView:
     """What the monitor knows about one station from the broker's traffic."""
 
-    acked: set[int] = field(default_factory=set)
-    seen: set[int] = field(default_factory=set)
+    acked: set[tuple[int, int]] = field(default_factory=set)
+    """(stream, seq) of every reading acknowledged."""
+    seen: set[tuple[int, int]] = field(default_factory=set)
     resent: int = 0
+    stream: int | None = None
+    """The stream of the station's latest ack (None before the first)."""
+    streams: list[int] = field(default_factory=list)
+    """Every stream acknowledged, in order of first appearance."""
+    nacked: int = 0
+    """Readings the centre refused in nacks to the station."""
     buffer_depth: int | None = None
     status_sim: float | None = None
     status_real: float | None = None
@@ -246,6 +258,7 @@ class Monitor:
             (topics.filter_for(topics.Kind.STATUS), 0),
             (topics.filter_for(topics.Kind.ACK), 0),
             (topics.filter_for(topics.Kind.BATCH), 0),
+            (topics.filter_for(topics.Kind.NACK), 0),
         ]
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -293,18 +306,23 @@ class Monitor:
             m = wire.decode(msg.payload)
         except WireFormatError:
             return
+        if isinstance(m, wire.Batch | wire.Ack) and is_forged_batch(m.batch_seq):
+            return  # a hostile client's, or the centre's answer to one
         now_sim = self.clock.time()
         with self._lock:
             view = self.stations[station]
             if isinstance(m, wire.Ack):
-                if m.ranges:
-                    for a, b in m.ranges:
-                        view.acked.update(range(a, b + 1))
-                else:
-                    view.acked.update(range(m.first_seq, m.last_seq + 1))
+                if m.stream not in view.streams:
+                    view.streams.append(m.stream)
+                view.stream = m.stream
+                ranges = m.ranges or ((m.first_seq, m.last_seq),)
+                view.acked.update((m.stream, q) for a, b in ranges for q in range(a, b + 1))
+            elif isinstance(m, wire.Nack):
+                view.nacked += wire.range_count(m.ranges)
             elif isinstance(m, wire.Batch):
-                again = sum(1 for s in m.seq if s in view.seen)
-                view.seen.update(m.seq)
+                keys = [(m.stream, q) for q in m.seq]
+                again = sum(1 for k in keys if k in view.seen)
+                view.seen.update(keys)
                 if again:
                     view.resent += again
                     self.resends.append((now_sim, station, again))
@@ -335,6 +353,15 @@ class Monitor:
     def view(self, station: str) -> StationView:
         with self._lock:
             return dataclasses.replace(self.stations[station])
+
+    def known_to_attacker(self, station: str) -> StationState:
+        """What a client with the station's login learns from its acks: its stream and some
+        seqs the centre has stored."""
+        with self._lock:
+            v = self.stations[station]
+            stream = v.stream or 0
+            acked = sorted(q for s, q in v.acked if s == stream)[-50:]
+        return StationState(stream, tuple(acked))
 
     def backlog(self) -> int:
         with self._lock:
@@ -445,9 +472,12 @@ class _Station:
     plan: StationPlan
     process: ManagedProcess
     config_path: Path
+    buffer_path: Path
     buses: list[_Bus] = field(default_factory=list)
     devices: dict[str, RecordingDevice] = field(default_factory=dict)
     clock_offset: float = 0.0
+    replaced_at: list[float] = field(default_factory=list)
+    """Simulated times the station's buffer was deleted (gateway-replaced faults)."""
 
 
 class Rig:
@@ -476,6 +506,8 @@ class Rig:
         self.pg_schema: str | None = None
         self.clock = ScaledClock(time.time(), scenario.start, scenario.speed)
         self.faults_injected = 0
+        self.hostiles: dict[int, HostileStation] = {}
+        """Running or finished hostile clients, by fault index."""
         self._console: Any = None
 
     # -- paths and configs --------------------------------------------------------------------
@@ -658,7 +690,7 @@ class Rig:
             [*sanduan_argv(), "edge", "run", "--config", str(cfg_path)],
             self.out / "logs",
         )
-        return _Station(plan, proc, cfg_path, buses, devices)
+        return _Station(plan, proc, cfg_path, Path(doc["buffer"]["path"]), buses, devices)
 
     def _write_central_files(self) -> Path:
         cfg = self.out / "config"
@@ -697,7 +729,7 @@ class Rig:
                 rec.skipped = "the broker is external: the rig does not kill it"
                 continue
             acts.append((f.at, i * 2, "start", rec))
-            if f.duration > 0 or f.kind in ("agent", "collector", "broker"):
+            if f.duration > 0 or f.kind in PROCESS_KINDS - {"clock"}:
                 acts.append((max(f.at, f.end), i * 2 + 1, "end", rec))
         acts.sort(key=lambda a: (a[0], a[1]))
         return acts
@@ -708,61 +740,105 @@ class Rig:
 
     def _apply(self, what: str, rec: FaultRecord) -> None:
         f = rec.fault
-        now = self.clock.time()
-        if what == "start":
-            rec.injected_at = now
+        starting = what == "start"
+        if starting:
+            rec.injected_at = self.clock.time()
             self.faults_injected += 1
-            self._snapshot(rec, "0")
         else:
-            rec.cleared_at = now
-            self._snapshot(rec, "1")
+            rec.cleared_at = self.clock.time()
+        self._snapshot(rec, "0" if starting else "1")
         if f.kind in DEVICE_KINDS:
             dev = self._device(f)
-            if what == "start":
-                dev.set_faults(**device_fault_changes(f))
-            else:
-                defaults = {k: getattr(type(dev.faults)(), k) for k in device_fault_changes(f)}
-                dev.set_faults(**defaults)
+            changes = device_fault_changes(f)
+            if not starting:
+                changes = {k: getattr(type(dev.faults)(), k) for k in changes}
+            dev.set_faults(**changes)
             return
-        if f.kind == "agent":
-            st = self.stations[str(f.station)]
-            if what == "start":
-                sig = signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM
-                self._between_polls(st)
-                rec.injected_at = self.clock.time()
-                st.process.kill(sig)
-            else:
-                st.process.start(self._env(st.clock_offset))
-            return
-        if f.kind == "clock":
-            st = self.stations[str(f.station)]
-            self._between_polls(st)
-            if what == "start":
-                rec.injected_at = self.clock.time()
-            else:
-                rec.cleared_at = self.clock.time()
-            st.process.terminate()
-            st.clock_offset = f.offset if what == "start" else 0.0
+        handlers: dict[str, Callable[[FaultRecord, bool], None]] = {
+            "agent": self._agent_fault,
+            "gateway-replaced": self._agent_fault,
+            "clock": self._clock_fault,
+            "collector": self._collector_fault,
+            "broker": self._broker_fault,
+            "hostile-station": self._hostile_fault,
+        }
+        handlers[f.kind](rec, starting)
+
+    def _agent_fault(self, rec: FaultRecord, starting: bool) -> None:
+        """SIGKILL (or SIGTERM) the agent between polls; for gateway-replaced also delete its
+        buffer. At the end, start it again."""
+        f = rec.fault
+        st = self.stations[str(f.station)]
+        if not starting:
             st.process.start(self._env(st.clock_offset))
             return
-        if f.kind == "collector":
-            assert self.collector is not None
-            if what == "start":
-                self.collector.kill(signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM)
-            else:
-                self.collector.start(self._env())
+        self._between_polls(st)
+        rec.injected_at = self.clock.time()
+        st.process.kill(signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM)
+        if f.kind == "gateway-replaced":
+            files = list(st.buffer_path.parent.glob(st.buffer_path.name + "*"))
+            rec.outcome["buffer_bytes_deleted"] = sum(p.stat().st_size for p in files)
+            for p in files:
+                p.unlink()
+            st.replaced_at.append(rec.injected_at)
+
+    def _clock_fault(self, rec: FaultRecord, starting: bool) -> None:
+        f = rec.fault
+        st = self.stations[str(f.station)]
+        self._between_polls(st)
+        if starting:
+            rec.injected_at = self.clock.time()
+        else:
+            rec.cleared_at = self.clock.time()
+        st.process.terminate()
+        st.clock_offset = f.offset if starting else 0.0
+        st.process.start(self._env(st.clock_offset))
+
+    def _collector_fault(self, rec: FaultRecord, starting: bool) -> None:
+        assert self.collector is not None
+        if starting:
+            self.collector.kill(signal.SIGKILL if rec.fault.signal == "KILL" else signal.SIGTERM)
+        else:
+            self.collector.start(self._env())
+
+    def _broker_fault(self, rec: FaultRecord, starting: bool) -> None:
+        assert self.broker is not None
+        if not starting:
+            self.broker.start()
+        elif rec.fault.signal == "KILL":
+            self.broker.kill()
+        else:
+            self.broker.stop()
+
+    def _hostile_fault(self, rec: FaultRecord, starting: bool) -> None:
+        f = rec.fault
+        if not starting:
+            h = self.hostiles[f.index]
+            h.stop()
+            rec.outcome["attacks_sent"] = dict(sorted(h.sent.items()))
+            if h.errors:
+                rec.outcome["client_errors"] = h.errors[:3]
             return
-        if f.kind == "broker":
-            assert self.broker is not None
-            if what == "start":
-                if f.signal == "KILL":
-                    self.broker.kill()
-                else:
-                    self.broker.stop()
-            else:
-                self.broker.start()
-            return
-        raise ValueError(f"unknown fault kind {f.kind}")
+        assert self.broker is not None and self.monitor is not None
+        station = str(f.station)
+        monitor = self.monitor
+        others = [f"{s}-{self.run_id}" for s in self.stations if s != station][:1]
+        self.hostiles[f.index] = HostileStation(
+            self.broker.host,
+            self.broker.port,
+            station,
+            state=lambda: monitor.known_to_attacker(station),
+            now_ms=lambda: int(self.clock.time() * 1000),
+            steal_ids=[f"central-{self.run_id}", *others],
+            max_message_bytes=self._max_message_bytes(),
+            protocol="3.1.1" if self._protocol() == "3.1.1" else "5",
+            interval_s=f.interval_s,
+            seed=stable_hash(self.sc.seed, station, f.index) & 0xFFFFFFFF,
+        ).start()
+
+    def _max_message_bytes(self) -> int:
+        ingest = self.sc.central_config.get("ingest", {})
+        return int(ingest.get("max_message_bytes", IngestConfig().max_message_bytes))
 
     def _between_polls(self, st: _Station, quiet_s: float = 0.05, wait_s: float = 2.0) -> None:
         """Wait (up to ``wait_s``) until none of the station's devices has answered a request
@@ -790,7 +866,7 @@ class Rig:
             o[f"_failed{which}"] = c.failed
             o[f"_polls{which}"] = c.polls
             o[f"_agent_errors{which}"] = self.monitor.view(f.station).device_errors.get(f.device, 0)
-        elif f.kind == "agent" and f.station is not None and which == "0":
+        elif f.kind in ("agent", "gateway-replaced") and f.station is not None and which == "0":
             o["buffer_depth_at_kill"] = self.monitor.view(f.station).buffer_depth
         elif f.kind in ("collector", "broker") and which == "0":
             o["backlog_before"] = self.monitor.backlog()
@@ -1006,27 +1082,54 @@ class Rig:
 
     # -- analysis -----------------------------------------------------------------------------
 
-    def _stored_rows(self) -> list[StoredRow]:
-        sql = "SELECT station, seq, ts_ms, code, value, flag FROM readings"
-        rows: list[tuple[Any, ...]]
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[Any]]:
+        """Column names and rows of a read-only query on the collector's store (``?``
+        placeholders on both stores)."""
         if self.store_url.startswith("sqlite:"):
             path = urlsplit(self.store_url).path[1:]
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
-                rows = con.execute(sql).fetchall()
+                cur = con.execute(sql, tuple(params))
+                return [d[0] for d in cur.description], cur.fetchall()
             finally:
                 con.close()
-        else:
-            import psycopg
+        import psycopg
 
-            with psycopg.connect(self.store_url, connect_timeout=10) as conn:
-                rows = conn.execute(sql).fetchall()
+        with psycopg.connect(self.store_url, connect_timeout=10) as conn:
+            pcur = conn.execute(sql.replace("?", "%s"), tuple(params))
+            return [d.name for d in pcur.description or ()], pcur.fetchall()
+
+    def _stored_rows(self) -> list[StoredRow]:
+        """Every stored reading of the rig's stations; stream 0 on a store without streams."""
+        columns, _ = self._query("SELECT * FROM readings LIMIT 0")
+        stream = "stream" if "stream" in columns else "0"
+        _, rows = self._query(
+            f"SELECT station, seq, ts_ms, code, value, flag, {stream} FROM readings"
+        )
         wanted = set(self.stations)
         return [
-            StoredRow(str(s), int(q), int(t), str(c), math.nan if v is None else float(v), str(f))
-            for s, q, t, c, v, f in rows
+            StoredRow(
+                str(s), int(q), int(t), str(c), math.nan if v is None else float(v), str(f), int(k)
+            )
+            for s, q, t, c, v, f, k in rows
             if s in wanted
         ]
+
+    def _centre_lost_with_buffer(self) -> int | None:
+        """The collector's own count of readings lost with replaced buffers (None: a store
+        that does not keep one)."""
+        columns, _ = self._query("SELECT * FROM stations LIMIT 0")
+        if "lost_with_buffer" not in columns:
+            return None
+        _, rows = self._query("SELECT sum(lost_with_buffer) FROM stations")
+        return int(rows[0][0] or 0)
+
+    def _dead_letters(self, station: str) -> dict[str, int]:
+        """Dead letters of one station's topics by reason (reasons cut to 40 characters)."""
+        _, rows = self._query(
+            "SELECT reason FROM dead_letters WHERE topic LIKE ?", [f"%/{station}/%"]
+        )
+        return dict(sorted(Counter(str(r[0])[:40] for r in rows).items()))
 
     def _central(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
@@ -1058,12 +1161,13 @@ class Rig:
             return None
         return doc
 
-    def _truth_store(self) -> Path | None:
-        """Replay the truth into its own SQLite store; its central.toml, or None on failure."""
+    def _truth_store(self, lost_with_buffer: Sequence[TruthReading]) -> Path | None:
+        """Replay the truth (less the readings lost with replaced buffers: no system could
+        have them) into its own SQLite store; its central.toml, or None on failure."""
         tdir = self.out / "truth"
         water = {s.id: WaterBody(s.water_body) for s in self.sc.stations}
         files = self.truth.write_batches(
-            tdir / "batches", water, created_ms=int(self.sc.end * 1000)
+            tdir / "batches", water, created_ms=int(self.sc.end * 1000), exclude=lost_with_buffer
         )
         self.truth.write_jsonl(tdir / "truth.jsonl")
         db = tdir / "truth.db"
@@ -1084,9 +1188,10 @@ class Rig:
                 return None
         return cfg
 
-    def _fault_outcomes(self, rows: Sequence[StoredRow]) -> None:
+    def _fault_outcomes(self, rows: Sequence[StoredRow], check: DeliveryCheck) -> None:
         assert self.monitor is not None
         speed = self.sc.speed
+        stored_keys = {(r.station, r.stream, r.seq) for r in rows}
         for rec in self.records:
             f = rec.fault
             o = rec.outcome
@@ -1122,14 +1227,25 @@ class Rig:
                 first = self.truth.first_poll_after(f.station, f.device, t1)
                 if first is not None:
                     rec.recovered_s = first - t1
-            elif f.kind in ("agent", "clock"):
+            elif f.kind == "hostile-station":
+                assert f.station is not None
+                forged: Counter[str] = Counter(
+                    a for k, a in self.hostiles[f.index].forged.items() if k in stored_keys
+                )
+                o["forged_stored"] = dict(sorted(forged.items()))
+                o["readings_nacked"] = self.monitor.view(f.station).nacked
+                try:
+                    o["dead_letters"] = self._dead_letters(f.station)
+                except Exception as e:
+                    self.warnings.append(f"cannot read the dead letters: {e}")
+            elif f.kind in ("agent", "clock", "gateway-replaced"):
                 assert f.station is not None
                 window = max(2.0, 0.05 * speed)
                 stops = [t0, t1] if f.kind == "clock" and rec.cleared_at is not None else [t0]
                 o["in_flight_at_kill"] = sum(
                     self.truth.count_read_between(f.station, t - window, t + 1e-6) for t in stops
                 )
-                restart = t1 if f.kind == "agent" else t0
+                restart = t0 if f.kind == "clock" else t1
                 first = self.truth.first_poll_after(f.station, None, restart)
                 if first is not None:
                     o["down_s"] = round(first - t0)
@@ -1137,6 +1253,10 @@ class Rig:
                 o["readings_resent"] = self.monitor.resent_between(
                     t0, (first or restart) + 0.5 * speed, f.station
                 )
+                if f.kind == "gateway-replaced":
+                    per = check.per_station.get(f.station, {})
+                    o["lost_with_buffer"] = per.get("lost_with_buffer", 0)
+                    o["streams_acked"] = len(self.monitor.view(f.station).streams)
                 if f.kind == "clock":
                     o["offset_s"] = f.offset
                     o["stored_ts_shift_s"] = _ts_shift(self.truth, rows, f.station, t0, t1)
@@ -1174,8 +1294,18 @@ class Rig:
         except Exception as e:
             self.warnings.append(f"cannot read the collector's store: {e}")
         tolerance = max(60.0, 0.05 * self.sc.speed)
-        check = compare(self.truth.readings(), rows, ts_tolerance_s=tolerance)
-        self._fault_outcomes(rows)
+        check = compare(
+            self.truth.readings(),
+            rows,
+            ts_tolerance_s=tolerance,
+            replaced={sid: st.replaced_at for sid, st in self.stations.items()},
+            forged={k: a for h in self.hostiles.values() for k, a in h.forged.items()},
+        )
+        try:
+            check.centre_lost_with_buffer = self._centre_lost_with_buffer()
+        except Exception as e:
+            self.warnings.append(f"cannot read the collector's station table: {e}")
+        self._fault_outcomes(rows, check)
         central_cfg = self.out / "config" / "central.toml"
         html = self.out / "report.html" if self.opt.html else None
 
@@ -1186,7 +1316,7 @@ class Rig:
             )
 
         def truth_reports() -> _Docs:
-            truth_cfg = self._truth_store()
+            truth_cfg = self._truth_store(check.went_with_buffer)
             if truth_cfg is None:
                 return None, None
             return (
@@ -1202,11 +1332,7 @@ class Rig:
             t_sections, t_ledger = truth_f.result()
         if self.pg_schema is not None and not self.opt.keep_schema:
             self._drop_schema()
-        in_flight = sum(
-            int(r.outcome.get("in_flight_at_kill", 0))
-            for r in self.records
-            if r.fault.kind in ("agent", "clock")
-        )
+        in_flight = sum(int(r.outcome.get("in_flight_at_kill", 0)) for r in self.records)
         return RunSummary.build(
             scenario=self.sc,
             out_dir=self.out,
@@ -1223,34 +1349,18 @@ class Rig:
             warnings=self.warnings,
             resent=self.monitor.resent_total() if self.monitor else 0,
             in_flight_at_kill=in_flight,
-            processes={
-                **{
-                    st.process.name: {
-                        "starts": st.process.starts,
-                        "kills": st.process.kills,
-                        "crashes": st.process.crashes,
-                    }
-                    for st in self.stations.values()
-                },
-                **(
-                    {
-                        "central": {
-                            "starts": self.collector.starts,
-                            "kills": self.collector.kills,
-                            "crashes": self.collector.crashes,
-                        }
-                    }
-                    if self.collector
-                    else {}
-                ),
-                "broker": {
-                    "starts": self.broker.starts if self.broker else 0,
-                    "kills": self.broker.kills if self.broker else 0,
-                },
-            },
+            processes=self._process_counts(),
             polls={f"{s}/{d}": c.polls for (s, d), c in sorted(self.truth.counters.items())},
             median_poll_gap_s=_median_gap(self.truth),
         )
+
+    def _process_counts(self) -> dict[str, dict[str, int]]:
+        procs = [st.process for st in self.stations.values()]
+        procs += [self.collector] if self.collector else []
+        out = {p.name: {"starts": p.starts, "kills": p.kills, "crashes": p.crashes} for p in procs}
+        b = self.broker
+        out["broker"] = {"starts": b.starts if b else 0, "kills": b.kills if b else 0}
+        return out
 
     def _drop_schema(self) -> None:
         import psycopg

@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,16 +260,19 @@ class TruthLog:
         water_bodies: Mapping[str, WaterBody] | None = None,
         created_ms: int = 0,
         batch_size: int = 1000,
+        exclude: Collection[TruthReading] = (),
     ) -> list[Path]:
         """Encode the truth as wire batches (one file per batch) for ``sanduan central replay``.
 
         Each station's readings get seqs 1..n in time order; values are graded like the agent
-        grades them.
+        grades them. ``exclude``: readings to leave out (those lost with a deleted buffer).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
+        skip = set(exclude)
         by_station: dict[str, list[TruthReading]] = defaultdict(list)
         for r in self.readings():
-            by_station[r.station].append(r)
+            if r not in skip:
+                by_station[r.station].append(r)
         paths: list[Path] = []
         for station, rs in sorted(by_station.items()):
             wb = (water_bodies or {}).get(station, WaterBody.RIVER)
@@ -424,6 +427,9 @@ class StoredRow:
     code: str
     value: float
     flag: str
+    stream: int = 0
+    """The station buffer the seq belongs to (0: the legacy v1 stream, or a store without
+    streams)."""
 
 
 @dataclass
@@ -433,6 +439,7 @@ class DeliveryCheck:
     generated: int
     stored: int
     lost: int
+    lost_with_buffer: int
     duplicates: int
     unexpected: int
     retimed: int
@@ -443,12 +450,22 @@ class DeliveryCheck:
     ts_error_median_s: float
     ts_beyond_tolerance: int
     per_station: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_stream: dict[str, dict[str, int]] = field(default_factory=dict)
+    """``station/stream`` -> readings stored, truth readings matched, seq duplicates."""
+    forged_stored: dict[str, int] = field(default_factory=dict)
+    """Rows a hostile client forged that the centre stored, by attack (not in ``stored``)."""
+    centre_lost_with_buffer: int | None = None
+    """The centre's own count of readings lost with replaced buffers (None: not kept)."""
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
     unexpected_examples: list[dict[str, Any]] = field(default_factory=list)
+    went_with_buffer: list[TruthReading] = field(default_factory=list, repr=False)
+    """The readings counted in ``lost_with_buffer`` (not in the JSON)."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["went_with_buffer"]
+        return d
 
 
 def compare(
@@ -457,6 +474,8 @@ def compare(
     *,
     ts_tolerance_s: float = 60.0,
     examples: int = 5,
+    replaced: Mapping[str, Sequence[float]] | None = None,
+    forged: Mapping[tuple[str, int, int], str] | None = None,
 ) -> DeliveryCheck:
     """Match stored rows to truth readings (exactly; see the module docstring).
 
@@ -464,9 +483,23 @@ def compare(
     (station, code, value bits), as multisets. Second pass: what is left on both sides is
     matched by (station, code, value bits) alone; such a pair is one reading stored with a
     different timestamp (``retimed``), neither lost nor unexpected.
+
+    ``replaced``: per station, the simulated times its buffer was deleted (a replaced gateway).
+    A reading not stored that was read before such a time went with the buffer:
+    ``lost_with_buffer``, not ``lost``. ``forged``: (station, stream, seq) -> attack of the
+    readings a hostile client sent; stored rows with those keys are counted in
+    ``forged_stored`` and left out of everything else.
     """
     truth_list = list(truth)
-    row_list = list(rows)
+    forged = forged or {}
+    forged_stored: Counter[str] = Counter()
+    row_list = []
+    for row in rows:
+        attack = forged.get((row.station, row.stream, row.seq))
+        if attack is None:
+            row_list.append(row)
+        else:
+            forged_stored[attack] += 1
     tkeys: dict[tuple[str, str, int], list[TruthReading]] = defaultdict(list)
     vkeys: dict[tuple[str, str, str], list[TruthReading]] = defaultdict(list)
     for r in truth_list:
@@ -492,6 +525,7 @@ def compare(
     ts_errors: list[float] = []
     beyond = 0
     missing: list[TruthReading] = []
+    matched: Counter[tuple[str, int]] = Counter()
     extra: list[tuple[tuple[Any, ...], StoredRow]] = []  # (key, row) beyond the truth's count
 
     def account(
@@ -504,6 +538,7 @@ def compare(
         ws = sorted(want, key=lambda r: r.ts)
         gs = sorted(got, key=lambda r: r.ts_ms)
         for w, g in zip(ws, gs, strict=False):
+            matched[(g.station, g.stream)] += 1
             if by_time and value_key(w.value) != value_key(g.value):
                 value_mm += 1
             if w.flag.value != g.flag:
@@ -533,6 +568,8 @@ def compare(
         spare[(row.station, row.code, value_key(row.value))].append(row)
         origin[id(row)] = "unexpected"
     lost_list: list[TruthReading] = []
+    with_buffer: list[TruthReading] = []
+    last_replaced = {s: max(ts) for s, ts in (replaced or {}).items() if ts}
     retimed = 0
     for w in missing:
         pool = spare.get((w.station, w.code, value_key(w.value)))
@@ -540,6 +577,9 @@ def compare(
             pool.pop(0)
             retimed += 1
             per_station[w.station]["retimed"] += 1
+        elif w.read_at < last_replaced.get(w.station, -math.inf):
+            with_buffer.append(w)
+            per_station[w.station]["lost_with_buffer"] += 1
         else:
             lost_list.append(w)
             per_station[w.station]["lost"] += 1
@@ -554,13 +594,20 @@ def compare(
     dup = len(dup_rows)
     lost_ex = [w.to_json() for w in lost_list[:examples]]
     dup_ex = [_row_json(row) for row in dup_rows[:examples]]
-    seq_count = Counter((r.station, r.seq) for r in row_list)
+    seq_count = Counter((r.station, r.stream, r.seq) for r in row_list)
     seq_dups = sum(n - 1 for n in seq_count.values() if n > 1)
+    per_stream: dict[str, Counter[str]] = defaultdict(Counter)
+    for (station, stream, _), n in seq_count.items():
+        c = per_stream[f"{station}/{stream:x}"]
+        c["stored"] += n
+        c["seq_duplicates"] += n - 1
+        c["matched"] = matched[(station, stream)]
     ts_arr = np.asarray(ts_errors) if ts_errors else np.zeros(1)
     return DeliveryCheck(
         generated=len(truth_list),
         stored=len(row_list),
         lost=lost,
+        lost_with_buffer=len(with_buffer),
         duplicates=dup + seq_dups,
         unexpected=len(unexp_rows),
         retimed=retimed,
@@ -571,15 +618,19 @@ def compare(
         ts_error_median_s=float(np.median(ts_arr)),
         ts_beyond_tolerance=beyond,
         per_station={k: dict(v) for k, v in sorted(per_station.items())},
+        per_stream={k: dict(v) for k, v in sorted(per_stream.items())},
+        forged_stored=dict(sorted(forged_stored.items())),
         lost_examples=lost_ex,
         duplicate_examples=dup_ex,
         unexpected_examples=[_row_json(r) for r in unexp_rows[:examples]],
+        went_with_buffer=with_buffer,
     )
 
 
 def _row_json(r: StoredRow) -> dict[str, Any]:
     return {
         "station": r.station,
+        "stream": r.stream,
         "seq": r.seq,
         "ts_ms": r.ts_ms,
         "code": r.code,

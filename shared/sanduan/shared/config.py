@@ -188,7 +188,7 @@ class BufferConfig(Strict):
 
 class UplinkConfig(MqttConfig):
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    batch_max_readings: Annotated[int, Field(ge=1, le=50_000)] = 1000
+    batch_max_readings: Annotated[int, Field(ge=1, le=10_000)] = 1000
     batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
     ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     max_batches_per_s: Annotated[float, Field(gt=0)] = 20.0
@@ -330,7 +330,21 @@ class CollectorMqttConfig(MqttConfig):
 
 
 class IngestConfig(Strict):
-    max_message_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    """Largest payload the collector decodes; a larger one is a dead letter ``oversize``, its
+    size checked before anything else is done with it (a full 10,000-reading batch is ~200 kB)."""
+    future_margin_s: Annotated[float, Field(ge=0)] = 86_400.0
+    """Readings stamped more than this ahead of the centre's clock are dead letters
+    ``timestamp``."""
+    earliest_reading: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2000-01-01"
+    """Readings stamped before this date (UTC) are dead letters ``timestamp``."""
+    dead_letters_per_hour: Annotated[int, Field(ge=0)] = 100
+    """Dead letters recorded per station and hour; further rejects are only counted."""
+    dead_letter_bytes_per_hour: Annotated[int, Field(ge=0)] = 1024 * 1024
+    """Payload bytes kept in dead letters per station and hour; beyond, rejects are counted."""
+    store_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Tries to store a batch the store rejects while it accepts others, before the batch is a
+    dead letter ``store``."""
     gap_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     resend_interval_s: Annotated[float, Field(gt=0)] = 300.0
     gap_give_up_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
@@ -351,6 +365,37 @@ class ValidityConfig(Strict):
     min_days_per_month: Annotated[int, Field(ge=1, le=31)] = 20
     min_months_per_year: Annotated[int, Field(ge=1, le=12)] = 9
     excluded_flags: list[str] = Field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
+    month_basis: Literal["daily-means", "values"] = "daily-means"
+    """Month mean: of the month's valid daily means, or of its valid hourly values."""
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` (``[v6]:port`` too) -> ``(host, port)``; raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen must be host:port (for example 127.0.0.1:8480), not {value!r}")
+    return host, int(port)
+
+
+class ConsoleConfig(Strict):
+    """The web console (``sanduan central console``)."""
+
+    listen: str = "127.0.0.1:8480"
+    secret_file: Path | None = None
+    """A file holding the key that signs session cookies (keep it private). Without one a
+    random key is made at start-up, and every session ends when the console restarts."""
+    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 8 * 3600
+    https_only: bool = False
+    """Mark the session cookie Secure (serve the console behind TLS)."""
+    serve_with_run: bool = False
+    """``sanduan central run`` serves the console too."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        split_listen(v)
+        return v
 
 
 class CentralConfig(Strict):
@@ -358,6 +403,7 @@ class CentralConfig(Strict):
     mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 def load_central_config(path: Path | str) -> CentralConfig:
@@ -371,4 +417,8 @@ def load_central_config(path: Path | str) -> CentralConfig:
             updates[key] = base / value
     if updates:
         cfg = cfg.model_copy(update={"central": sec.model_copy(update=updates)})
+    secret = cfg.console.secret_file
+    if secret is not None and not secret.is_absolute():
+        console = cfg.console.model_copy(update={"secret_file": base / secret})
+        cfg = cfg.model_copy(update={"console": console})
     return cfg

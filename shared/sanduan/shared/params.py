@@ -39,6 +39,11 @@ class Parameter:
     physical_min: float
     physical_max: float
     index: int
+    decimals: int = 2
+    """Reporting precision: values and means are rounded to this many decimals (GB/T 8170)
+    before any comparison with a limit; see :mod:`sanduan.shared.precision`."""
+    detection_limit: float | None = None
+    """Default detection limit of the usual method (a county's file may override it)."""
 
     def in_physical_range(self, value: float) -> bool:
         """False for NaN and for values outside [physical_min, physical_max]."""
@@ -81,7 +86,9 @@ def _parameter(file: str, i: int, raw: object) -> Parameter:
     key = f"parameter[{i}]"
     if not isinstance(raw, dict):
         raise ConfigError(file, key, "expected a table")
-    extra = sorted(set(raw) - {"name", "code", "unit", "evaluated", "aliases", "physical"})
+    known = {"name", "code", "unit", "evaluated", "aliases", "physical", "decimals"}
+    known.add("detection_limit")
+    extra = sorted(set(raw) - known)
     if extra:
         raise ConfigError(file, f"{key}.{extra[0]}", "unknown key")
     name = raw.get("name")
@@ -107,7 +114,17 @@ def _parameter(file: str, i: int, raw: object) -> Parameter:
     hi = _number(file, f"{key}.physical[1]", phys[1])
     if not lo < hi:
         raise ConfigError(file, f"{key}.physical", f"expected min < max, got [{lo}, {hi}]")
-    return Parameter(name, code, unit, evaluated, tuple(aliases), lo, hi, i)
+    decimals = raw.get("decimals")
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 8:
+        raise ConfigError(
+            file, f"{key}.decimals", f"expected the reporting decimals 0..8, got {decimals!r}"
+        )
+    dl: float | None = None
+    if "detection_limit" in raw:
+        dl = _number(file, f"{key}.detection_limit", raw["detection_limit"])
+        if not dl > 0:
+            raise ConfigError(file, f"{key}.detection_limit", f"expected > 0, got {dl}")
+    return Parameter(name, code, unit, evaluated, tuple(aliases), lo, hi, i, decimals, dl)
 
 
 def parse_registry(text: str, file: str = "<string>") -> Registry:

@@ -8,6 +8,9 @@ message's ``"k"`` field (see docs/wire-format.md)::
     sanduan/v1/<station>/event    station -> centre   alarms
     sanduan/v1/<station>/ack      centre -> station   batch committed
     sanduan/v1/<station>/resend   centre -> station   please send these seq ranges again
+    sanduan/v1/<station>/nack     centre -> station   readings rejected for good (wire v2)
+
+The topic level ``v1`` names the topic namespace; the payload carries its own format version.
 
 This module has no third-party imports so that it is cheap to import anywhere.
 """
@@ -35,12 +38,13 @@ class Kind(enum.StrEnum):
     RESEND = "resend"
     STATUS = "status"
     EVENT = "event"
+    NACK = "nack"
 
 
 UPLINK: frozenset[Kind] = frozenset({Kind.BATCH, Kind.STATUS, Kind.EVENT})
 """Kinds a station publishes (the centre subscribes to these)."""
 
-DOWNLINK: frozenset[Kind] = frozenset({Kind.ACK, Kind.RESEND})
+DOWNLINK: frozenset[Kind] = frozenset({Kind.ACK, Kind.RESEND, Kind.NACK})
 """Kinds the centre publishes (a station subscribes to these for its own id)."""
 
 
@@ -81,6 +85,10 @@ def ack_topic(station: str) -> str:
 
 def resend_topic(station: str) -> str:
     return topic(station, Kind.RESEND)
+
+
+def nack_topic(station: str) -> str:
+    return topic(station, Kind.NACK)
 
 
 def status_topic(station: str) -> str:

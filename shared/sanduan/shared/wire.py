@@ -1,7 +1,10 @@
-"""Wire format v1: the messages between station agents and the central collector.
+"""Wire format v1 and v2: the messages between station agents and the central collector.
 
-One implementation for both sides. Every message is a single msgpack map carrying ``"v": 1`` and a
-kind tag ``"k"``; docs/wire-format.md specifies every field. :func:`encode` validates a message
+One implementation for both sides. Every message is a single msgpack map carrying the format
+version ``"v"`` (1 or 2) and a kind tag ``"k"``; docs/wire-format.md specifies every field. v2 adds
+the station buffer's ``stream`` id to batches, acks, resend requests and status, and the
+:class:`Nack`; a message whose ``stream`` is 0 is the legacy v1 stream and encodes as v1, byte for
+byte as before, so a collector keeps serving v1 agents. :func:`encode` validates a message
 before packing it (nothing invalid is ever sent) and is deterministic (same message, same bytes);
 :func:`decode` validates everything and raises :class:`WireFormatError` -- and only that -- for any
 input it does not accept.
@@ -13,6 +16,7 @@ Kinds (the tag is also the MQTT topic suffix, see :mod:`sanduan.shared.topics`):
 * :class:`ResendRequest` (centre -> station): send these reading seq ranges again.
 * :class:`Status` (station -> centre): heartbeat; with ``online=False`` also the MQTT last will.
 * :class:`Event` (station -> centre): an alarm or notable occurrence.
+* :class:`Nack` (centre -> station, v2 only): readings the centre rejects and will never store.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import accumulate, pairwise
@@ -33,12 +38,18 @@ from sanduan.shared.topics import STATION_RE, Kind
 
 __all__ = [
     "DEFAULT_MAX",
+    "MAX_BATCH_READINGS",
+    "MAX_RANGES",
+    "MAX_SEQ",
     "VERSION",
+    "VERSION_2",
     "Ack",
     "Batch",
     "Event",
     "Kind",
     "Message",
+    "Nack",
+    "NackReason",
     "ResendRequest",
     "Scalar",
     "SeqRange",
@@ -48,16 +59,21 @@ __all__ = [
     "decode_ack",
     "decode_batch",
     "decode_event",
+    "decode_nack",
     "decode_resend",
     "decode_status",
     "encode",
     "from_json_obj",
+    "new_stream_id",
+    "range_count",
     "seq_ranges",
     "to_json_obj",
 ]
 
 VERSION = 1
-"""The format version carried in every message's ``"v"`` field."""
+"""The format version of legacy-stream messages (``stream == 0``)."""
+VERSION_2 = 2
+"""The format version of messages that carry a stream id, and of :class:`Nack`."""
 
 DEFAULT_MAX = 1 << 20
 """Default largest message :func:`decode` accepts, in bytes (a 1000-reading batch is ~20 kB)."""
@@ -67,6 +83,16 @@ U63_MAX = (1 << 63) - 1
 """Largest sequence number, time or counter (fits a signed 64-bit column)."""
 I64_MIN = -(1 << 63)
 
+MAX_SEQ = (1 << 48) - 1
+"""Largest reading seq in v2 (a station making 1,000 readings a second needs 8,900 years).
+
+The collector holds v1 batches to the same bound, so a forged seq near 2**63 can never make it
+ask for a range whose size does not fit the wire."""
+MAX_RANGES = 256
+"""Most ranges in any ranges field (acks, resend requests, nacks), both versions."""
+MAX_BATCH_READINGS = 10_000
+"""Most readings in one batch, both versions (a 1,000-reading batch is about 15 kB)."""
+
 NAME_MAX = 64  # keys of device_errors / bus_utilisation / extra / details
 TEXT_MAX = 4096  # message texts and string scalars
 SHORT_MAX = 256  # agent version, resend reason
@@ -74,6 +100,8 @@ DICT_MAX = 256  # entries in any dict field
 
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 EVENT_KIND_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+"""Characters no text field may hold: NUL and the C0 controls but tab and newline, and DEL."""
 
 SeqRange = tuple[int, int]
 """An inclusive range of reading sequence numbers ``(first, last)``."""
@@ -113,6 +141,7 @@ class Batch:
     ``seq`` is strictly increasing but need not be contiguous. ``values`` are float64; NaN means
     missing (decoded NaNs are always the one :data:`math.nan` object, so equal batches compare
     equal). The header fields ``first_seq``, ``last_seq`` and ``count`` are derived from ``seq``.
+    ``stream`` is the id of the station buffer the seqs belong to (0: the legacy v1 stream).
     Build one with :meth:`from_readings` or :meth:`from_columns`.
     """
 
@@ -128,6 +157,7 @@ class Batch:
     values: tuple[float, ...]
     flags: tuple[Flag, ...]
     grades: tuple[int, ...]
+    stream: int = 0
 
     @property
     def first_seq(self) -> int:
@@ -178,6 +208,7 @@ class Batch:
         values: Sequence[float],
         flags: Sequence[Flag | str] | None = None,
         grades: Sequence[int] | None = None,
+        stream: int = 0,
     ) -> Batch:
         """Build a batch from plain per-reading columns (``code`` is one code per reading).
 
@@ -200,11 +231,17 @@ class Batch:
             if flags is None
             else tuple(cast(Flag, _FLAG_OF.get(f, f)) for f in flags),
             grades=(NOT_GRADED,) * n if grades is None else tuple(grades),
+            stream=stream,
         )
 
     @classmethod
     def from_readings(
-        cls, station: str, batch_seq: int, created_ms: int, readings: Iterable[Reading]
+        cls,
+        station: str,
+        batch_seq: int,
+        created_ms: int,
+        readings: Iterable[Reading],
+        stream: int = 0,
     ) -> Batch:
         """Build a batch from readings already in seq order."""
         rs = list(readings)
@@ -218,6 +255,7 @@ class Batch:
             values=[r.value for r in rs],
             flags=[r.flag for r in rs],
             grades=[r.grade for r in rs],
+            stream=stream,
         )
 
 
@@ -238,6 +276,7 @@ class Ack:
     last_seq: int
     time_ms: int
     ranges: tuple[SeqRange, ...] = ()
+    stream: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +289,7 @@ class ResendRequest:
     ranges: tuple[SeqRange, ...]
     time_ms: int
     reason: str = "gap"
+    stream: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,11 +315,20 @@ class Status:
     bus_utilisation: dict[str, float] = field(default_factory=dict)
     clock_offset_s: float | None = None
     extra: dict[str, Scalar] = field(default_factory=dict)
+    stream: int = 0
 
     @classmethod
-    def last_will(cls, station: str, time_ms: int, agent_version: str = "") -> Status:
+    def last_will(
+        cls, station: str, time_ms: int, agent_version: str = "", stream: int = 0
+    ) -> Status:
         """The status a station registers as its last will when it connects."""
-        return cls(station=station, time_ms=time_ms, online=False, agent_version=agent_version)
+        return cls(
+            station=station,
+            time_ms=time_ms,
+            online=False,
+            agent_version=agent_version,
+            stream=stream,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +352,57 @@ class Event:
     details: dict[str, Scalar] = field(default_factory=dict)
 
 
-Message = Batch | Ack | ResendRequest | Status | Event
+class NackReason(enum.StrEnum):
+    """Why the centre rejects readings for good (the ``reason`` of a :class:`Nack`)."""
+
+    CONFLICT = "conflict"
+    """The centre holds other content for the same (station, stream, seq)."""
+    TIMESTAMP = "timestamp"
+    """The readings are stamped implausibly far ahead of the centre's clock, or too early."""
+    INVALID = "invalid"
+    """The readings break a rule of the collector (for example a seq above ``MAX_SEQ``)."""
+
+
+_NACK_REASON_OF: dict[str, NackReason] = {r.value: r for r in NackReason}
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    """The centre rejects these readings of batch ``batch_seq`` and will never store them as sent.
+
+    v2 only. ``ranges`` (not empty, inside ``first_seq..last_seq``) are the rejected seqs of
+    ``stream``; ``detail`` is human text for the station's log. The agent stops sending them,
+    keeps them marked rejected with the reason, and says so once. An :class:`Ack` for the same
+    batch may come too, for the readings that were stored.
+    """
+
+    KIND: ClassVar[Kind] = Kind.NACK
+
+    station: str
+    stream: int
+    batch_seq: int
+    first_seq: int
+    last_seq: int
+    reason: NackReason
+    ranges: tuple[SeqRange, ...]
+    time_ms: int
+    detail: str = ""
+
+
+Message = Batch | Ack | ResendRequest | Status | Event | Nack
+
+
+def new_stream_id() -> int:
+    """A random stream id in 1..2**63-1, made when a station buffer is created."""
+    while True:
+        sid = secrets.randbits(63)
+        if sid:
+            return sid
+
+
+def range_count(ranges: Iterable[SeqRange]) -> int:
+    """How many seqs the inclusive ``ranges`` cover (an exact Python int, never overflows)."""
+    return sum(b - a + 1 for a, b in ranges)
 
 
 def seq_ranges(seqs: Iterable[int]) -> tuple[SeqRange, ...]:
@@ -386,12 +485,20 @@ def _opt_float(d: dict[str, Any], key: str, kind: str, lo: float = _NINF) -> flo
     return None if d[key] is None else _float(d, key, kind, lo)
 
 
+def _text(x: str, where: str, kind: str) -> None:
+    """No NUL or other control character (tab and newline are allowed) in any text field."""
+    m = _CONTROL_RE.search(x)
+    if m is not None:
+        _fail(kind, f"{where} holds the control character {m.group()!r} at index {m.start()}")
+
+
 def _str(d: dict[str, Any], key: str, kind: str, max_len: int, min_len: int = 0) -> str:
     x = d[key]
     if type(x) is not str:
         _fail(kind, f"field {key!r} must be a string, got {_tn(x)}")
     if not min_len <= len(x) <= max_len:
         _fail(kind, f"field {key!r} must be {min_len}..{max_len} characters, got {len(x)}")
+    _text(x, f"field {key!r}", kind)
     return x
 
 
@@ -417,15 +524,27 @@ def _all_of(col: tuple[Any, ...], typ: type, key: str, kind: str) -> None:
         _fail(kind, f"column {key!r}[{i}] must be {typ.__name__}, got {_tn(col[i])}")
 
 
-def _ranges(d: dict[str, Any], key: str, kind: str) -> tuple[SeqRange, ...]:
+def _seq_bounds(v: int) -> tuple[int, int]:
+    """The seq bounds of format version ``v``: v1 keeps its documented 0..2**63-1."""
+    return (0, U63_MAX) if v == VERSION else (1, MAX_SEQ)
+
+
+def _ranges(d: dict[str, Any], key: str, kind: str, v: int) -> tuple[SeqRange, ...]:
     rs = _tuple(d, key, kind)
+    if len(rs) > MAX_RANGES:
+        _fail(kind, f"field {key!r} has {len(rs)} ranges, above the maximum {MAX_RANGES}")
+    lo, hi = _seq_bounds(v)
     prev = -1
     for i, r in enumerate(rs):
         if not (type(r) is tuple and len(r) == 2 and type(r[0]) is int and type(r[1]) is int):
             _fail(kind, f"{key}[{i}] must be a [first, last] pair of ints")
         a, b = r
-        if not 0 <= a <= b <= U63_MAX:
-            _fail(kind, f"{key}[{i}] = [{a}, {b}] is not a valid range (need 0 <= first <= last)")
+        if not lo <= a <= b <= hi:
+            _fail(
+                kind,
+                f"{key}[{i}] = [{a}, {b}] is not a valid range"
+                f" (need {lo} <= first <= last <= {hi})",
+            )
         if a <= prev:
             _fail(kind, f"{key}[{i}] = [{a}, {b}] overlaps or is out of order")
         prev = b
@@ -441,6 +560,7 @@ def _names(d: dict[str, Any], key: str, kind: str) -> dict[str, Any]:
     for k in x:
         if type(k) is not str or not 1 <= len(k) <= NAME_MAX:
             _fail(kind, f"field {key!r}: keys must be strings of 1..{NAME_MAX} characters")
+        _text(k, f"a key of field {key!r}", kind)
     return x
 
 
@@ -459,6 +579,7 @@ def _scalars(d: dict[str, Any], key: str, kind: str) -> dict[str, Scalar]:
         elif t is str:
             if len(v) > TEXT_MAX:
                 _fail(kind, f"{key}[{k!r}] is longer than {TEXT_MAX} characters")
+            _text(v, f"{key}[{k!r}]", kind)
         else:
             _fail(kind, f"{key}[{k!r}] must be a string, number, bool or nil, got {_tn(v)}")
     return x
@@ -478,6 +599,26 @@ _STATUS_KEYS = frozenset(
 _EVENT_KEYS = frozenset(
     ("v", "k", "station", "t", "id", "kind", "code", "msg", "severity", "details")
 )
+_NACK_KEYS = frozenset(
+    ("v", "k", "station", "stream", "bseq", "first", "last", "reason", "ranges", "t", "detail")
+)
+_STREAM_KEY = frozenset(("stream",))
+
+
+def _version_keys(keys: frozenset[str], v: int) -> frozenset[str]:
+    """The keys of a v1 kind in version ``v``: v2 adds ``stream``."""
+    return keys if v == VERSION else keys | _STREAM_KEY
+
+
+def _head(kind: Kind, station: str, stream: int) -> dict[str, Any]:
+    """The first keys of a message: v1 for the legacy stream 0, else v2 with the stream id."""
+    if stream:
+        return {"v": VERSION_2, "k": kind.value, "station": station, "stream": stream}
+    return {"v": VERSION, "k": kind.value, "station": station}
+
+
+def _stream(d: dict[str, Any], kind: str, v: int) -> int:
+    return 0 if v == VERSION else _int(d, "stream", kind, lo=1)
 
 
 def _deltas(col: Sequence[int]) -> list[int]:
@@ -495,10 +636,7 @@ def _batch_to_wire(m: Batch) -> dict[str, Any]:
         vals = [float(v) for v in vals]
     if not all(map(float.__eq__, vals, vals)):  # canonical NaN bytes
         vals = [math.nan if math.isnan(v) else v for v in vals]
-    return {
-        "v": VERSION,
-        "k": Kind.BATCH.value,
-        "station": m.station,
+    return _head(Kind.BATCH, m.station, m.stream) | {
         "bseq": m.batch_seq,
         "first": m.seq[0] if m.seq else 0,
         "last": m.seq[-1] if m.seq else 0,
@@ -514,15 +652,17 @@ def _batch_to_wire(m: Batch) -> dict[str, Any]:
     }
 
 
-def _batch_from_wire(d: dict[str, Any]) -> Batch:
+def _batch_from_wire(d: dict[str, Any], v: int) -> Batch:
     kn = "batch"
-    _keys(d, _BATCH_KEYS, kn)
+    _keys(d, _version_keys(_BATCH_KEYS, v), kn)
     station = _station(d, kn)
+    stream = _stream(d, kn, v)
     bseq = _int(d, "bseq", kn)
-    first = _int(d, "first", kn)
-    last = _int(d, "last", kn)
+    lo, hi = _seq_bounds(v)
+    first = _int(d, "first", kn, lo, hi)
+    last = _int(d, "last", kn, lo, hi)
     created = _int(d, "created", kn)
-    n = _int(d, "n", kn)
+    n = _int(d, "n", kn, hi=MAX_BATCH_READINGS)
     if n == 0:
         _fail(kn, "batch has no readings (n = 0)")
     seq_d = _tuple(d, "seq", kn)
@@ -596,14 +736,12 @@ def _batch_from_wire(d: dict[str, Any]) -> Batch:
         values=vals,
         flags=tuple(map(_FLAG_OF.__getitem__, fl)),
         grades=tuple(gr),
+        stream=stream,
     )
 
 
 def _ack_to_wire(m: Ack) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "k": Kind.ACK.value,
-        "station": m.station,
+    return _head(Kind.ACK, m.station, m.stream) | {
         "bseq": m.batch_seq,
         "first": m.first_seq,
         "last": m.last_seq,
@@ -612,15 +750,21 @@ def _ack_to_wire(m: Ack) -> dict[str, Any]:
     }
 
 
-def _ack_from_wire(d: dict[str, Any]) -> Ack:
-    kn = "ack"
-    _keys(d, _ACK_KEYS, kn)
-    station = _station(d, kn)
-    first = _int(d, "first", kn)
-    last = _int(d, "last", kn)
+def _first_last(d: dict[str, Any], kn: str, v: int) -> tuple[int, int]:
+    lo, hi = _seq_bounds(v)
+    first = _int(d, "first", kn, lo, hi)
+    last = _int(d, "last", kn, lo, hi)
     if first > last:
         _fail(kn, f"first = {first} is after last = {last}")
-    ranges = _ranges(d, "ranges", kn)
+    return first, last
+
+
+def _ack_from_wire(d: dict[str, Any], v: int) -> Ack:
+    kn = "ack"
+    _keys(d, _version_keys(_ACK_KEYS, v), kn)
+    station = _station(d, kn)
+    first, last = _first_last(d, kn, v)
+    ranges = _ranges(d, "ranges", kn, v)
     if ranges and not (first <= ranges[0][0] and ranges[-1][1] <= last):
         _fail(kn, f"ranges fall outside first..last = {first}..{last}")
     return Ack(
@@ -630,25 +774,23 @@ def _ack_from_wire(d: dict[str, Any]) -> Ack:
         last_seq=last,
         time_ms=_int(d, "t", kn),
         ranges=ranges,
+        stream=_stream(d, kn, v),
     )
 
 
 def _resend_to_wire(m: ResendRequest) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "k": Kind.RESEND.value,
-        "station": m.station,
+    return _head(Kind.RESEND, m.station, m.stream) | {
         "ranges": tuple((a, b) for a, b in m.ranges),
         "reason": m.reason,
         "t": m.time_ms,
     }
 
 
-def _resend_from_wire(d: dict[str, Any]) -> ResendRequest:
+def _resend_from_wire(d: dict[str, Any], v: int) -> ResendRequest:
     kn = "resend"
-    _keys(d, _RESEND_KEYS, kn)
+    _keys(d, _version_keys(_RESEND_KEYS, v), kn)
     station = _station(d, kn)
-    ranges = _ranges(d, "ranges", kn)
+    ranges = _ranges(d, "ranges", kn, v)
     if not ranges:
         _fail(kn, "no ranges requested")
     return ResendRequest(
@@ -656,6 +798,7 @@ def _resend_from_wire(d: dict[str, Any]) -> ResendRequest:
         ranges=ranges,
         time_ms=_int(d, "t", kn),
         reason=_str(d, "reason", kn, SHORT_MAX),
+        stream=_stream(d, kn, v),
     )
 
 
@@ -664,10 +807,7 @@ def _opt_to_float(x: float | None) -> float | None:
 
 
 def _status_to_wire(m: Status) -> dict[str, Any]:
-    return {
-        "v": VERSION,
-        "k": Kind.STATUS.value,
-        "station": m.station,
+    return _head(Kind.STATUS, m.station, m.stream) | {
         "t": m.time_ms,
         "online": m.online,
         "agent": m.agent_version,
@@ -682,21 +822,21 @@ def _status_to_wire(m: Status) -> dict[str, Any]:
     }
 
 
-def _status_from_wire(d: dict[str, Any]) -> Status:
+def _status_from_wire(d: dict[str, Any], v: int) -> Status:
     kn = "status"
-    _keys(d, _STATUS_KEYS, kn)
+    _keys(d, _version_keys(_STATUS_KEYS, v), kn)
     station = _station(d, kn)
     online = d["online"]
     if type(online) is not bool:
         _fail(kn, f"field 'online' must be a bool, got {_tn(online)}")
     dev_err = _names(d, "dev_err", kn)
-    for k, v in dev_err.items():
-        if type(v) is not int or not 0 <= v <= U63_MAX:
-            _fail(kn, f"dev_err[{k!r}] must be a non-negative int, got {v!r}")
+    for k, n in dev_err.items():
+        if type(n) is not int or not 0 <= n <= U63_MAX:
+            _fail(kn, f"dev_err[{k!r}] must be a non-negative int, got {n!r}")
     bus = _names(d, "bus_util", kn)
-    for k, v in bus.items():
-        if type(v) is not float or not 0.0 <= v <= 1.0:
-            _fail(kn, f"bus_util[{k!r}] must be a float in 0..1, got {v!r}")
+    for k, u in bus.items():
+        if type(u) is not float or not 0.0 <= u <= 1.0:
+            _fail(kn, f"bus_util[{k!r}] must be a float in 0..1, got {u!r}")
     return Status(
         station=station,
         time_ms=_int(d, "t", kn),
@@ -710,6 +850,7 @@ def _status_from_wire(d: dict[str, Any]) -> Status:
         bus_utilisation=bus,
         clock_offset_s=_opt_float(d, "clock_offset", kn),
         extra=_scalars(d, "extra", kn),
+        stream=_stream(d, kn, v),
     )
 
 
@@ -728,8 +869,10 @@ def _event_to_wire(m: Event) -> dict[str, Any]:
     }
 
 
-def _event_from_wire(d: dict[str, Any]) -> Event:
+def _event_from_wire(d: dict[str, Any], v: int) -> Event:
     kn = "event"
+    if v != VERSION:
+        _fail(kn, f"an event is a v{VERSION} message, got v{v}")
     _keys(d, _EVENT_KEYS, kn)
     station = _station(d, kn)
     kind = d["kind"]
@@ -755,12 +898,59 @@ def _event_from_wire(d: dict[str, Any]) -> Event:
     )
 
 
-_FROM_WIRE: dict[str, Callable[[dict[str, Any]], Message]] = {
+def _nack_to_wire(m: Nack) -> dict[str, Any]:
+    return {
+        "v": VERSION_2,
+        "k": Kind.NACK.value,
+        "station": m.station,
+        "stream": m.stream,
+        "bseq": m.batch_seq,
+        "first": m.first_seq,
+        "last": m.last_seq,
+        "reason": str(m.reason),
+        "ranges": tuple((a, b) for a, b in m.ranges),
+        "t": m.time_ms,
+        "detail": m.detail,
+    }
+
+
+def _nack_from_wire(d: dict[str, Any], v: int) -> Nack:
+    kn = "nack"
+    if v != VERSION_2:
+        _fail(kn, f"a nack is a v{VERSION_2} message, got v{v}")
+    _keys(d, _NACK_KEYS, kn)
+    station = _station(d, kn)
+    first, last = _first_last(d, kn, v)
+    ranges = _ranges(d, "ranges", kn, v)
+    if not ranges:
+        _fail(kn, "no ranges rejected")
+    if not (first <= ranges[0][0] and ranges[-1][1] <= last):
+        _fail(kn, f"ranges fall outside first..last = {first}..{last}")
+    r = d["reason"]
+    reason = _NACK_REASON_OF.get(r) if type(r) is str else None
+    if reason is None:
+        known = ", ".join(x.value for x in NackReason)
+        _fail(kn, f"unknown nack reason {r!r}; known: {known}")
+    return Nack(
+        station=station,
+        stream=_stream(d, kn, v),
+        batch_seq=_int(d, "bseq", kn),
+        first_seq=first,
+        last_seq=last,
+        reason=reason,
+        ranges=ranges,
+        time_ms=_int(d, "t", kn),
+        detail=_str(d, "detail", kn, SHORT_MAX),
+    )
+
+
+_FROM_WIRE: dict[str, Callable[[dict[str, Any], int], Message]] = {
     Kind.BATCH.value: _batch_from_wire,
     Kind.ACK.value: _ack_from_wire,
     Kind.RESEND.value: _resend_from_wire,
     Kind.STATUS.value: _status_from_wire,
     Kind.EVENT.value: _event_from_wire,
+    Kind.NACK.value: _nack_from_wire,
 }
 
 _TO_WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -769,6 +959,7 @@ _TO_WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
     ResendRequest: _resend_to_wire,
     Status: _status_to_wire,
     Event: _event_to_wire,
+    Nack: _nack_to_wire,
 }
 
 
@@ -789,7 +980,7 @@ def encode(msg: Message) -> bytes:
     except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
         raise WireFormatError(f"{msg.KIND.value}: cannot encode: {e}") from None
     # Validate with exactly the code decode uses. Tuples stand in for arrays as after unpacking.
-    _FROM_WIRE[msg.KIND.value](wire)
+    _FROM_WIRE[msg.KIND.value](wire, wire["v"])
     try:
         out: bytes = msgpack.packb(wire, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as e:
@@ -859,23 +1050,25 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX) -> Message:
     """Unpack and validate one message of any kind.
 
     Raises :class:`WireFormatError` (and nothing else) for anything that is not exactly one valid
-    v1 message of at most ``max_size`` bytes.
+    v1 or v2 message of at most ``max_size`` bytes.
     """
     obj = _unpack(data, max_size)
     if type(obj) is not dict:
         raise WireFormatError(f"message must be a map, got {_tn(obj)}")
     v = obj.get("v")
-    if type(v) is not int or v != VERSION:
-        raise WireFormatError(f"unknown format version {v!r} (this decoder reads v{VERSION})")
+    if type(v) is not int or v not in (VERSION, VERSION_2):
+        raise WireFormatError(
+            f"unknown format version {v!r} (this decoder reads v{VERSION} and v{VERSION_2})"
+        )
     k = obj.get("k")
     from_wire = _FROM_WIRE.get(k) if type(k) is str else None
     if from_wire is None:
         known = ", ".join(_FROM_WIRE)
         raise WireFormatError(f"unknown message kind {k!r}; known: {known}")
-    return from_wire(obj)
+    return from_wire(obj, v)
 
 
-M = TypeVar("M", Batch, Ack, ResendRequest, Status, Event)
+M = TypeVar("M", Batch, Ack, ResendRequest, Status, Event, Nack)
 
 
 def _decode_as(cls: type[M], data: bytes, max_size: int) -> M:
@@ -905,6 +1098,10 @@ def decode_event(data: bytes, *, max_size: int = DEFAULT_MAX) -> Event:
     return _decode_as(Event, data, max_size)
 
 
+def decode_nack(data: bytes, *, max_size: int = DEFAULT_MAX) -> Nack:
+    return _decode_as(Nack, data, max_size)
+
+
 # --------------------------------------------------------------------------------------------
 # JSON form (golden vectors, ``sanduan wire decode --json``)
 
@@ -914,6 +1111,7 @@ _CLASSES: dict[str, type[Message]] = {
     Kind.RESEND.value: ResendRequest,
     Kind.STATUS.value: Status,
     Kind.EVENT.value: Event,
+    Kind.NACK.value: Nack,
 }
 
 
@@ -922,13 +1120,16 @@ def to_json_obj(msg: Message) -> dict[str, Any]:
 
     Tuples become lists, NaN values become null, flags and severity their letters/words. A batch
     also gets the derived ``first_seq``, ``last_seq`` and ``count`` (ignored by
-    :func:`from_json_obj`).
+    :func:`from_json_obj`). A ``stream`` of 0 (the legacy v1 stream) is left out, so v1 messages
+    keep their v1 JSON form.
     """
     out: dict[str, Any] = {"k": msg.KIND.value}
     if isinstance(msg, Batch):
         out |= {"first_seq": msg.first_seq, "last_seq": msg.last_seq, "count": msg.count}
     for f in fields(msg):
         x = getattr(msg, f.name)
+        if f.name == "stream" and x == 0 and not isinstance(msg, Nack):
+            continue
         if f.name == "values":
             x = [None if math.isnan(v) else v for v in x]
         elif f.name == "flags":
@@ -962,6 +1163,8 @@ def from_json_obj(obj: Mapping[str, Any]) -> Message:
                 x = tuple((int(a), int(b)) for a, b in x)
             elif f.name == "severity":
                 x = Severity(x)
+            elif f.name == "reason" and cls is Nack:
+                x = NackReason(x)
             elif isinstance(x, list):
                 x = tuple(x)
             kw[f.name] = x

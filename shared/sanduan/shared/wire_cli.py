@@ -77,6 +77,7 @@ def _batch_view(msg: Batch, rows: int) -> RenderableType:
     head.add_column()
     head.add_row("kind", "batch")
     head.add_row("station", msg.station)
+    head.add_row("stream", f"{msg.stream} (v2)" if msg.stream else "0 (v1, legacy stream)")
     head.add_row("batch seq", str(msg.batch_seq))
     head.add_row("readings", f"{msg.count}  (seq {msg.first_seq}..{msg.last_seq})")
     head.add_row("created", _fmt_ms(msg.created_ms))

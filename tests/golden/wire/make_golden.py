@@ -1,4 +1,4 @@
-"""Write the wire-format v1 golden vectors next to this file.
+"""Write the wire-format golden vectors (v1 and v2) next to this file.
 
 Run once from the repository root: ``.venv/bin/python tests/golden/wire/make_golden.py``. The
 vectors are committed; tests/shared/test_wire_golden.py checks that decoding every ``<name>.bin``
@@ -23,6 +23,8 @@ from sanduan.shared.wire import (
     Batch,
     Event,
     Message,
+    Nack,
+    NackReason,
     ResendRequest,
     Severity,
     Status,
@@ -34,6 +36,7 @@ from sanduan.shared.wire import (
 HERE = Path(__file__).resolve().parent
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 STATION = "js-taihu-07"
+STREAM = 0x1D2C3B4A59687766  # a v2 stream id (random when a buffer is made; fixed here)
 
 
 def valid_messages() -> dict[str, Message]:
@@ -81,6 +84,32 @@ def valid_messages() -> dict[str, Message]:
         "event-clock": Event(
             STATION, T0, 18, "clock", "clock stepped by +31.2 s", Severity.WARNING
         ),
+        # v2: the same messages on a stream, and the nack
+        "v2-batch": Batch.from_readings(STATION, 58, T0 + 3_605_000, readings, stream=STREAM),
+        "v2-ack-ranges": Ack(
+            STATION, 58, 1001, 1010, T0 + 3_606_000, ((1001, 1003), (1005, 1010)), STREAM
+        ),
+        "v2-resend": ResendRequest(STATION, ((1004, 1004),), T0 + 3_606_500, "gap", STREAM),
+        "v2-status": Status(
+            station=STATION,
+            time_ms=T0 + 3_660_000,
+            agent_version="0.2.0",
+            buffer_depth=12,
+            oldest_unacked_age_s=54.5,
+            last_acked_seq=1010,
+            stream=STREAM,
+        ),
+        "v2-nack": Nack(
+            STATION,
+            STREAM,
+            58,
+            1001,
+            1010,
+            NackReason.CONFLICT,
+            ((1005, 1006),),
+            T0 + 3_606_000,
+            "seq 1005..1006 stored before with other content",
+        ),
     }
 
 
@@ -114,6 +143,7 @@ def bad_vectors() -> dict[str, tuple[bytes, str]]:
     """name -> (bytes, substring the decode error reason must contain)."""
     m = valid_messages()
     b, ack, rs, st = m["batch"], m["ack"], m["resend"], m["status"]
+    b2, nack, ev = m["v2-batch"], m["v2-nack"], m["event"]
     good = encode(b)
 
     def put(key: str, value: object) -> Callable[[dict[str, Any]], None]:
@@ -125,7 +155,7 @@ def bad_vectors() -> dict[str, tuple[bytes, str]]:
         "truncated": (good[:-7], "truncated"),
         "trailing": (good + b"\x00", "trailing byte"),
         "not-map": (_pack([1, "batch"]), "must be a map"),
-        "version": (_mutated(b, put("v", 2)), "unknown format version"),
+        "version": (_mutated(b, put("v", 3)), "unknown format version"),
         "kind": (_mutated(b, put("k", "reading")), "unknown message kind"),
         "missing-field": (_mutated(b, lambda o: o.pop("created")), "missing field(s) 'created'"),
         "unknown-field": (_mutated(b, put("note", "x")), "unknown field(s) 'note'"),
@@ -167,6 +197,23 @@ def bad_vectors() -> dict[str, tuple[bytes, str]]:
             "bus_util['rs485-1'] must be a float in 0..1",
         ),
         "status-online": (_mutated(st, put("online", 1)), "field 'online' must be a bool"),
+        "v2-no-stream": (_mutated(b2, lambda o: o.pop("stream")), "missing field(s) 'stream'"),
+        "v2-stream-zero": (_mutated(b2, put("stream", 0)), "field 'stream' = 0 is out of range"),
+        "v2-seq-bound": (
+            _mutated(b2, lambda o: o.update(first=1 << 48, seq=[1 << 48, *o["seq"][1:]])),
+            "field 'first' = 281474976710656 is out of range 1..281474976710655",
+        ),
+        "v2-resend-huge": (
+            _mutated(rs, lambda o: o.update(v=2, stream=STREAM, ranges=[[1, (1 << 63) - 1]])),
+            "is not a valid range",
+        ),
+        "nack-v1": (_mutated(nack, put("v", 1)), "a nack is a v2 message"),
+        "nack-reason": (_mutated(nack, put("reason", "nope")), "unknown nack reason 'nope'"),
+        "event-nul": (_mutated(ev, put("msg", "NH3-N\x00high")), "control character"),
+        "ranges-count": (
+            _mutated(ack, put("ranges", [[i, i] for i in range(1001, 1001 + 257, 1)][:257])),
+            "above the maximum 256",
+        ),
     }
 
 

@@ -6,6 +6,12 @@ water body (lakes use the lake TP limits) and target class. A section-period is 
 when every parameter the section is assessed on has a valid period mean; an invalid
 section-period is not graded and is counted in no rate.
 
+Main pollutants follow the evaluation method (环办[2011]22号): named only for a section worse than
+Class III, at most three evaluated items worse than Class III, the worst class first and then the
+largest multiple, each with its exceedance multiple against the Class III limit. Target
+compliance is separate: every evaluated item worse than the section's target class, with its
+multiple against the target-class limit (``exceeding_target``).
+
 County figures: 功能达标率 (compliance rate) = valid assessed sections meeting their target /
 valid assessed sections; 优良率 (good rate) = valid assessed sections in Class I..III / valid
 assessed sections. For a year both are given on the annual means and on the section-months.
@@ -16,15 +22,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from sanduan.central.core.county import County, Section
 from sanduan.central.core.validity import Aggregates, Mean, Period
-from sanduan.shared.grading import REPORTING_CLASS, class_label, grade_sample
+from sanduan.shared.config import Strict
+from sanduan.shared.grading import REPORTING_CLASS, class_label, do_saturation_limit, grade_sample
 from sanduan.shared.model import NOT_GRADED, WaterBody
+from sanduan.shared.params import resolve
 
 __all__ = [
     "Assessment",
+    "AssessmentOptions",
     "CountyFigures",
     "ItemResult",
     "SectionAssessment",
@@ -34,6 +45,28 @@ __all__ = [
     "factor_classes",
     "means_by_section",
 ]
+
+
+class AssessmentOptions(Strict):
+    """``[assessment]`` of a rules file: choices GB 3838 leaves to the operator."""
+
+    do_class_i: Literal["concentration", "saturation"] = "concentration"
+    """DO Class I: 7.5 mg/L, or ``do_saturation_percent`` of saturation at the period's mean
+    water temperature (GB 3838-2002 Table 1: "饱和率 90 % (或 7.5)")."""
+    do_saturation_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+
+    def do_class_i_limit(self, means: Mapping[str, Mean]) -> float | None:
+        """The DO Class I limit for a section's means; None: the table's 7.5 mg/L (also when
+        saturation is chosen but there is no valid temperature mean)."""
+        if self.do_class_i != "saturation":
+            return None
+        t = means.get("temperature")
+        if t is None or not t.valid or t.value is None:
+            return None
+        return do_saturation_limit(t.value, self.do_saturation_percent)
+
+
+DEFAULT_OPTIONS = AssessmentOptions()
 
 SectionMeans = Mapping[str, Mapping[str, Mean]]
 """Period means: section id -> parameter name -> mean."""
@@ -47,13 +80,24 @@ class ItemResult:
     exceedance: float | None
     """(C - L) / L against the section's target-class limit; None for pH, DO and items
     without limits or without a valid mean."""
+    multiple_iii: float | None = None
+    """(C - L) / L against the Class III limit (main pollutants)."""
+    parameter: str = ""
+
+    def reported(self) -> str:
+        """The mean as reports show it (``DL+L`` below the detection limit)."""
+        if not self.parameter:
+            return "-" if self.mean.value is None else repr(self.mean.value)
+        return self.mean.reported(resolve(self.parameter).decimals)
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.mean.to_json(),
+            "reported": self.reported(),
             "class": self.grade,
             "evaluated": self.evaluated,
             "exceedance": self.exceedance,
+            "multiple_iii": self.multiple_iii,
         }
 
 
@@ -68,9 +112,13 @@ class SectionAssessment:
     grade: int | None
     meets_target: bool | None
     main_pollutants: tuple[tuple[str, float | None], ...]
+    """(item, multiple against the Class III limit): only when the class is worse than III."""
     items: Mapping[str, ItemResult]
     missing: tuple[str, ...]
     """Parameters the section is assessed on that lack a valid period mean."""
+    exceeding_target: tuple[tuple[str, float | None], ...] = ()
+    """(item, multiple against the target-class limit) of every evaluated item worse than
+    the target class, worst class first."""
 
     @property
     def good(self) -> bool | None:
@@ -88,7 +136,14 @@ class SectionAssessment:
             "class": self.grade,
             "class_label": None if self.grade is None else class_label(self.grade),
             "meets_target": self.meets_target,
-            "main_pollutants": [{"item": n, "exceedance": e} for n, e in self.main_pollutants],
+            "main_pollutants": [
+                {"item": n, "class": self.items[n].grade, "multiple_iii": e}
+                for n, e in self.main_pollutants
+            ],
+            "exceeding_target": [
+                {"item": n, "class": self.items[n].grade, "multiple": e}
+                for n, e in self.exceeding_target
+            ],
             "missing": list(self.missing),
             "items": {k: v.to_json() for k, v in self.items.items()},
         }
@@ -237,7 +292,10 @@ def factor_classes(
 
 
 def assess_section(
-    section: Section, means: Mapping[str, Mean], period: Period
+    section: Section,
+    means: Mapping[str, Mean],
+    period: Period,
+    options: AssessmentOptions = DEFAULT_OPTIONS,
 ) -> SectionAssessment:
     """Assess one section on its period means (parameter name -> mean)."""
     missing = tuple(p for p in section.parameters if (m := means.get(p)) is None or not m.valid)
@@ -246,17 +304,22 @@ def assess_section(
     grade: int | None = None
     meets: bool | None = None
     main: tuple[tuple[str, float | None], ...] = ()
+    over: tuple[tuple[str, float | None], ...] = ()
     if usable:
-        g = grade_sample(usable, section.water_body, section.target_class)
+        do_i = options.do_class_i_limit(means)
+        g = grade_sample(usable, section.water_body, section.target_class, do_class_i=do_i)
         for name, it in g.items.items():
-            items[name] = ItemResult(means[name], it.grade, it.evaluated, it.exceedance)
+            items[name] = ItemResult(
+                means[name], it.grade, it.evaluated, it.exceedance, it.multiple_iii, name
+            )
         if not missing and g.grade != NOT_GRADED:
             grade = g.grade
             meets = g.meets_target
-            main = tuple((n, g.items[n].exceedance) for n in g.main_pollutants)
+            main = tuple((n, g.items[n].multiple_iii) for n in g.main_pollutants)
+            over = _exceeding(g.items, section.target_class)
     for name, m in means.items():
         if name not in items:
-            items[name] = ItemResult(m, NOT_GRADED, False, None)
+            items[name] = ItemResult(m, NOT_GRADED, False, None, None, name)
     return SectionAssessment(
         section.id,
         section.name,
@@ -269,7 +332,22 @@ def assess_section(
         main,
         MappingProxyType(items),
         missing,
+        over,
     )
+
+
+def _exceeding(items: Mapping[str, Any], target: int) -> tuple[tuple[str, float | None], ...]:
+    """Evaluated items worse than ``target``: worst class first, then largest multiple against
+    the target limit (none, as for DO and pH, last), then registry order."""
+    worse = [n for n, it in items.items() if it.evaluated and it.grade > target]
+    worse.sort(
+        key=lambda n: (
+            -items[n].grade,
+            -items[n].exceedance if items[n].exceedance is not None else float("inf"),
+            resolve(n).index,
+        )
+    )
+    return tuple((n, items[n].exceedance) for n in worse)
 
 
 def means_by_section(
@@ -316,7 +394,9 @@ def _town_scores(county: County, results: Mapping[str, SectionAssessment]) -> tu
     return tuple(out)
 
 
-def assess(county: County, agg: Aggregates) -> Assessment:
+def assess(
+    county: County, agg: Aggregates, options: AssessmentOptions = DEFAULT_OPTIONS
+) -> Assessment:
     """Assess every section of ``county`` over the period of ``agg``."""
     period = agg.calendar.period
     months: dict[str, dict[str, SectionAssessment]] = {}
@@ -324,14 +404,17 @@ def assess(county: County, agg: Aggregates) -> Assessment:
         mp = Period.parse(label)
         means = means_by_section(county, agg, "month", j)
         months[label] = {
-            sid: assess_section(s, means[sid], mp) for sid, s in county.sections.items()
+            sid: assess_section(s, means[sid], mp, options) for sid, s in county.sections.items()
         }
     if period.kind == "month":
         results = months[period.label]
         section_months = None
     else:
         means = means_by_section(county, agg, "year", 0)
-        results = {sid: assess_section(s, means[sid], period) for sid, s in county.sections.items()}
+        results = {
+            sid: assess_section(s, means[sid], period, options)
+            for sid, s in county.sections.items()
+        }
         assessed_ids = {s.id for s in county.assessed_sections}
         section_months = CountyFigures.of(
             period.label,

@@ -1,6 +1,8 @@
-"""Per-station reading sequence tracking: what the centre holds, what is missing, what to ask for.
+"""Per-stream reading sequence tracking: what the centre holds, what is missing, what to ask for.
 
-Pure: plain data in, plain data out. The store keeps one :class:`SeqState` per station (columns
+Pure: plain data in, plain data out. Seqs are unique within (station, stream): a stream is one
+station buffer, with a random id made when the buffer was created (v1 agents are stream 0). The
+store keeps one :class:`SeqState` for each station's current stream (columns ``stream``,
 ``max_seq``, ``contiguous_seq`` and ``gaps`` of the ``stations`` table) and advances it in the
 same transaction that stores a batch, so the state always agrees with the stored readings.
 
@@ -15,13 +17,23 @@ Rules:
 * A gap older than the gap timeout is due for a resend request; the request is repeated every
   resend interval while the gap stays open, and a gap older than the give-up age is dropped
   (the station no longer holds those readings, or never assigned those seqs).
+* A batch from a stream the centre has not seen from that station means the station's buffer was
+  made anew (new SD card, re-flash, deleted file): the old stream is retired with
+  :func:`retire`, its open gaps closed as *lost with the old buffer* (counted, never silent),
+  and tracking starts afresh on the new stream. Late batches of a retired stream are stored
+  (their seqs are still unique) but do not move any seq state.
+* A (station, stream, seq) that arrives again is a duplicate if its content is the same
+  (an idempotent replay, acknowledged again) and a *conflict* if not (:func:`conflicts`): the
+  original is kept, and the new content is neither stored nor acknowledged.
+* A resend request asks for at most :data:`MAX_SEQS_PER_REQUEST` seqs (:func:`cap_request`).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 SeqRange = tuple[int, int]
@@ -31,7 +43,16 @@ MAX_GAPS = 1000
 ask for readings the centre already holds, never forget one)."""
 
 MAX_RANGES_PER_REQUEST = 256
-"""Ranges in one resend request (keeps the message small)."""
+"""Ranges in one resend request (keeps the message small; the wire's ``MAX_RANGES``)."""
+
+MAX_SEQS_PER_REQUEST = 50_000
+"""Seqs one resend request covers at most (five full batches): a forged seq far ahead opens a
+huge gap, and the centre must never ask for a span an agent cannot hold or count. The rest of a
+gap is asked for in later requests, once the first part has arrived."""
+
+ReadingContent = tuple[int, str, float, str, int]
+"""What a reading says, for conflict checks: ``(ts_ms, code, value, flag, grade)``; a missing
+value is NaN (stored NULL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +135,28 @@ def advance(state: SeqState, ranges: Sequence[SeqRange], now_ms: int) -> SeqStat
     return SeqState(max_seq=top, contiguous_seq=contiguous, gaps=tuple(gaps))
 
 
+def cap_request(
+    ranges: Iterable[SeqRange],
+    max_seqs: int = MAX_SEQS_PER_REQUEST,
+    max_ranges: int = MAX_RANGES_PER_REQUEST,
+) -> tuple[SeqRange, ...]:
+    """The first ``max_ranges`` of ascending ``ranges``, cut so they cover at most ``max_seqs``
+    seqs in all (the last range kept is shortened)."""
+    out: list[SeqRange] = []
+    left = max_seqs
+    for a, b in ranges:
+        if left <= 0 or len(out) >= max_ranges:
+            break
+        end = min(b, a + left - 1)
+        out.append((a, end))
+        left -= end - a + 1
+    return tuple(out)
+
+
 def due_ranges(state: SeqState, now_ms: int, gap_timeout_ms: int) -> tuple[SeqRange, ...]:
     """Ranges of gaps open at least ``gap_timeout_ms`` (at most one request's worth)."""
     due = [(g.first, g.last) for g in state.gaps if now_ms - g.since_ms >= gap_timeout_ms]
-    return tuple(due[:MAX_RANGES_PER_REQUEST])
+    return cap_request(due)
 
 
 def resend_due(
@@ -153,3 +192,46 @@ def gaps_from_json(text: str | None) -> tuple[Gap, ...]:
     if not text:
         return ()
     return tuple(Gap(int(a), int(b), int(t)) for a, b, t in json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A stream given up because its station came back with a new one: the last seq the centre
+    acknowledged, the highest seq with nothing missing below it, and the gaps lost with it."""
+
+    last_acked_seq: int | None
+    contiguous_seq: int | None
+    lost_gaps: tuple[Gap, ...]
+
+    @property
+    def lost(self) -> int:
+        return sum(g.size for g in self.lost_gaps)
+
+
+def retire(state: SeqState) -> Retired:
+    """Close a stream: every gap still open is lost with the old buffer."""
+    return Retired(state.max_seq, state.contiguous_seq, state.gaps)
+
+
+def _same(a: ReadingContent, b: ReadingContent) -> bool:
+    if a[0] != b[0] or a[1] != b[1] or a[3] != b[3] or a[4] != b[4]:
+        return False
+    va, vb = a[2], b[2]
+    return va == vb or (math.isnan(va) and math.isnan(vb))
+
+
+def conflicts(
+    sent: Iterable[tuple[int, ReadingContent]], held: Mapping[int, ReadingContent]
+) -> tuple[SeqRange, ...]:
+    """Seq ranges of the readings ``sent`` (``(seq, content)``, ascending seqs) whose seq the
+    centre already ``held`` with different content. Seqs not held are not conflicts."""
+    bad: list[SeqRange] = []
+    for q, content in sent:
+        old = held.get(q)
+        if old is None or _same(content, old):
+            continue
+        if bad and bad[-1][1] == q - 1:
+            bad[-1] = (bad[-1][0], q)
+        else:
+            bad.append((q, q))
+    return tuple(bad)

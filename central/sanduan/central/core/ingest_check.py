@@ -15,6 +15,12 @@ The wire decoder has already checked the format. These checks are about trust an
   impossible value D) passes too: it is stored as evidence and excluded from every mean, and a
   batch the centre would never acknowledge cannot block the station's buffer.
 
+* every seq is within the wire's bounds (``1..MAX_SEQ``; v1 batches are held to it too, so a
+  forged seq near 2**63 can never make the centre ask for a range that does not fit the wire);
+* readings are stamped plausibly: not more than a margin ahead of the centre's clock, and not
+  before an earliest date (:func:`implausible_times` finds the ones that are not; they are
+  rejected one by one, the rest of the batch is stored).
+
 Each check returns a reason string (for the dead-letter table) or ``None``.
 """
 
@@ -26,7 +32,7 @@ from functools import cache
 from sanduan.shared.errors import UnknownParameterError
 from sanduan.shared.model import Flag
 from sanduan.shared.params import Parameter, by_code
-from sanduan.shared.wire import Batch
+from sanduan.shared.wire import MAX_SEQ, Batch
 
 _TRUSTED = frozenset({Flag.N, Flag.S})
 
@@ -65,6 +71,24 @@ def check_values(batch: Batch) -> str | None:
     return None
 
 
+def check_seqs(batch: Batch) -> str | None:
+    """Seqs within ``1..MAX_SEQ`` (the decoder checks v2 batches; this holds v1 to it too)."""
+    if batch.first_seq < 1 or batch.last_seq > MAX_SEQ:
+        return (
+            f"seqs {batch.first_seq}..{batch.last_seq} of batch {batch.batch_seq} are outside"
+            f" 1..{MAX_SEQ}"
+        )
+    return None
+
+
 def check_batch(batch: Batch, topic_station: str | None, user: str | None = None) -> str | None:
-    """All checks for a batch; the first failure's reason, or ``None`` if it may be stored."""
-    return check_origin(batch.station, topic_station, user) or check_values(batch)
+    """Origin, seq and value checks for a batch; the first failure's reason, or ``None``."""
+    return (
+        check_origin(batch.station, topic_station, user) or check_seqs(batch) or check_values(batch)
+    )
+
+
+def implausible_times(batch: Batch, now_ms: int, ahead_ms: int, earliest_ms: int) -> list[int]:
+    """Indices of the readings stamped after ``now_ms + ahead_ms`` or before ``earliest_ms``."""
+    latest = now_ms + ahead_ms
+    return [i for i, t in enumerate(batch.ts_ms) if t > latest or t < earliest_ms]

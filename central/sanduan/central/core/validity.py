@@ -7,13 +7,21 @@ zone (a reading at 2026-05-31T16:30Z is June in Asia/Shanghai). Means are built 
   ``min_values_per_hour`` readings;
 * day: mean of the day's valid hourly means; valid with ``min_hours_per_day`` valid hours
   (``min_values_per_day_4h`` for parameters measured every four hours);
-* month: mean of the month's valid daily means; valid with ``min_days_per_month`` valid days;
+* month: mean of the month's valid daily means (``month_basis = "daily-means"``, the default) or
+  of the month's valid hourly values (``"values"``); valid with ``min_days_per_month`` valid days
+  either way;
 * year: mean of the year's valid monthly means; valid with ``min_months_per_year`` valid months.
 
 A reading is valid when its value is a finite number inside the parameter's physical range and
 its flag is not excluded (``M C D F B T`` by default). A valid value below the parameter's
 detection limit counts as half the detection limit. Every mean carries ``n`` (sub-periods or
-readings present), ``n_valid`` (those it rests on) and ``valid``.
+readings present), ``n_valid`` (those it rests on) and ``valid``; a mean below the detection
+limit carries it (reported "DL+L", for example ``0.025L``).
+
+Values and means are exact at the reporting precision (:mod:`sanduan.shared.precision`): each
+reading is rounded to its parameter's decimals (GB/T 8170-2008, half to even), sums are taken
+in integer units of the last decimal, and each mean is rounded once, half to even, to the same
+decimals. A mean of 0.15 and 0.25 is 0.2, not 0.20000000000000004.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ import numpy.typing as npt
 
 from sanduan.shared.config import ValidityConfig
 from sanduan.shared.errors import InputError, UnknownParameterError
-from sanduan.shared.params import Parameter, by_code, resolve
+from sanduan.shared.params import Parameter, all_parameters, by_code, resolve
+from sanduan.shared.precision import mean_scaled, round_to, to_units
 
 HOUR_MS = 3_600_000
 F8 = npt.NDArray[np.float64]
@@ -42,6 +51,7 @@ B1 = npt.NDArray[np.bool_]
 DEFAULT_FOUR_HOURLY = frozenset({"CODMn", "NH3-N", "TP", "TN"})
 
 PeriodKind = Literal["month", "year"]
+MonthBasis = Literal["daily-means", "values"]
 Level = Literal["hour", "day", "month", "year"]
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
@@ -217,6 +227,7 @@ class ValidityRules:
     excluded_flags: frozenset[str] = frozenset({"M", "C", "D", "F", "B", "T"})
     four_hourly: frozenset[str] = DEFAULT_FOUR_HOURLY
     detection_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    month_basis: MonthBasis = "daily-means"
 
     @classmethod
     def build(
@@ -227,7 +238,9 @@ class ValidityRules:
         detection_limits: Mapping[str, float] | None = None,
     ) -> ValidityRules:
         c = config or ValidityConfig()
-        dls = {resolve(k).name: float(v) for k, v in (detection_limits or {}).items()}
+        # The registry's default detection limits, overridden by the county's.
+        dls = {p.name: p.detection_limit for p in all_parameters() if p.detection_limit}
+        dls.update({resolve(k).name: float(v) for k, v in (detection_limits or {}).items()})
         four = (
             DEFAULT_FOUR_HOURLY
             if four_hourly is None
@@ -242,6 +255,7 @@ class ValidityRules:
             frozenset(c.excluded_flags),
             four,
             MappingProxyType(dls),
+            c.month_basis,
         )
 
     def min_per_day(self, parameter: str) -> int:
@@ -259,6 +273,7 @@ class ValidityRules:
             "excluded_flags": sorted(self.excluded_flags),
             "four_hourly": sorted(self.four_hourly),
             "detection_limits": dict(self.detection_limits),
+            "month_basis": self.month_basis,
         }
 
 
@@ -384,9 +399,28 @@ class Mean:
     valid: bool
     min: float | None = None
     max: float | None = None
+    below_dl: float | None = None
+    """The detection limit, when the mean is below it (reported as ``f"{dl}L"``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "n": self.n, "n_valid": self.n_valid, "valid": self.valid}
+        out: dict[str, Any] = {
+            "value": self.value,
+            "n": self.n,
+            "n_valid": self.n_valid,
+            "valid": self.valid,
+        }
+        if self.below_dl is not None:
+            out["below_dl"] = self.below_dl
+        return out
+
+    def reported(self, decimals: int) -> str:
+        """The mean as a report shows it: ``DL+L`` below the detection limit, else the value
+        with ``decimals`` places; ``-`` when there is none."""
+        if self.value is None:
+            return "-"
+        if self.below_dl is not None:
+            return f"{self.below_dl:g}L"
+        return f"{self.value:.{decimals}f}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -401,11 +435,14 @@ class LevelMeans:
     n: I8
     n_valid: I8
     valid: B1
+    dl: F8 | None = None
+    """Detection limit per series (0: none)."""
 
     def at(self, series: int, j: int) -> Mean:
         v = float(self.mean[series, j])
         lo = float(self.min[series, j])
         hi = float(self.max[series, j])
+        dl = 0.0 if self.dl is None else float(self.dl[series])
         return Mean(
             None if np.isnan(v) else v,
             int(self.n[series, j]),
@@ -413,6 +450,7 @@ class LevelMeans:
             bool(self.valid[series, j]),
             None if np.isnan(lo) else lo,
             None if np.isnan(hi) else hi,
+            dl if dl > 0 and not np.isnan(v) and v < dl else None,
         )
 
 
@@ -441,18 +479,24 @@ class Aggregates:
 
 
 def _group_mean(
-    values: F8, valid: B1, bins: I8, nbins: int, present_bins: I8 | None = None
+    values: F8,
+    valid: B1,
+    bins: I8,
+    nbins: int,
+    present_bins: I8 | None = None,
+    *,
+    decimals: I8,
 ) -> tuple[F8, F8, F8, I8, I8]:
-    """Mean, min, max, n (all present) and n_valid per bin over flat arrays."""
+    """Mean, min, max, n (all present) and n_valid per bin over flat arrays. ``values`` are
+    rounded to ``decimals[bin]`` places; means are exact, rounded once half to even."""
     n = np.bincount(bins if present_bins is None else present_bins, minlength=nbins).astype(
         np.int64
     )
     vb = bins[valid]
     vv = values[valid]
     n_valid = np.bincount(vb, minlength=nbins).astype(np.int64)
-    total = np.bincount(vb, weights=vv, minlength=nbins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n_valid > 0, total / np.maximum(n_valid, 1), np.nan)
+    total = np.bincount(vb, weights=to_units(vv, decimals[vb]), minlength=nbins)
+    mean = mean_scaled(total, n_valid, decimals)
     lo = np.full(nbins, np.nan)
     hi = np.full(nbins, np.nan)
     if vb.size:
@@ -474,14 +518,21 @@ def _roll_up(
     level: Level,
     starts: I8,
     minimum: npt.ArrayLike,
+    decimals: I8,
 ) -> LevelMeans:
-    """Means of valid lower-level means, grouped by ``parent`` (lower index -> parent index)."""
+    """Means of valid lower-level means, grouped by ``parent`` (lower index -> parent index);
+    ``decimals`` per series."""
     s = lower.mean.shape[0]
     bins = (np.arange(s, dtype=np.int64)[:, None] * nparent + parent[None, :]).reshape(-1)
     present = (lower.n > 0).reshape(-1)
     ok = lower.valid.reshape(-1)
     mean, lo, hi, n, n_valid = _group_mean(
-        np.nan_to_num(lower.mean.reshape(-1)), ok, bins, s * nparent, bins[present]
+        np.nan_to_num(lower.mean.reshape(-1)),
+        ok,
+        bins,
+        s * nparent,
+        bins[present],
+        decimals=np.repeat(decimals, nparent),
     )
     shape = (s, nparent)
     n2 = n.reshape(shape)
@@ -496,6 +547,35 @@ def _roll_up(
         n2,
         nv2,
         nv2 >= need,
+        lower.dl,
+    )
+
+
+def _month_of_values(hour: LevelMeans, cal: Calendar, month: LevelMeans, dec: I8) -> LevelMeans:
+    """``month`` with its means replaced by means of the month's valid hourly values (validity,
+    n and n_valid still counted in days)."""
+    s = hour.mean.shape[0]
+    nm = month.mean.shape[1]
+    parent = cal.day_month[cal.hour_day]
+    bins = (np.arange(s, dtype=np.int64)[:, None] * nm + parent[None, :]).reshape(-1)
+    mean, lo, hi, _, _ = _group_mean(
+        np.nan_to_num(hour.mean.reshape(-1)),
+        hour.valid.reshape(-1),
+        bins,
+        s * nm,
+        decimals=np.repeat(dec, nm),
+    )
+    shape = (s, nm)
+    return LevelMeans(
+        "month",
+        month.starts,
+        mean.reshape(shape),
+        lo.reshape(shape),
+        hi.reshape(shape),
+        month.n,
+        month.n_valid,
+        month.valid,
+        month.dl,
     )
 
 
@@ -515,10 +595,12 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
     lo_phys = np.empty(s_count)
     hi_phys = np.empty(s_count)
     dl = np.zeros(s_count)
+    dec = np.zeros(s_count, dtype=np.int64)
     for i, (_, pname) in enumerate(series.keys):
         p = resolve(pname)
         lo_phys[i], hi_phys[i] = p.physical_min, p.physical_max
         dl[i] = rules.detection_limits.get(p.name, 0.0)
+        dec[i] = p.decimals
     if s_count:
         with np.errstate(invalid="ignore"):
             valid &= (values >= lo_phys[sid]) & (values <= hi_phys[sid])
@@ -528,8 +610,11 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
             if np.any(below):
                 values = values.copy()
                 values[below] = dlv[below] / 2.0
+        values = round_to(values, dec[sid])
     bins = sid * nh + np.where(inside, hour, 0)
-    hmean, hlo, hhi, hn, hnv = _group_mean(values, valid, bins, s_count * nh, bins[inside])
+    hmean, hlo, hhi, hn, hnv = _group_mean(
+        values, valid, bins, s_count * nh, bins[inside], decimals=np.repeat(dec, nh)
+    )
     shape = (s_count, nh)
     hn2 = hn.reshape(shape)
     hnv2 = hnv.reshape(shape)
@@ -542,6 +627,7 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
         hn2,
         hnv2,
         hnv2 >= rules.min_values_per_hour,
+        dl,
     )
     per_day = np.asarray([rules.min_per_day(p) for _, p in series.keys], dtype=np.int64)
     nd = len(cal.days) - 1
@@ -552,6 +638,7 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
         level="day",
         starts=cal.days[:-1],
         minimum=per_day,
+        decimals=dec,
     )
     nm = len(cal.months) - 1
     month_level = _roll_up(
@@ -561,7 +648,10 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
         level="month",
         starts=cal.months[:-1],
         minimum=rules.min_days_per_month,
+        decimals=dec,
     )
+    if rules.month_basis == "values":
+        month_level = _month_of_values(hour_level, cal, month_level, dec)
     year_level = None
     if cal.period.kind == "year":
         year_level = _roll_up(
@@ -571,5 +661,6 @@ def aggregate(series: SeriesData, cal: Calendar, rules: ValidityRules) -> Aggreg
             level="year",
             starts=cal.months[:1],
             minimum=rules.min_months_per_year,
+            decimals=dec,
         )
     return Aggregates(cal, series.keys, hour_level, day_level, month_level, year_level, rules)

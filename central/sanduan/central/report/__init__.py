@@ -37,6 +37,8 @@ SECTION_COLUMNS = (
     "class",
     "meets_target",
     "main_pollutants",
+    "exceeding_target",
+    "means",
     "missing",
 )
 LEDGER_COLUMNS = (
@@ -73,6 +75,12 @@ def section_rows(result: AnalyticsResult) -> list[dict[str, Any]]:
             "meets_target": "" if r.meets_target is None else r.meets_target,
             "main_pollutants": " ".join(
                 f"{n}({e:.2f})" if e is not None else n for n, e in r.main_pollutants
+            ),
+            "exceeding_target": " ".join(
+                f"{n}({e:.2f})" if e is not None else n for n, e in r.exceeding_target
+            ),
+            "means": " ".join(
+                f"{n}={it.reported()}" for n, it in r.items.items() if it.mean.value is not None
             ),
             "missing": " ".join(r.missing),
         }

@@ -1,7 +1,7 @@
-"""``sanduan central report sections`` and ``report compensation``.
+"""``sanduan central report sections``, ``report compensation`` and ``report dead-letters``.
 
-Both compute the period from the store (writing aggregates, assessments, ledger and an audit
-run, as :func:`sanduan.central.analytics.compute` does) and print a table, or JSON with
+The first two compute the period from the store (writing aggregates, assessments, ledger and an
+audit run, as :func:`sanduan.central.analytics.compute` does) and print a table, or JSON with
 ``--json``; ``--csv`` and ``--html`` write files as well.
 """
 
@@ -172,7 +172,93 @@ def compensation_command(
     _outputs("compensation", result, as_json, csv, html)
 
 
+def _since_ms(command: str, since: str | None) -> int | None:
+    from datetime import UTC, datetime
+
+    if since is None:
+        return None
+    try:
+        when = datetime.fromisoformat(since)
+    except ValueError:
+        _fail(command, f"--since {since!r} is not an ISO 8601 date or time (2026-11-30T08:00)")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+DEAD_LETTER_KEYS = ("station", "topic", "reason", "bytes", "sha256", "received")
+"""The keys of each object ``report dead-letters --json`` prints."""
+
+
+def dead_letters_command(
+    *,
+    station: Annotated[
+        str | None, typer.Option("--station", help="Only this station's dead letters.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only those received since this ISO 8601 time (UTC if bare)."),
+    ] = None,
+    config: ConfigOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Messages the collector rejected, one row each: station, topic, reason (oversize,
+    undecodable, invalid, origin, conflict, timestamp, store, internal), payload size and
+    SHA-256, time received."""
+    from sanduan.central.app import resolve_store_url
+    from sanduan.central.store import open_store
+    from sanduan.shared.errors import SanduanError
+
+    since_ms = _since_ms("dead-letters", since)
+    try:
+        s = open_store(resolve_store_url(config, store))
+        try:
+            rows = s.dead_letters(station=station, since_ms=since_ms)
+        finally:
+            s.close()
+    except SanduanError as e:
+        _fail("dead-letters", str(e))
+    records = [
+        dict(
+            zip(
+                DEAD_LETTER_KEYS,
+                (r.station, r.topic, r.reason, r.size_bytes, r.sha256, _iso(r.received_ms)),
+                strict=True,
+            )
+        )
+        for r in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters ({len(rows)})")
+    for col in ("received (UTC)", "station", "reason", "bytes", "sha256", "detail"):
+        table.add_column(col, justify="right" if col == "bytes" else "left")
+    for r, rec in zip(rows, records, strict=True):
+        detail = (r.detail or "").replace("\n", " ")
+        table.add_row(
+            str(rec["received"]),
+            r.station or "-",
+            r.reason,
+            "-" if r.size_bytes is None else str(r.size_bytes),
+            (r.sha256 or "-")[:16],
+            detail[:80] + ("..." if len(detail) > 80 else ""),
+        )
+    Console().print(table)
+
+
 def register(report_app: typer.Typer) -> None:
     """Add the commands to the ``report`` sub-app."""
     report_app.command("sections")(sections_command)
     report_app.command("compensation")(compensation_command)
+    report_app.command("dead-letters")(dead_letters_command)

@@ -147,6 +147,9 @@ def render_html(result: AnalyticsResult, kind: str) -> str:
             main = ", ".join(
                 f"{_e(n)} {e:.2f}x" if e is not None else _e(n) for n, e in r.main_pollutants
             )
+            over = ", ".join(
+                f"{_e(n)} {e:.2f}x" if e is not None else _e(n) for n, e in r.exceeding_target
+            )
             rows.append(
                 [
                     _e(r.section),
@@ -156,14 +159,31 @@ def render_html(result: AnalyticsResult, kind: str) -> str:
                     cls,
                     meets,
                     main,
+                    over,
                     data,
                 ]
             )
         parts.append("<h2>Sections</h2>")
         parts.append(
+            "<p>Main pollutants: sections worse than Class III, multiple against the Class III "
+            "limit. Over target: items worse than the target class, multiple against the "
+            "target limit.</p>"
+        )
+        head = ["section", "name", "water", "target", "class", "meets", "main pollutants"]
+        parts.append(_table([*head, "over target", "data"], rows))
+        params = list(dict.fromkeys(n for r in a.sections.values() for n in r.items))
+        parts.append("<h2>Period means</h2>")
+        parts.append("<p>Below the detection limit a mean is shown as the limit with L.</p>")
+        parts.append(
             _table(
-                ["section", "name", "water", "target", "class", "meets", "main pollutants", "data"],
-                rows,
+                ["section", *(_e(p) for p in params)],
+                [
+                    [
+                        _e(r.section),
+                        *(_e(r.items[p].reported()) if p in r.items else "-" for p in params),
+                    ]
+                    for r in a.sections.values()
+                ],
             )
         )
         parts.append("<h2>Towns</h2>")

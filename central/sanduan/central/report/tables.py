@@ -12,6 +12,7 @@ from sanduan.shared.grading import class_label
 
 if TYPE_CHECKING:
     from sanduan.central.analytics import AnalyticsResult
+    from sanduan.central.core.assessment import SectionAssessment
 
 
 def _pct(x: float | None) -> str:
@@ -22,9 +23,24 @@ def _yes(x: bool | None) -> str:
     return "-" if x is None else ("yes" if x else "[red]no[/red]")
 
 
+def _multiples(pairs: tuple[tuple[str, float | None], ...]) -> str:
+    return ", ".join(f"{n} {e:.2f}x" if e is not None else n for n, e in pairs)
+
+
+def main_pollutants(r: SectionAssessment) -> str:
+    """Main pollutants with their Class III multiples (empty for Class I..III)."""
+    return _multiples(r.main_pollutants)
+
+
+def over_target(r: SectionAssessment) -> str:
+    """Items worse than the target class, with their multiples against the target limit."""
+    return _multiples(r.exceeding_target)
+
+
 def sections_table(result: AnalyticsResult) -> Table:
     t = Table(title=f"Sections, {result.period.label}")
-    for col in ("section", "name", "water", "target", "class", "meets", "main pollutants", "data"):
+    cols = ("section", "name", "water", "target", "class", "meets", "main pollutants")
+    for col in (*cols, "over target", "data"):
         t.add_column(col)
     for r in result.assessment.sections.values():
         t.add_row(
@@ -34,7 +50,8 @@ def sections_table(result: AnalyticsResult) -> Table:
             class_label(r.target_class),
             "-" if r.grade is None else class_label(r.grade),
             _yes(r.meets_target),
-            ", ".join(f"{n} {e:.2f}x" if e is not None else n for n, e in r.main_pollutants),
+            main_pollutants(r),
+            over_target(r),
             "valid" if r.valid else f"[yellow]invalid: {' '.join(r.missing)}[/yellow]",
         )
     return t

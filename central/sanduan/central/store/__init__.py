@@ -11,21 +11,27 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from sanduan.central.store.base import (
+    DEAD_LETTER_KEEP,
+    DeadLetterRow,
     ReadingColumns,
     ResendClaim,
     StationRow,
     Store,
     StoreResult,
+    StreamChange,
     redact_url,
 )
 from sanduan.shared.errors import StoreError
 
 __all__ = [
+    "DEAD_LETTER_KEEP",
+    "DeadLetterRow",
     "ReadingColumns",
     "ResendClaim",
     "StationRow",
     "Store",
     "StoreResult",
+    "StreamChange",
     "open_store",
     "redact_url",
 ]

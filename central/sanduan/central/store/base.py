@@ -14,6 +14,7 @@ store URL (password hidden), the operation and, where there is one, the fix.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import threading
@@ -30,12 +31,16 @@ import numpy.typing as npt
 
 from sanduan.central.core.dedupe import (
     Gap,
+    ReadingContent,
+    Retired,
     SeqState,
     advance,
+    conflicts,
     gaps_from_json,
     gaps_to_json,
     give_up,
     resend_due,
+    retire,
 )
 from sanduan.central.store.migrations import (
     LATEST,
@@ -63,14 +68,52 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+DEAD_LETTER_KEEP = 4096
+"""Payload bytes a dead letter keeps (its full size and SHA-256 are recorded too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChange:
+    """A station came back with a new stream: the old one was retired."""
+
+    old_stream: int
+    new_stream: int
+    retired: Retired
+
+
 @dataclass(frozen=True, slots=True)
 class StoreResult:
-    """What :meth:`Store.store_batch` did: readings newly stored, readings already held, and the
-    station's seq state after the batch."""
+    """What :meth:`Store.store_batch` did: readings newly stored, readings already held with the
+    same content (``duplicate``), seq ranges held with different content (``conflicts``: the
+    originals kept, nothing stored over them), the station's seq state after the batch, and
+    the stream change the batch caused, if any (``late``: the batch belongs to a stream
+    retired before)."""
 
     new: int
     duplicate: int
     state: SeqState = field(default_factory=SeqState)
+    conflicts: tuple[SeqRange, ...] = ()
+    stream_change: StreamChange | None = None
+    late: bool = False
+
+    @property
+    def conflicting(self) -> int:
+        return sum(b - a + 1 for a, b in self.conflicts)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    """One dead letter, without its payload."""
+
+    id: int
+    station: str | None
+    topic: str
+    client: str | None
+    reason: str
+    detail: str | None
+    size_bytes: int | None
+    sha256: str | None
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +129,9 @@ class StationRow:
     contiguous_seq: int | None
     gaps: tuple[Gap, ...]
     last_resend_ms: int | None
+    stream: int | None = None
+    lost_with_buffer: int = 0
+    rejects_over_budget: int = 0
 
     @property
     def seq_state(self) -> SeqState:
@@ -140,8 +186,10 @@ class Store(Protocol):
         ...
 
     def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
-        """Store a batch's readings once per (station, seq) and advance the station's seq state,
-        in one transaction. When this returns, the batch is durably stored."""
+        """Store a batch's readings once per (station, stream, seq) and advance the station's
+        seq state, in one transaction. When this returns, the batch is durably stored. A new
+        stream retires the old one (a ``stream-changed`` station event); readings held with
+        other content are left as they are (a ``conflict`` station event)."""
         ...
 
     def readings(
@@ -198,8 +246,38 @@ class Store(Protocol):
         ...
 
     def dead_letter(
-        self, topic: str, client: str | None, reason: str, raw: bytes, received_ms: int
-    ) -> int: ...
+        self,
+        topic: str,
+        client: str | None,
+        reason: str,
+        raw: bytes,
+        received_ms: int,
+        *,
+        station: str | None = None,
+        detail: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> int:
+        """Record a rejected message: ``reason`` is its category (``oversize``, ``conflict``,
+        ...), ``detail`` the text. Keeps the first :data:`DEAD_LETTER_KEEP` bytes of ``raw``;
+        ``size`` and ``sha256`` describe the whole payload (computed from ``raw`` if not
+        given, for a caller that kept only the head)."""
+        ...
+
+    def dead_letters(
+        self, station: str | None = None, since_ms: int | None = None
+    ) -> list[DeadLetterRow]:
+        """Dead letters, oldest first, optionally of one station and received since a time."""
+        ...
+
+    def count_over_budget(self, counts: Mapping[str, int]) -> None:
+        """Add rejects that were only counted (the station's dead-letter budget was spent)."""
+        ...
+
+    def lost_with_buffer(self) -> dict[str, int]:
+        """Readings each station lost with a buffer it replaced (the open gaps of its retired
+        streams); stations that lost none are left out."""
+        ...
 
     def stations(self) -> list[StationRow]: ...
 
@@ -318,6 +396,7 @@ class SqlStore:
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
+            repeat(batch.stream),
             strict=False,
         )
 
@@ -420,29 +499,186 @@ class SqlStore:
             contiguous_seq=row[6],
             gaps=gaps_from_json(row[7]),
             last_resend_ms=row[8],
+            stream=row[9],
+            lost_with_buffer=int(row[10] or 0),
+            rejects_over_budget=int(row[11] or 0),
         )
 
     def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
         ranges = seq_ranges(batch.seq)
+        stream = batch.stream
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
             row = self._to_station(self._station_row(cur, batch.station))
             new = self._insert_readings(cur, batch, received_ms)
+            bad: tuple[SeqRange, ...] = ()
+            if new < batch.count:
+                bad = self._conflicts(cur, batch, stream)
+                if bad:
+                    self._conflict_event(cur, batch, stream, bad, received_ms)
+            change: StreamChange | None = None
+            late = False
             before = row.seq_state
-            after = advance(before, ranges, received_ms)
-            gaps = gaps_to_json(after.gaps) if after.gaps != before.gaps else None
-            self._x(
-                cur,
-                "UPDATE stations SET max_seq = ?, contiguous_seq = ?, gaps = COALESCE(?, gaps),"
-                " last_seen_ms = ? WHERE station = ?",
-                (
-                    after.max_seq,
-                    after.contiguous_seq,
-                    gaps,
-                    max(row.last_seen_ms or 0, received_ms),
-                    batch.station,
-                ),
+            if row.stream is not None and stream != row.stream and row.max_seq is not None:
+                late = self._retired(cur, batch.station, stream)
+                if not late:
+                    change = StreamChange(row.stream, stream, retire(before))
+                    self._retire(cur, batch.station, change, received_ms)
+                    before = SeqState()
+            if late:
+                after = before
+                self._x(
+                    cur,
+                    "UPDATE stations SET last_seen_ms = ? WHERE station = ?",
+                    (max(row.last_seen_ms or 0, received_ms), batch.station),
+                )
+            else:
+                after = advance(before, ranges, received_ms)
+                gaps = gaps_to_json(after.gaps) if after.gaps != row.gaps else None
+                self._x(
+                    cur,
+                    "UPDATE stations SET max_seq = ?, contiguous_seq = ?, gaps = COALESCE(?, gaps),"
+                    " last_seen_ms = ?, stream = ?,"
+                    " last_resend_ms = CASE WHEN ? THEN NULL ELSE last_resend_ms END"
+                    " WHERE station = ?",
+                    (
+                        after.max_seq,
+                        after.contiguous_seq,
+                        gaps,
+                        max(row.last_seen_ms or 0, received_ms),
+                        stream,
+                        change is not None,
+                        batch.station,
+                    ),
+                )
+        n_bad = sum(b - a + 1 for a, b in bad)
+        return StoreResult(
+            new=new,
+            duplicate=batch.count - new - n_bad,
+            state=after,
+            conflicts=bad,
+            stream_change=change,
+            late=late,
+        )
+
+    def _conflicts(self, cur: Any, batch: Batch, stream: int) -> tuple[SeqRange, ...]:
+        """Seq ranges of ``batch`` held with other content (read back in the transaction)."""
+        rows = self._x(
+            cur,
+            "SELECT seq, ts_ms, code, value, flag, grade FROM readings"
+            " WHERE station = ? AND stream = ? AND seq >= ? AND seq <= ?",
+            (batch.station, stream, batch.first_seq, batch.last_seq),
+        ).fetchall()
+        held: dict[int, ReadingContent] = {
+            int(q): (int(t), str(c), math.nan if v is None else float(v), str(f), int(g))
+            for q, t, c, v, f, g in rows
+        }
+        sent = (
+            (q, (t, batch.codes[i], v, str(f), int(g)))
+            for q, t, i, v, f, g in zip(
+                batch.seq,
+                batch.ts_ms,
+                batch.code_idx,
+                batch.values,
+                batch.flags,
+                batch.grades,
+                strict=True,
             )
-        return StoreResult(new=new, duplicate=batch.count - new, state=after)
+        )
+        return conflicts(sent, held)
+
+    def _event(  # noqa: PLR0917
+        self,
+        cur: Any,
+        station: str,
+        time_ms: int,
+        kind: str,
+        message: str,
+        details: Mapping[str, object],
+    ) -> None:
+        """A station event raised by the centre itself: negative event ids (-1, -2, ...), so
+        they never collide with the station's own (positive) ids. The station row is locked."""
+        (low,) = self._x(
+            cur, "SELECT MIN(event_id) FROM events WHERE station = ? AND event_id < 0", (station,)
+        ).fetchone()
+        self._x(
+            cur,
+            "INSERT INTO events (station, event_id, time_ms, kind, code, severity, message,"
+            " details) VALUES (?, ?, ?, ?, NULL, 'critical', ?, ?)",
+            (station, int(low or 0) - 1, time_ms, kind, message, _json_dump(details)),
+        )
+
+    def _conflict_event(
+        self, cur: Any, batch: Batch, stream: int, bad: Sequence[SeqRange], at: int
+    ) -> None:
+        n = sum(b - a + 1 for a, b in bad)
+        shown = ", ".join(f"{a}..{b}" for a, b in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        self._event(
+            cur,
+            batch.station,
+            at,
+            "conflict",
+            f"{n} reading(s) of stream {stream} arrived again with different content (seqs"
+            f" {shown}, batch {batch.batch_seq}); the originals are kept, the new content is a"
+            " dead letter",
+            {
+                "stream": stream,
+                "batch_seq": batch.batch_seq,
+                "readings": n,
+                "first_seq": bad[0][0],
+                "last_seq": bad[-1][1],
+            },
+        )
+
+    def _retired(self, cur: Any, station: str, stream: int) -> bool:
+        row = self._x(
+            cur, "SELECT 1 FROM streams WHERE station = ? AND stream = ?", (station, stream)
+        ).fetchone()
+        return row is not None
+
+    def _retire(self, cur: Any, station: str, change: StreamChange, at: int) -> None:
+        r = change.retired
+        self._x(
+            cur,
+            "INSERT INTO streams (station, stream, closed_ms, next_stream, max_seq,"
+            " contiguous_seq, lost_gaps, lost_with_buffer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (station, stream) DO NOTHING",
+            (
+                station,
+                change.old_stream,
+                at,
+                change.new_stream,
+                r.last_acked_seq,
+                r.contiguous_seq,
+                gaps_to_json(r.lost_gaps),
+                r.lost,
+            ),
+        )
+        self._x(
+            cur,
+            "UPDATE stations SET lost_with_buffer = lost_with_buffer + ? WHERE station = ?",
+            (r.lost, station),
+        )
+        gaps = " ".join(f"{g.first}..{g.last}" for g in r.lost_gaps[:10])
+        if len(r.lost_gaps) > 10:
+            gaps += " ..."
+        self._event(
+            cur,
+            station,
+            at,
+            "stream-changed",
+            f"the station sends a new stream {change.new_stream} (its buffer was made anew);"
+            f" stream {change.old_stream} closed at last acknowledged seq {r.last_acked_seq},"
+            f" {r.lost} reading(s) in {len(r.lost_gaps)} open gap(s) lost with the old buffer"
+            + (f": {gaps}" if gaps else ""),
+            {
+                "old_stream": change.old_stream,
+                "new_stream": change.new_stream,
+                "last_acked_seq": r.last_acked_seq,
+                "contiguous_seq": r.contiguous_seq,
+                "open_gaps": len(r.lost_gaps),
+                "lost_with_buffer": r.lost,
+            },
+        )
 
     def record_status(self, status: Status, received_ms: int) -> None:
         doc = json.dumps(to_json_obj(status), separators=(",", ":"), sort_keys=True)
@@ -482,16 +718,80 @@ class SqlStore:
             return bool(cur.rowcount == 1)
 
     def dead_letter(
-        self, topic: str, client: str | None, reason: str, raw: bytes, received_ms: int
+        self,
+        topic: str,
+        client: str | None,
+        reason: str,
+        raw: bytes,
+        received_ms: int,
+        *,
+        station: str | None = None,
+        detail: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
     ) -> int:
+        raw = bytes(raw)
+        if sha256 is None:
+            sha256 = hashlib.sha256(raw).hexdigest()
         with self._tx("record a dead letter") as cur:
             row = self._x(
                 cur,
-                "INSERT INTO dead_letters (received_ms, topic, client, reason, raw)"
-                " VALUES (?, ?, ?, ?, ?) RETURNING id",
-                (received_ms, topic, client, reason[:4096], bytes(raw)),
+                "INSERT INTO dead_letters (received_ms, topic, client, reason, raw, station,"
+                " detail, size_bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (
+                    received_ms,
+                    topic[:1024],
+                    client,
+                    reason[:64],
+                    raw[:DEAD_LETTER_KEEP],
+                    station,
+                    None if detail is None else detail[:4096],
+                    len(raw) if size is None else size,
+                    sha256,
+                ),
             ).fetchone()
             return int(row[0])
+
+    def dead_letters(
+        self, station: str | None = None, since_ms: int | None = None
+    ) -> list[DeadLetterRow]:
+        conds: list[str] = []
+        params: list[object] = []
+        if station is not None:
+            conds.append("station = ?")
+            params.append(station)
+        if since_ms is not None:
+            conds.append("received_ms >= ?")
+            params.append(since_ms)
+        where = (" WHERE " + " AND ".join(conds)) if conds else ""
+        rows = self._fetchall(
+            "list dead letters",
+            "SELECT id, station, topic, client, reason, detail, size_bytes, sha256, received_ms"
+            f" FROM dead_letters{where} ORDER BY received_ms, id",
+            params,
+        )
+        return [DeadLetterRow(*r) for r in rows]
+
+    def count_over_budget(self, counts: Mapping[str, int]) -> None:
+        if not counts:
+            return
+        with self._tx("count rejects past the dead-letter budget") as cur:
+            for station, n in sorted(counts.items()):
+                self._station_row(cur, station)
+                self._x(
+                    cur,
+                    "UPDATE stations SET rejects_over_budget = rejects_over_budget + ?"
+                    " WHERE station = ?",
+                    (n, station),
+                )
+
+    def lost_with_buffer(self) -> dict[str, int]:
+        rows = self._fetchall(
+            "count readings lost with replaced buffers",
+            "SELECT station, lost_with_buffer FROM stations WHERE lost_with_buffer > 0"
+            " ORDER BY station",
+        )
+        return {str(st): int(n) for st, n in rows}
 
     def stations(self) -> list[StationRow]:
         rows = self._fetchall(

@@ -160,6 +160,81 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "streams, conflicts and bounded dead letters",
+        (
+            # Readings are unique per (station, stream, seq): a station buffer made anew (a new
+            # stream) numbers its readings from 1 again. v1 readings are stream 0.
+            """CREATE TABLE readings_v2 (
+                station {key} NOT NULL,
+                seq BIGINT NOT NULL,
+                ts_ms BIGINT NOT NULL,
+                code {key} NOT NULL,
+                value {double},
+                flag TEXT NOT NULL,
+                grade SMALLINT NOT NULL,
+                batch_seq BIGINT NOT NULL,
+                received_ms BIGINT NOT NULL,
+                stream BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (station, stream, seq)
+            ) {rowid}""",
+            "INSERT INTO readings_v2 (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
+            " received_ms, stream) SELECT station, seq, ts_ms, code, value, flag, grade,"
+            " batch_seq, received_ms, 0 FROM readings",
+            "DROP TABLE readings",
+            "ALTER TABLE readings_v2 RENAME TO readings",
+            "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
+            # The station's current stream (its seq state is the stations row's), what was lost
+            # with earlier buffers, and rejects past the dead-letter budget (only counted).
+            "ALTER TABLE stations ADD COLUMN stream BIGINT",
+            "ALTER TABLE stations ADD COLUMN lost_with_buffer BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE stations ADD COLUMN rejects_over_budget BIGINT NOT NULL DEFAULT 0",
+            "UPDATE stations SET stream = 0 WHERE max_seq IS NOT NULL",
+            """CREATE TABLE streams (
+                station {key} NOT NULL,
+                stream BIGINT NOT NULL,
+                closed_ms BIGINT NOT NULL,
+                next_stream BIGINT NOT NULL,
+                max_seq BIGINT,
+                contiguous_seq BIGINT,
+                lost_gaps TEXT NOT NULL,
+                lost_with_buffer BIGINT NOT NULL,
+                PRIMARY KEY (station, stream)
+            )""",
+            # Dead letters keep the first few KiB of the payload, its full size and SHA-256;
+            # ``reason`` becomes a category, the text moves to ``detail``.
+            "ALTER TABLE dead_letters ADD COLUMN station TEXT",
+            "ALTER TABLE dead_letters ADD COLUMN detail TEXT",
+            "ALTER TABLE dead_letters ADD COLUMN size_bytes BIGINT",
+            "ALTER TABLE dead_letters ADD COLUMN sha256 TEXT",
+            "UPDATE dead_letters SET detail = reason, reason = 'unclassified',"
+            " size_bytes = length(raw), raw = substr(raw, 1, 4096)",
+            "CREATE INDEX dead_letters_received ON dead_letters (received_ms)",
+        ),
+    ),
+    Migration(
+        3,
+        "console accounts and their audit trail",
+        (
+            """CREATE TABLE console_users (
+                name {key} PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_ms BIGINT NOT NULL,
+                disabled {bool} NOT NULL
+            )""",
+            """CREATE TABLE console_audit (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT NOT NULL
+            )""",
+            "CREATE INDEX console_audit_time ON console_audit (time_ms)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -175,6 +250,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "grade",
         "batch_seq",
         "received_ms",
+        "stream",
     ),
     "stations": (
         "station",
@@ -186,9 +262,33 @@ TABLES: dict[str, tuple[str, ...]] = {
         "contiguous_seq",
         "gaps",
         "last_resend_ms",
+        "stream",
+        "lost_with_buffer",
+        "rejects_over_budget",
+    ),
+    "streams": (
+        "station",
+        "stream",
+        "closed_ms",
+        "next_stream",
+        "max_seq",
+        "contiguous_seq",
+        "lost_gaps",
+        "lost_with_buffer",
     ),
     "events": ("station", "event_id", "time_ms", "kind", "code", "severity", "message", "details"),
-    "dead_letters": ("id", "received_ms", "topic", "client", "reason", "raw"),
+    "dead_letters": (
+        "id",
+        "received_ms",
+        "topic",
+        "client",
+        "reason",
+        "raw",
+        "station",
+        "detail",
+        "size_bytes",
+        "sha256",
+    ),
     "aggregates": (
         "station",
         "code",
@@ -224,9 +324,14 @@ TABLES: dict[str, tuple[str, ...]] = {
         "evidence",
     ),
     "runs": ("run_id", "kind", "started_ms", "finished_ms", "params", "result"),
+    "console_users": ("name", "role", "password_hash", "created_ms", "disabled"),
+    "console_audit": ("id", "time_ms", "actor", "action", "target", "detail"),
 }
 """Every table and its columns, for checking names passed to the generic row writers."""
 
-WRITABLE = frozenset({"aggregates", "assessments", "ledger", "runs", "events"})
+WRITABLE = frozenset(
+    {"aggregates", "assessments", "ledger", "runs", "events", "console_users", "console_audit"}
+)
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
-``stations`` and ``dead_letters`` are written only by ingest, through their own methods."""
+``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own
+methods."""

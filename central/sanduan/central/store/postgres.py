@@ -3,8 +3,8 @@
 Readings are written with binary ``COPY`` into a session-local temporary table and moved into
 ``readings`` with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which is what makes a batch
 seen twice (or two overlapping batches, or two collectors racing on one batch) store each reading
-once. The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one station
-commit one after another while different stations proceed in parallel.
+once per (station, stream, seq). The station's row is locked (``SELECT ... FOR UPDATE``) first,
+so batches of one station commit one after another while different stations proceed in parallel.
 
 The URL is any libpq URL, ``postgresql://user:password@host:5432/db``; libpq options work too,
 e.g. ``?options=-csearch_path%3Dsanduan`` to keep the tables in a schema of their own.
@@ -28,7 +28,18 @@ from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
 
 _READING_COLS = ", ".join(TABLES["readings"])
-_READING_TYPES = ["text", "int8", "int8", "text", "float8", "text", "int2", "int8", "int8"]
+_READING_TYPES = [
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "float8",
+    "text",
+    "int2",
+    "int8",
+    "int8",
+    "int8",
+]
 _STAGE = "sanduan_readings_in"
 
 
@@ -92,8 +103,13 @@ class PostgresStore(SqlStore):
     def _tx(self, op: str, *, write: bool = True) -> Iterator[Any]:
         with self._lock, self._guard(op):
             conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                yield cur
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    yield cur
+            except BaseException:
+                # A stage table made in this transaction was rolled back with it.
+                self._staged = False
+                raise
 
     def _read_cursor(self) -> Any:
         return self._connection().cursor()
@@ -118,6 +134,7 @@ class PostgresStore(SqlStore):
             batch.grades,
             repeat(batch.batch_seq),
             repeat(received_ms),
+            repeat(batch.stream),
             strict=False,
         )
 
@@ -137,7 +154,7 @@ class PostgresStore(SqlStore):
         self.copy_readings(cur, _STAGE, self.copy_rows(batch, received_ms))
         cur.execute(
             f"INSERT INTO readings ({_READING_COLS}) SELECT {_READING_COLS} FROM {_STAGE}"
-            " ON CONFLICT (station, seq) DO NOTHING"
+            " ON CONFLICT (station, stream, seq) DO NOTHING"
         )
         return int(cur.rowcount)
 

@@ -22,8 +22,8 @@ from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
 
 _INSERT_READINGS = (
-    "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, seq) DO NOTHING"
+    "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms,"
+    " stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, stream, seq) DO NOTHING"
 )
 
 

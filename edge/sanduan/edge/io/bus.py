@@ -18,8 +18,10 @@ Interface (what the agent calls)::
   values of that one device, all with the same ``ts_ms``. An exception raised by the sink is
   logged and the poller carries on.
 - ``await poller.run() -> None``: poll every device on its schedule until cancelled; survives the
-  port disappearing (reopens it with backoff, 0.5 s doubling up to ``reconnect_max_s``). Closes
-  the port when cancelled.
+  port disappearing or refusing its settings (whatever pyserial raises, ``termios.error``
+  included): the bus is marked failed (``stats.failed``, ``stats.last_port_error``, a WARNING per
+  try) and the port reopened with backoff, 0.5 s doubling up to ``reconnect_max_s``, while the
+  other buses poll on. Closes the port when cancelled.
 - ``await poller.poll_once() -> list[PolledValue]``: open the port if needed, poll every device
   once in configuration order (ignoring due times and backoff), hand the values to the sink too,
   return them all. Raises :class:`~sanduan.shared.errors.DeviceError` when the port cannot be
@@ -152,6 +154,8 @@ class BusStats:
     disconnects: int = 0  # times it was closed or lost
     port_errors: int = 0  # failed opens and lost ports
     requests: int = 0
+    failed: bool = False  # the port cannot be opened or configured now (retried with backoff)
+    last_port_error: str = ""
     busy_s: float = 0.0  # real seconds spent in transactions (timeouts included)
     started: float | None = None  # time.monotonic() of the first use
     elapsed_s: float = 0.0  # updated by snapshot() and utilisation()
@@ -279,13 +283,22 @@ class BusPoller:
         client.set_max_no_responses(1 << 30)  # a silent slave is no reason to drop the port
         try:
             ok = bool(await client.connect())
-        except (OSError, ModbusException) as exc:
-            log.debug("bus %s: opening %s failed: %s", bus.name, bus.port, exc)
+            why = "" if ok else "the port cannot be opened or configured"
+        except Exception as exc:  # OSError, ModbusException, termios.error, ...
+            # pyserial raises termios.error (not an OSError) when the adapter refuses the
+            # settings: whatever the port does, it fails this bus alone, never the agent.
             ok = False
+            why = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}".removeprefix(
+                "builtins."
+            )
         if not ok:
             with contextlib.suppress(Exception):
                 client.close()
+            self.stats.failed = True
+            self.stats.last_port_error = why
             return False
+        self.stats.failed = False
+        self.stats.last_port_error = ""
         self._client = client
         log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
         return True
@@ -295,9 +308,10 @@ class BusPoller:
         while not await self._connect():
             self.stats.port_errors += 1
             log.warning(
-                "bus %s: cannot open serial port %s; retrying in %.1f s",
+                "bus %s: FAILED: cannot open serial port %s (%s); retrying in %.1f s",
                 self.name,
                 self.plan.config.port,
+                self.stats.last_port_error,
                 delay,
             )
             await asyncio.sleep(delay)
@@ -524,7 +538,10 @@ class BusPoller:
         self._mark_started()
         if self._client is None and not await self._connect():
             self.stats.port_errors += 1
-            raise DeviceError(f"bus {self.name}: cannot open serial port {self.stats.port}")
+            raise DeviceError(
+                f"bus {self.name}: cannot open serial port {self.stats.port}"
+                f" ({self.stats.last_port_error})"
+            )
         out: list[PolledValue] = []
         for dev in self._devs:
             try:
@@ -571,6 +588,8 @@ class BusPoller:
             "connects": self.stats.connects,
             "disconnects": self.stats.disconnects,
             "port_errors": self.stats.port_errors,
+            "failed": self.stats.failed,
+            "last_port_error": self.stats.last_port_error,
             "requests": self.stats.requests,
             "utilisation": round(self.utilisation(), 4),
             "devices": [d.stats.to_dict() for d in self._devs],

@@ -16,6 +16,13 @@ Guarantees (see docs/edge-buffer.md):
   (device, code) is a repeat (an analyzer's unchanged result read again, after a restart too)
   and is not stored again: the last time per (device, code) is committed with the readings.
 - A value outside its parameter's physical range is stored flagged D and graded 0.
+- The buffer is one stream: a random id (``meta.stream``) made when the file is created. A new,
+  deleted or zero-length file is a new stream; seqs are never reused within a stream.
+- Readings the centre rejects (a nack) stay in the file marked rejected with the reason
+  (``reading.acked = 2``, ``reject_log``) and are never sent again.
+- Every persisted counter is checked when the file is opened (:class:`CorruptBufferError` names
+  the bad value); SQLite errors leave as :class:`BufferWriteError` (disk full or failing: the
+  caller may retry) or :class:`CorruptBufferError` (the file is damaged: salvage it).
 
 An :class:`Outbox` is not thread-safe: the agent uses it from one worker thread.
 """
@@ -27,7 +34,7 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -51,6 +58,7 @@ from sanduan.edge.core.outbox_policy import (
     plan_space,
     range_count,
 )
+from sanduan.edge.core.window import MAX_SEQ, U63_MAX, Issued, new_stream_id
 from sanduan.edge.grader import Grader
 from sanduan.shared import wire
 from sanduan.shared.errors import StoreError
@@ -59,7 +67,11 @@ from sanduan.shared.wire import Ack, Batch, Event
 
 log = logging.getLogger("sanduan.edge.outbox")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``meta.stream``, rejected readings (``acked = 2``) and ``reject_log``. A version-1 file is
+upgraded in place and keeps the legacy stream 0 (its seqs were sent on the v1 wire)."""
+ACKED, REJECTED = 1, 2
+"""Values of ``reading.acked`` besides 0 (unacknowledged)."""
 BSEQ_BLOCK = 64
 """Batch seqs are reserved in blocks so that forming a batch does not cost a commit."""
 
@@ -75,7 +87,7 @@ CREATE TABLE IF NOT EXISTS reading (
     value REAL,                     -- NULL = missing (NaN)
     flag  TEXT    NOT NULL,         -- HJ 212 data flag
     grade INTEGER NOT NULL,         -- GB 3838 class 0..6 at commit time
-    acked INTEGER NOT NULL DEFAULT 0
+    acked INTEGER NOT NULL DEFAULT 0 -- 0 unacknowledged, 1 acknowledged, 2 rejected by the centre
 );
 CREATE INDEX IF NOT EXISTS reading_unacked ON reading(seq) WHERE acked = 0;
 CREATE TABLE IF NOT EXISTS agg_hour (
@@ -115,6 +127,15 @@ CREATE TABLE IF NOT EXISTS drop_log (
     last  INTEGER NOT NULL,
     n     INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reject_log (
+    at     INTEGER NOT NULL,        -- station clock, ms UTC
+    bseq   INTEGER NOT NULL,        -- the batch the centre answered
+    first  INTEGER NOT NULL,
+    last   INTEGER NOT NULL,
+    n      INTEGER NOT NULL,        -- readings marked rejected in first..last
+    reason TEXT    NOT NULL,        -- conflict | timestamp | invalid
+    detail TEXT    NOT NULL
+);
 """
 
 _META_DEFAULTS: dict[str, int] = {
@@ -126,7 +147,56 @@ _META_DEFAULTS: dict[str, int] = {
     "dropped": 0,
     "dropped_through": 0,
     "resend_missing": 0,
+    "rejected": 0,
 }
+
+_META_BOUNDS: dict[str, tuple[int, int]] = {
+    "schema": (1, 1 << 16),
+    "stream": (0, U63_MAX),
+    "next_seq": (1, MAX_SEQ + 1),
+    "bseq_reserved": (0, U63_MAX),
+    "event_id": (0, U63_MAX),
+    "last_acked_seq": (0, MAX_SEQ),
+    "dropped": (0, MAX_SEQ),
+    "dropped_through": (0, MAX_SEQ),
+    "resend_missing": (0, U63_MAX),
+    "rejected": (0, MAX_SEQ),
+    "max_bytes": (0, U63_MAX),
+}
+"""What every persisted counter may hold; anything else is damage, found at start-up."""
+
+SQLITE_FULL, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_NOTADB = 13, 10, 11, 26
+
+
+class BufferWriteError(StoreError):
+    """The buffer cannot be written (disk full, I/O error); the file itself is intact."""
+
+
+class CorruptBufferError(StoreError):
+    """The buffer file is damaged (or not a buffer); ``sanduan edge outbox --salvage`` copies
+    what is readable into a new one."""
+
+
+def _salvage_hint(path: Path) -> str:
+    return (
+        f"; copy its readable unacknowledged readings to a new buffer with"
+        f" `sanduan edge outbox --db {path} --salvage NEW_PATH` and point buffer.path at it"
+    )
+
+
+def store_error(path: Path, what: str, e: sqlite3.Error) -> StoreError:
+    """The :class:`StoreError` for an SQLite error while doing ``what`` on the buffer ``path``."""
+    code = getattr(e, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    text = str(e)
+    if primary in (SQLITE_CORRUPT, SQLITE_NOTADB) or "malformed" in text:
+        return CorruptBufferError(
+            f"the buffer {path} is damaged ({text}) while {what}" + _salvage_hint(path)
+        )
+    if primary in (SQLITE_FULL, SQLITE_IOERR):
+        return BufferWriteError(f"cannot write the buffer {path} while {what}: {text}")
+    return StoreError(f"buffer {path}: {what}: {text}")
+
 
 _UPSERT_LAST = (
     "INSERT INTO last_ts (device, code, ts) VALUES (?, ?, ?)"
@@ -199,6 +269,9 @@ class OutboxStats:
     readings_per_s: float | None
     coverage_days: float | None
     pending_events: int
+    stream: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Readings the centre rejected, by reason."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def oldest_unacked_age_s(self, now_ms: int) -> float | None:
@@ -239,22 +312,31 @@ class Outbox:
             self.db.execute("PRAGMA journal_size_limit=8388608")
             self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self.db.execute("PRAGMA temp_store=MEMORY")
+            fresh = self._one("SELECT count(*) FROM sqlite_master WHERE name = 'meta'") == 0
             self.db.executescript(_SCHEMA)
-            self._init_meta()
+            self._init_meta(fresh)
+            self._page_size = int(self._one("PRAGMA page_size"))
+            self._codes: dict[str, int] = {}
+            self._code_names: list[str] = []
+            self._code_pidx: I64Array = np.empty(0, dtype=np.int64)
+            self._bseq_next = self._meta("bseq_reserved") + 1
+            self._bseq_reserved = self._meta("bseq_reserved")
+            self._load_counts()
+            self._load_streaks()
+            self._last_ts: dict[tuple[str, str], int] = {
+                (str(d), str(c)): int(t)
+                for d, c, t in self.db.execute("SELECT device, code, ts FROM last_ts")
+            }
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open the buffer {self.path}: {e}") from None
-        self._page_size = int(self._one("PRAGMA page_size"))
-        self._codes: dict[str, int] = {}
-        self._code_names: list[str] = []
-        self._code_pidx: I64Array = np.empty(0, dtype=np.int64)
-        self._bseq_next = self._meta("bseq_reserved") + 1
-        self._bseq_reserved = self._meta("bseq_reserved")
-        self._load_counts()
-        self._load_streaks()
-        self._last_ts: dict[tuple[str, str], int] = {
-            (str(d), str(c)): int(t)
-            for d, c, t in self.db.execute("SELECT device, code, ts FROM last_ts")
-        }
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise store_error(self.path, "opening it", e) from None
+        except (ValueError, TypeError) as e:  # a damaged value in a row read at start-up
+            with contextlib.suppress(Exception):
+                self.db.close()
+            raise CorruptBufferError(
+                f"the buffer {self.path} holds a damaged value ({e})" + _salvage_hint(self.path)
+            ) from None
         self.repeats = 0
         """Values not stored because they repeat the last committed (device, code, time)."""
 
@@ -286,6 +368,9 @@ class Outbox:
             with contextlib.closing(sqlite3.connect(f"file:{p}?mode=ro", uri=True)) as db:
                 meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as e:
+            err = store_error(p, "reading its meta", e)
+            if isinstance(err, CorruptBufferError):
+                raise err from None
             raise StoreError(f"{p} is not a sanduan buffer: {e}") from None
         if "station" not in meta:
             raise StoreError(f"{p} is not a sanduan buffer (no station id)")
@@ -302,30 +387,83 @@ class Outbox:
     def _set_meta(self, key: str, value: int | str) -> None:
         self.db.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
 
-    def _init_meta(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``), rolled back on any error;
+        SQLite errors leave as :class:`StoreError` (see :func:`store_error`)."""
+        db = self.db
         try:
-            self.db.executemany(
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException as e:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise store_error(self.path, what, e) from None
+            raise
+
+    def _init_meta(self, fresh: bool) -> None:
+        with self._tx("setting it up") as db:
+            if not fresh and self._one("SELECT count(*) FROM meta") == 0:
+                # Tables but no counters (a crash while the file was being created): new unless
+                # it holds readings.
+                fresh = self._one("SELECT count(*) FROM reading") == 0
+            if fresh:
+                db.execute("INSERT INTO meta (key, value) VALUES ('stream', ?)", (new_stream_id(),))
+            db.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", _META_DEFAULTS.items()
             )
-            self.db.execute(
+            db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('station', ?)", (self.station,)
             )
             self._check_identity()
-            self.db.execute(
+            db.execute(
                 "INSERT INTO meta (key, value) VALUES ('max_bytes', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (self.max_bytes,),
             )
+            if self._one("SELECT value FROM meta WHERE key = 'schema'") == 1:
+                # Upgrade: the file's readings went out on the v1 wire, so it stays stream 0.
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('stream', 0)")
+                self._set_meta("schema", SCHEMA_VERSION)
+                log.info("buffer %s upgraded to schema %d (stream 0)", self.path, SCHEMA_VERSION)
+            self._validate_meta()
             # Belt and braces: the counter is never behind the rows (it cannot be, as both are
             # written in one transaction, but a restored or hand-edited file might be).
             top = self._one("SELECT max(seq) FROM reading")
             if top is not None and int(top) >= self._meta("next_seq"):
                 self._set_meta("next_seq", int(top) + 1)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        self._stream = self._meta("stream")
+
+    def _validate_meta(self) -> None:
+        """Every persisted counter is an integer within its bounds, and the rows agree with
+        them; otherwise :class:`CorruptBufferError` naming the value and the fix."""
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+        def bad(what: str) -> CorruptBufferError:
+            return CorruptBufferError(
+                f"the buffer {self.path} holds an impossible {what}: the file was damaged or"
+                " edited" + _salvage_hint(self.path)
+            )
+
+        for key, (lo, hi) in _META_BOUNDS.items():
+            v = meta.get(key)
+            if type(v) is not int or not lo <= v <= hi:
+                raise bad(f"meta value {key} = {v!r} (an integer in {lo}..{hi} expected)")
+        if (
+            meta["last_acked_seq"] >= meta["next_seq"]
+            or meta["dropped_through"] >= meta["next_seq"]
+        ):
+            raise bad(
+                f"meta: last_acked_seq {meta['last_acked_seq']} / dropped_through"
+                f" {meta['dropped_through']} not below next_seq {meta['next_seq']}"
+            )
+        top = self._one("SELECT max(seq) FROM reading")
+        low = self._one("SELECT min(seq) FROM reading")
+        if top is not None and (type(top) is not int or not 1 <= low <= top <= MAX_SEQ):
+            raise bad(f"reading seq range {low}..{top} (1..{MAX_SEQ} expected)")
 
     def _check_identity(self) -> None:
         stored = self._one("SELECT value FROM meta WHERE key = 'station'")
@@ -334,15 +472,19 @@ class Outbox:
                 f"the buffer {self.path} belongs to station {stored!r}, not {self.station!r};"
                 " give this station its own buffer.path"
             )
-        schema = int(self._one("SELECT value FROM meta WHERE key = 'schema'"))
-        if schema != SCHEMA_VERSION:
+        schema = self._one("SELECT value FROM meta WHERE key = 'schema'")
+        if schema not in (1, SCHEMA_VERSION):
             raise StoreError(
                 f"the buffer {self.path} has schema {schema}; this agent reads {SCHEMA_VERSION}"
             )
 
     def _load_counts(self) -> None:
-        self._rows = int(self._one("SELECT count(*) FROM reading"))
-        self._depth = int(self._one("SELECT count(*) FROM reading WHERE acked = 0"))
+        # Full scans of the table and of the unacknowledged index: a damaged page shows now,
+        # at start-up, not in the middle of a run.
+        self._rows = int(self._one("SELECT count(*) FROM reading NOT INDEXED"))
+        self._depth = int(
+            self._one("SELECT count(*) FROM reading INDEXED BY reading_unacked WHERE acked = 0")
+        )
         self._next_seq = self._meta("next_seq")
         self._last_acked = self._meta("last_acked_seq")
         self._dropped = self._meta("dropped")
@@ -388,6 +530,11 @@ class Outbox:
     @property
     def dropped(self) -> int:
         return self._dropped
+
+    @property
+    def stream(self) -> int:
+        """This buffer's stream id (0: a buffer created before streams, sent on the v1 wire)."""
+        return self._stream
 
     # -- commit ----------------------------------------------------------------------------
 
@@ -464,34 +611,38 @@ class Outbox:
         valid = (fb == ord("N")) | (fb == ord("S"))
         first = self._next_seq
         last = first + n - 1
+        if last > MAX_SEQ:
+            raise StoreError(
+                f"the buffer {self.path} has issued every seq of its stream (up to {MAX_SEQ});"
+                " start a new buffer file"
+            )
         saved = {k: (s.count, s.alarmed, list(s.values)) for k, s in self.streaks.state.items()}
-        db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                _INSERT, zip(range(first, last + 1), ts, codes, vals, flags, grades, strict=True)
-            )
-            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (last + 1,))
-            self._aggregate(ts_arr, cid, v_arr, valid)
-            events = self._alarms(
-                codes=codes, ts=ts, vals=vals, flags=flags, grades=grades, valid=valid
-            )
-            if latest:
-                db.executemany(_UPSERT_LAST, ((d, c, t) for (d, c), t in latest.items()))
-            db.execute("COMMIT")
-        except BaseException as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            with self._tx(f"committing {n} readings") as db:
+                db.executemany(
+                    _INSERT,
+                    zip(range(first, last + 1), ts, codes, vals, flags, grades, strict=True),
+                )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (last + 1,))
+                self._aggregate(ts_arr, cid, v_arr, valid)
+                events = self._alarms(
+                    codes=codes, ts=ts, vals=vals, flags=flags, grades=grades, valid=valid
+                )
+                if latest:
+                    db.executemany(_UPSERT_LAST, ((d, c, t) for (d, c), t in latest.items()))
+        except BaseException:
             self.streaks.state = {k: Streak(c, a, v) for k, (c, a, v) in saved.items()}
-            if isinstance(e, sqlite3.Error):
-                raise StoreError(f"cannot commit {n} readings to {self.path}: {e}") from None
             raise
         if latest:
             self._last_ts.update(latest)
         self._next_seq = last + 1
         self._rows += n
         self._depth += n
-        self.check_space()
+        try:
+            self.check_space()
+        except (sqlite3.Error, StoreError) as e:
+            # The readings are committed: a failed clean-up must not look like a failed commit.
+            log.warning("buffer %s: applying the space budget failed: %s", self.path, e)
         return CommitResult(first, last, n, tuple(events))
 
     def _code_ids(self, codes: list[str]) -> tuple[I64Array, I64Array]:
@@ -555,19 +706,14 @@ class Outbox:
 
     def add_event(self, make: Any) -> Event:
         """Store an event built by ``make(event_id)`` and return it (for non-alarm events)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx("storing an event") as db:
             event_id = self._meta("event_id") + 1
             ev: Event = make(event_id)
-            self.db.execute(
+            db.execute(
                 "INSERT INTO event (id, t, payload) VALUES (?, ?, ?)",
                 (ev.event_id, ev.time_ms, wire.encode(ev)),
             )
             self._set_meta("event_id", event_id)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return ev
 
     def pending_events(self, limit: int = 100) -> list[tuple[int, bytes]]:
@@ -578,7 +724,8 @@ class Outbox:
         return [(int(i), bytes(p)) for i, p in rows]
 
     def event_delivered(self, event_id: int) -> None:
-        self.db.execute("DELETE FROM event WHERE id = ?", (event_id,))
+        with self._tx("deleting a delivered event") as db:
+            db.execute("DELETE FROM event WHERE id = ?", (event_id,))
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -587,7 +734,8 @@ class Outbox:
         the unused rest of a block is skipped, never reused."""
         if self._bseq_next > self._bseq_reserved:
             top = self._bseq_reserved + BSEQ_BLOCK
-            self.db.execute("UPDATE meta SET value = ? WHERE key = 'bseq_reserved'", (top,))
+            with self._tx("reserving batch seqs") as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'bseq_reserved'", (top,))
             self._bseq_reserved = top
         b = self._bseq_next
         self._bseq_next += 1
@@ -613,10 +761,10 @@ class Outbox:
         if within is not None:
             lo = max(lo, within[0])
             hi = within[1]
-        if include_acked:
+        if include_acked:  # but never a reading the centre rejected
             sql = (
                 "SELECT seq, ts, code, value, flag, grade FROM reading"
-                " WHERE seq BETWEEN ? AND ? ORDER BY seq LIMIT ?"
+                f" WHERE seq BETWEEN ? AND ? AND acked < {REJECTED} ORDER BY seq LIMIT ?"
             )
         else:
             sql = (
@@ -631,6 +779,7 @@ class Outbox:
             self.station,
             self.next_batch_seq(),
             created_ms,
+            stream=self._stream,
             seq=seq,
             ts_ms=ts,
             code=code,
@@ -656,31 +805,65 @@ class Outbox:
 
         With ``msg.ranges`` empty that is every reading in ``first..last``: a batch holds every
         unacknowledged reading of its seq span (as formed by :meth:`form_batch`), so the span is
-        exact. Otherwise exactly the listed ranges.
+        exact. Otherwise exactly the listed ranges. (The forwarder checks the ack first, see
+        :func:`~sanduan.edge.core.window.check_ack`, and calls :meth:`ack_ranges`.)
         """
-        ranges = list(msg.ranges) or [(msg.first_seq, msg.last_seq)]
-        ranges = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
-        if not ranges:
+        return self.ack_ranges(list(msg.ranges) or [(msg.first_seq, msg.last_seq)])
+
+    def ack_ranges(self, ranges: Sequence[SeqRange]) -> int:
+        """Mark the unacknowledged readings of ``ranges`` acknowledged (seqs this buffer never
+        issued are left out); returns how many changed."""
+        wanted = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
+        if not wanted:
             return 0
         changed = 0
-        top = max(self._last_acked, ranges[-1][1])
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for a, b in ranges:
+        top = max(self._last_acked, wanted[-1][1])
+        with self._tx("recording an ack") as db:
+            for a, b in wanted:
                 cur = db.execute(
-                    "UPDATE reading SET acked = 1 WHERE seq BETWEEN ? AND ? AND acked = 0", (a, b)
+                    f"UPDATE reading SET acked = {ACKED} WHERE seq BETWEEN ? AND ? AND acked = 0",
+                    (a, b),
                 )
                 changed += cur.rowcount
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_acked_seq'", (top,))
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError(f"cannot record an ack in {self.path}: {e}") from None
         self._depth -= changed
         self._last_acked = top
         return changed
+
+    def issued(self) -> Issued:
+        """What this buffer has issued: the bounds every answer from the centre is checked
+        against."""
+        return Issued(self.station, self._stream, self._next_seq - 1, self._bseq_reserved)
+
+    def _import_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Append salvaged rows (seq, ts, code, value, flag, grade, acked) under new seqs, as
+        unacknowledged readings with their stored flags and grades; aggregates untouched."""
+        first = self._next_seq
+        last = first + len(rows) - 1
+        with self._tx(f"importing {len(rows)} readings") as db:
+            db.executemany(
+                _INSERT,
+                ((first + i, r[1], r[2], r[3], r[4], r[5]) for i, r in enumerate(rows)),
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (last + 1,))
+        self._next_seq = last + 1
+        self._rows += len(rows)
+        self._depth += len(rows)
+        return len(rows)
+
+    def _import_table(self, table: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Copy salvaged rows of an aggregate, ``last_ts`` or ``event`` table (same columns)."""
+        if not rows:
+            return 0
+        marks = ", ".join("?" * len(rows[0]))
+        with self._tx(f"importing {table}") as db:
+            db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+            if table == "event":
+                top = max(int(r[0]) for r in rows)
+                db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'event_id'", (top,))
+        if table == "last_ts":
+            self._last_ts.update({(str(d), str(c)): int(t) for d, c, t in rows})
+        return len(rows)
 
     def held_in(self, ranges: Iterable[SeqRange]) -> int:
         """How many readings of ``ranges`` the buffer still holds (acknowledged or not)."""
@@ -692,14 +875,71 @@ class Outbox:
         return total
 
     def note_resend_missing(self, ranges: Sequence[SeqRange]) -> int:
-        """Count the readings of a resend request the buffer no longer (or never) had."""
-        wanted = normalise_ranges(ranges)
+        """Count the readings of a resend request the buffer no longer holds. Only seqs this
+        stream has issued count (the caller clips the request); the counter saturates."""
+        wanted = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
         missing = range_count(wanted) - self.held_in(wanted)
         if missing > 0:
-            self.db.execute(
-                "UPDATE meta SET value = value + ? WHERE key = 'resend_missing'", (missing,)
-            )
+            with self._tx("counting missing readings") as db:
+                db.execute(
+                    "UPDATE meta SET value = min(value + ?, ?) WHERE key = 'resend_missing'",
+                    (missing, U63_MAX - MAX_SEQ),
+                )
         return missing
+
+    def reject(
+        self,
+        ranges: Sequence[SeqRange],
+        *,
+        reason: str,
+        detail: str = "",
+        batch_seq: int = 0,
+        now_ms: int = 0,
+    ) -> int:
+        """Mark the unacknowledged readings of ``ranges`` rejected by the centre (never sent
+        again, kept in the file) and log them with ``reason``; returns how many changed."""
+        wanted = intersect_ranges(normalise_ranges(ranges), [(1, self._next_seq - 1)])
+        changed = 0
+        with self._tx("recording a rejection") as db:
+            for a, b in wanted:
+                cur = db.execute(
+                    f"UPDATE reading SET acked = {REJECTED}"
+                    " WHERE seq BETWEEN ? AND ? AND acked = 0",
+                    (a, b),
+                )
+                if cur.rowcount:
+                    changed += cur.rowcount
+                    db.execute(
+                        "INSERT INTO reject_log (at, bseq, first, last, n, reason, detail)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (now_ms, batch_seq, a, b, cur.rowcount, reason, detail[:256]),
+                    )
+            if changed:
+                db.execute(
+                    "UPDATE meta SET value = min(value + ?, ?) WHERE key = 'rejected'",
+                    (changed, MAX_SEQ),
+                )
+        self._depth -= changed
+        return changed
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Readings the centre rejected, by reason."""
+        return {
+            str(r): int(n)
+            for r, n in self.db.execute(
+                "SELECT reason, sum(n) FROM reject_log GROUP BY reason ORDER BY reason"
+            )
+        }
+
+    def unacked_in(self, first: int, last: int) -> int:
+        """Unacknowledged readings in ``first..last``."""
+        return int(
+            self._one(
+                "SELECT count(*) FROM reading INDEXED BY reading_unacked"
+                " WHERE acked = 0 AND seq BETWEEN ? AND ?",
+                (first, last),
+            )
+        )
 
     # -- space -----------------------------------------------------------------------------
 
@@ -746,18 +986,17 @@ class Outbox:
         return SpacePlan(done_acked, done_unacked)
 
     def _delete_acked(self, n: int) -> int:
-        cur = self.db.execute(
-            "DELETE FROM reading WHERE seq IN"
-            " (SELECT seq FROM reading WHERE acked = 1 ORDER BY seq LIMIT ?)",
-            (n,),
-        )
+        with self._tx("deleting acknowledged readings") as db:
+            cur = db.execute(
+                "DELETE FROM reading WHERE seq IN"
+                f" (SELECT seq FROM reading WHERE acked = {ACKED} ORDER BY seq LIMIT ?)",
+                (n,),
+            )
         self._rows -= cur.rowcount
         return cur.rowcount
 
     def _drop_unacked(self, n: int, now_ms: int | None) -> int:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx("dropping unacknowledged readings") as db:
             row = db.execute(
                 "SELECT count(*), min(seq), max(seq) FROM (SELECT seq FROM reading"
                 " INDEXED BY reading_unacked WHERE acked = 0 ORDER BY seq LIMIT ?)",
@@ -765,7 +1004,6 @@ class Outbox:
             ).fetchone()
             count, first, last = int(row[0]), row[1], row[2]
             if count == 0:
-                db.execute("COMMIT")
                 return 0
             db.execute("DELETE FROM reading WHERE seq BETWEEN ? AND ?", (first, last))
             db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (count,))
@@ -776,11 +1014,6 @@ class Outbox:
                 "INSERT INTO drop_log (at, first, last, n) VALUES (?, ?, ?, ?)",
                 (now_ms if now_ms is not None else 0, first, last, count),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._rows = int(self._one("SELECT count(*) FROM reading"))
         self._depth -= count
         self._dropped += count
@@ -801,9 +1034,21 @@ class Outbox:
             for k, v in self.db.execute(
                 "SELECT key, value FROM meta WHERE key IN"
                 " ('next_seq', 'last_acked_seq', 'dropped', 'dropped_through', 'resend_missing',"
-                " 'event_id', 'bseq_reserved')"
+                " 'event_id', 'bseq_reserved', 'rejected', 'stream')"
             )
         }
+
+    def quick_check(self) -> None:
+        """Read every page (``PRAGMA quick_check``); :class:`CorruptBufferError` if one is
+        damaged. Seconds on a large buffer: the agent runs it once, after starting."""
+        try:
+            got = str(self._one("PRAGMA quick_check(1)"))
+        except sqlite3.Error as e:
+            raise store_error(self.path, "checking it", e) from None
+        if got != "ok":
+            raise CorruptBufferError(
+                f"the buffer {self.path} is damaged ({got})" + _salvage_hint(self.path)
+            )
 
     # -- inspection ------------------------------------------------------------------------
 
@@ -882,8 +1127,178 @@ class Outbox:
             readings_per_s=rate,
             coverage_days=cover,
             pending_events=int(self._one("SELECT count(*) FROM event")),
+            stream=self._stream,
+            rejected=self.rejected_by_reason(),
         )
 
 
 def _agg_tuple(r: AggRow) -> tuple[int, str, int, int, float | None, float | None, float]:
     return (r.start_ms, r.code, r.count, r.valid, r.vmin, r.vmax, r.vsum)
+
+
+# --------------------------------------------------------------------------------------------
+# salvage
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageResult:
+    """What :func:`salvage` copied from a damaged buffer into a new one."""
+
+    source: Path
+    target: Path
+    station: str
+    old_stream: int | None
+    new_stream: int
+    copied: int
+    """Unacknowledged readings copied (seqs ``1..copied`` of the new stream)."""
+    old_first: int | None
+    old_last: int | None
+    unreadable: int
+    """Seqs whose page could not be read."""
+    invalid: int
+    """Rows that were readable but held impossible values (skipped)."""
+    acked: int
+    rejected: int
+    aggregates: int
+    events: int
+
+
+_ROW_FLAGS = frozenset(_FLAG_TEXT)
+
+
+def _valid_row(row: tuple[Any, ...]) -> bool:
+    seq, ts, code, value, flag, grade, acked = row
+    return (
+        type(seq) is int
+        and type(ts) is int
+        and 0 <= ts <= U63_MAX
+        and isinstance(code, str)
+        and wire.CODE_RE.fullmatch(code) is not None
+        and (value is None or type(value) is float or type(value) is int)
+        and flag in _ROW_FLAGS
+        and type(grade) is int
+        and 0 <= grade <= 6
+        and acked in (0, ACKED, REJECTED)
+    )
+
+
+def _read_ranges(
+    db: sqlite3.Connection, lo: int, hi: int, chunk: int, progress: Any
+) -> Iterator[tuple[list[tuple[Any, ...]], int]]:
+    """Rows of seqs ``lo..hi`` in order, chunk by chunk: (rows, seqs unreadable). A chunk that
+    cannot be read is halved until the damaged seqs are isolated."""
+    sql = (
+        "SELECT seq, ts, code, value, flag, grade, acked FROM reading NOT INDEXED"
+        " WHERE seq BETWEEN ? AND ? ORDER BY seq"
+    )
+    todo = [(a, min(a + chunk - 1, hi)) for a in range(lo, hi + 1, chunk)]
+    todo.reverse()
+    while todo:
+        a, b = todo.pop()
+        try:
+            rows = db.execute(sql, (a, b)).fetchall()
+        except sqlite3.DatabaseError:
+            if a == b:
+                yield [], 1
+            else:
+                mid = (a + b) // 2
+                todo.extend([(mid + 1, b), (a, mid)])
+            continue
+        if progress is not None:
+            progress(b - lo + 1, hi - lo + 1)
+        yield rows, 0
+
+
+def salvage(
+    source: Path | str,
+    target: Path | str,
+    *,
+    station: str | None = None,
+    max_bytes: int | None = None,
+    progress: Any = None,
+) -> SalvageResult:
+    """Copy every readable, committed, unacknowledged reading of the (damaged) buffer
+    ``source`` into a new buffer ``target``: a new stream, seqs from 1 in the original order,
+    values, flags and grades as stored. Readable aggregates, last result times and undelivered
+    events are copied too. ``progress(done, total)`` is called as seqs are read."""
+    src, dst = Path(source), Path(target)
+    if not src.is_file():
+        raise StoreError(f"no buffer at {src}")
+    if dst.exists() and dst.stat().st_size > 0:
+        raise StoreError(f"{dst} exists; give a new path for the salvaged buffer")
+    if dst.resolve() == src.resolve():
+        raise StoreError("the salvaged buffer needs a path of its own")
+    try:
+        old = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise CorruptBufferError(f"cannot open {src}: {e}") from None
+    with contextlib.closing(old):
+        meta: dict[str, Any] = {}
+        with contextlib.suppress(sqlite3.DatabaseError):
+            meta = dict(old.execute("SELECT key, value FROM meta").fetchall())
+        st = station or meta.get("station")
+        if not isinstance(st, str):
+            raise CorruptBufferError(
+                f"{src}: the station id is unreadable; give --config station.toml"
+            )
+        if station is not None and meta.get("station") not in (None, station):
+            raise StoreError(f"{src} belongs to station {meta.get('station')!r}, not {station!r}")
+        hi = meta.get("next_seq")
+        hi = hi - 1 if type(hi) is int and 1 <= hi <= MAX_SEQ + 1 else None
+        if hi is None:
+            try:
+                top = old.execute("SELECT max(seq) FROM reading").fetchone()[0]
+            except sqlite3.DatabaseError:
+                top = None
+            if type(top) is not int or not 0 <= top <= MAX_SEQ:
+                raise CorruptBufferError(
+                    f"{src}: neither meta.next_seq nor the highest seq can be read"
+                )
+            hi = top
+        budget = max_bytes if max_bytes is not None else meta.get("max_bytes", 512 << 20)
+        old_stream = meta.get("stream") if type(meta.get("stream")) is int else None
+        new = Outbox(dst, station=st, max_bytes=int(budget))
+        try:
+            copied = unreadable = invalid = acked = rejected = 0
+            old_first: int | None = None
+            old_last: int | None = None
+            for rows, bad in _read_ranges(old, 1, hi, 4096, progress):
+                unreadable += bad
+                keep: list[tuple[Any, ...]] = []
+                for row in rows:
+                    if not _valid_row(row):
+                        invalid += 1
+                    elif row[6] == ACKED:
+                        acked += 1
+                    elif row[6] == REJECTED:
+                        rejected += 1
+                    else:
+                        keep.append(row)
+                if keep:
+                    old_first = keep[0][0] if old_first is None else old_first
+                    old_last = keep[-1][0]
+                    copied += new._import_rows(keep)
+            aggs = events = 0
+            for table in ("agg_hour", "agg_day", "last_ts", "event"):
+                try:
+                    rows = old.execute(f"SELECT * FROM {table}").fetchall()
+                except sqlite3.DatabaseError as e:
+                    log.warning("salvage: table %s of %s is unreadable: %s", table, src, e)
+                    continue
+                n = new._import_table(table, rows)
+                if table.startswith("agg"):
+                    aggs += n
+                elif table == "event":
+                    events += n
+            with new._tx("recording the salvage") as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('salvaged_from_stream', ?)",
+                    (old_stream if old_stream is not None else -1,),
+                )
+            result = SalvageResult(
+                src, dst, st, old_stream, new.stream, copied, old_first, old_last,
+                unreadable, invalid, acked, rejected, aggs, events,
+            )  # fmt: skip
+        finally:
+            new.close()
+    return result

@@ -84,9 +84,11 @@ class Uplink:
         *,
         clock: Clock,
         agent_version: str,
+        stream: int = 0,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.cfg = cfg
+        self.stream = stream
         self.station = station
         self.handler = handler
         self.clock = clock
@@ -113,6 +115,7 @@ class Uplink:
         self._client: mqtt.Client | None = None
         self.ack_topic = topics.ack_topic(station)
         self.resend_topic = topics.resend_topic(station)
+        self.nack_topic = topics.nack_topic(station)
         self.status_topic = topics.status_topic(station)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -138,7 +141,11 @@ class Uplink:
             )
             if tls is not None and tls.insecure:
                 client.tls_insecure_set(True)
-        will = wire.encode(wire.Status.last_will(self.station, self._now_ms(), self.agent_version))
+        will = wire.encode(
+            wire.Status.last_will(
+                self.station, self._now_ms(), self.agent_version, stream=self.stream
+            )
+        )
         client.will_set(self.status_topic, will, qos=QOS, retain=True)
         client.reconnect_delay_set(1, self.cfg.reconnect_max_s)
         client.max_inflight_messages_set(max(20, self.cfg.max_inflight_batches + 20))
@@ -240,7 +247,7 @@ class Uplink:
         self.ever_connected = True
         self.connects += 1
         self._early_closes = 0
-        client.subscribe([(self.ack_topic, QOS), (self.resend_topic, QOS)])
+        client.subscribe([(self.ack_topic, QOS), (self.resend_topic, QOS), (self.nack_topic, QOS)])
         log.info(
             "connected to %s:%d (MQTT %s, session present: %s)",
             self.host,

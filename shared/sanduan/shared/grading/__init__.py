@@ -5,10 +5,16 @@ item without class limits). The kernels are loaded on first use (compiled ahead 
 the package build could, numba's JIT otherwise: :mod:`sanduan.shared.grading.loader`), so
 importing this package (or :mod:`sanduan.shared.grading.cache`) does not import numba.
 
-Exceedance multiples are (C - L) / L for items with upper limits. :class:`ItemGrade` carries the
-multiple against the sample's ``exceedance_class`` limit: the target class when one is given,
-else Class III (national reporting). A negative multiple means the value is under that limit.
-Main pollutants are always ranked on the Class III multiple.
+Every value is rounded to its parameter's reporting precision (GB/T 8170-2008, half to even on
+the decimal representation: :mod:`sanduan.shared.precision`) before the kernels see it, so a
+value that equals a limit as a decimal is graded in that limit's class.
+
+Exceedance multiples are (C - L) / L for items with upper limits, computed on decimals and
+rounded to two places. :class:`ItemGrade` carries the multiple against the sample's
+``exceedance_class`` limit (the target class when one is given, else Class III) and, separately,
+the multiple against the Class III limit. A negative multiple means the value is under that
+limit. Main pollutants (only for a sample worse than Class III; at most three, worst class
+first, then largest Class III multiple) are ranked and reported on the Class III multiple.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sanduan.shared.errors import InputError, InvalidValueError
 from sanduan.shared.grading import loader
 from sanduan.shared.model import INFERIOR_V, NOT_GRADED, WaterBody
 from sanduan.shared.params import Parameter, all_parameters, resolve
+from sanduan.shared.precision import exact_multiple, round_indexed, round_to, round_value
 from sanduan.shared.standards import Direction, gb3838
 
 REPORTING_CLASS = 3
@@ -41,9 +48,13 @@ def class_label(grade: int) -> str:
 @dataclass(frozen=True, slots=True)
 class ItemGrade:
     value: float
+    """The value as graded: rounded to the parameter's reporting precision."""
     grade: int
     evaluated: bool
     exceedance: float | None
+    """Multiple against the sample's ``exceedance_class`` limit (target, else Class III)."""
+    multiple_iii: float | None = None
+    """Multiple against the Class III limit (main pollutants)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,7 @@ class SampleGrade:
                     "class": it.grade,
                     "evaluated": it.evaluated,
                     "exceedance": it.exceedance,
+                    "multiple_iii": it.multiple_iii,
                 }
                 for name, it in self.items.items()
             },
@@ -137,9 +149,12 @@ def grade_sample(
     values: Mapping[str, float],
     water_body: WaterBody = WaterBody.RIVER,
     target_class: int | None = None,
+    *,
+    do_class_i: float | None = None,
 ) -> SampleGrade:
     """Grade one sample: ``values`` maps parameter names (aliases and HJ 212 codes accepted) to
-    values in the registry's units.
+    values in the registry's units. ``do_class_i``, when given, is the DO Class I limit to use
+    instead of 7.5 mg/L (GB 3838 allows 90 % saturation: :func:`do_saturation_limit`).
 
     Raises UnknownParameterError, InvalidValueError for a negative concentration, and
     InputError for a parameter given twice or a target class outside 1..5.
@@ -156,22 +171,20 @@ def grade_sample(
         if p.name in seen:
             raise InputError(f"parameter {p.name} given twice ({seen[p.name]!r} and {label!r})")
         seen[p.name] = label
-        v = float(raw)
+        v = round_value(float(raw), p.decimals)
         if v < 0 and p.physical_min >= 0:
-            raise _negative(p, v)
+            raise _negative(p, float(raw))
         params.append(p)
         vals.append(v)
 
     arr = np.asarray(vals, dtype=np.float64)
     idx = np.asarray([p.index for p in params], dtype=np.int64)
     grades = k.classify_indexed(arr, idx, tables.limits, tables.directions)
+    if do_class_i is not None:
+        _regrade_do(grades, vals, params, tables, do_class_i)
     basis = target_class if target_class is not None else REPORTING_CLASS
-    exc = k.exceedance_indexed(arr, idx, tables.limits, tables.directions, basis)
-    exc3 = (
-        exc
-        if basis == REPORTING_CLASS
-        else k.exceedance_indexed(arr, idx, tables.limits, tables.directions, REPORTING_CLASS)
-    )
+    exc = _multiples(arr, idx, tables, basis)
+    exc3 = exc if basis == REPORTING_CLASS else _multiples(arr, idx, tables, REPORTING_CLASS)
     row = np.zeros((1, len(tables.names)), dtype=np.int8)
     row[0, idx] = grades
     overall = int(k.overall_class(row, tables.evaluated)[0])
@@ -183,11 +196,13 @@ def grade_sample(
     items: dict[str, ItemGrade] = {}
     for i, p in enumerate(params):
         e = float(exc[i])
+        e3 = float(exc3[i])
         items[p.name] = ItemGrade(
             value=vals[i],
             grade=int(grades[i]),
             evaluated=p.evaluated,
             exceedance=None if math.isnan(e) else e,
+            multiple_iii=None if math.isnan(e3) else e3,
         )
 
     main: tuple[str, ...] = ()
@@ -217,6 +232,60 @@ def grade_sample(
     )
 
 
+DO_SATURATION_NUMERATOR = 468.0
+DO_SATURATION_OFFSET = 31.6
+
+
+def do_saturation_limit(temperature: float, percent: float = 90.0) -> float:
+    """DO Class I limit as ``percent`` of saturation at ``temperature`` (degC), mg/L:
+    percent / 100 * 468 / (31.6 + T), the freshwater saturation formula of Chinese practice,
+    computed on decimals and rounded to DO's reporting precision (GB/T 8170)."""
+    from decimal import Decimal, localcontext
+
+    from sanduan.shared.precision import decimal_of, quantize
+
+    t = decimal_of(round_value(temperature, resolve("temperature").decimals))
+    with localcontext() as ctx:
+        ctx.prec = 40
+        sat = Decimal("468") / (Decimal("31.6") + t)
+        lim = decimal_of(percent) / 100 * sat
+    return float(quantize(lim, resolve("DO").decimals))
+
+
+def _regrade_do(
+    grades: npt.NDArray[np.int8],
+    vals: list[float],
+    params: list[Parameter],
+    tables: KernelTables,
+    class_i: float,
+) -> None:
+    """Re-grade DO in place with ``class_i`` as its Class I limit (II..V unchanged)."""
+    for i, p in enumerate(params):
+        if p.name != "DO" or math.isnan(vals[i]) or vals[i] < 0:
+            continue
+        v = vals[i]
+        if v >= class_i:
+            grades[i] = 1
+            continue
+        row = tables.limits[p.index]
+        grades[i] = next((c for c in range(2, 6) if v >= row[c - 1]), INFERIOR_V)
+
+
+def _multiples(
+    values: npt.NDArray[np.float64], idx: npt.NDArray[np.int64], tables: KernelTables, basis: int
+) -> npt.NDArray[np.float64]:
+    """Exact multiples (C - L) / L against the Class ``basis`` limit, rounded to two decimals
+    (NaN where none applies: not an upper-limit item, NaN or negative value)."""
+    out = np.full(values.shape, np.nan)
+    for i, (v, j) in enumerate(zip(values.tolist(), idx.tolist(), strict=True)):
+        if int(tables.directions[j]) != int(Direction.UPPER) or math.isnan(v) or v < 0:
+            continue
+        lim = float(tables.limits[j, basis - 1])
+        if lim > 0:
+            out[i] = float(exact_multiple(v, lim)) if math.isfinite(v) else math.inf
+    return out
+
+
 def classify_array(
     parameter: str,
     values: npt.ArrayLike,
@@ -234,6 +303,7 @@ def classify_array(
         neg = np.flatnonzero(arr < 0)
         if neg.size:
             raise _negative(p, float(arr[neg[0]]))
+    arr = round_to(arr, p.decimals)
     fn = _jit().classify_parallel if parallel else loader.kernels().classify
     grades: npt.NDArray[np.int8] = fn(arr, tables.limits[p.index], int(tables.directions[p.index]))
     return grades
@@ -264,6 +334,7 @@ def classify_batch(
     if neg.size:
         i = int(neg[0])
         raise _negative(all_parameters()[int(idx[i])], float(arr[i]))
+    arr = round_indexed(arr, idx)
     fn = _jit().classify_indexed_parallel if parallel else loader.kernels().classify_indexed
     grades: npt.NDArray[np.int8] = fn(arr, idx, tables.limits, tables.directions)
     return grades
@@ -279,6 +350,7 @@ __all__ = [
     "class_label",
     "classify_array",
     "classify_batch",
+    "do_saturation_limit",
     "grade_sample",
     "kernel_tables",
 ]

@@ -9,11 +9,12 @@ applies to a period and returns ledger entries, each with its evidence.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sanduan.central.core.assessment import DEFAULT_OPTIONS, AssessmentOptions
 from sanduan.central.core.compensation.base import (
     LedgerEntry,
     RuleParams,
@@ -45,6 +46,8 @@ class RuleSet:
     policy: SettlementPolicy
     rules: tuple[RuleParams, ...]
     source: str = "<rules>"
+    assessment: AssessmentOptions = DEFAULT_OPTIONS
+    """``[assessment]``: grading choices (DO Class I by saturation)."""
 
     def check(self, county: County) -> None:
         """Cross-check the rules against a county (unknown towns, sections, baselines)."""
@@ -54,14 +57,23 @@ class RuleSet:
     def to_json(self) -> dict[str, Any]:
         return {
             "settlement": self.policy.model_dump(),
+            "assessment": self.assessment.model_dump(),
             "rules": [r.model_dump(mode="json") for r in self.rules],
         }
 
 
 def build_rules(data: Mapping[str, Any], file: str = "<rules>") -> RuleSet:
-    extra = sorted(set(data) - {"settlement", "rule"})
+    extra = sorted(set(data) - {"settlement", "assessment", "rule"})
     if extra:
-        raise ConfigError(file, extra[0], "unknown key (expected [settlement] and [[rule]])")
+        raise ConfigError(
+            file, extra[0], "unknown key (expected [settlement], [assessment] and [[rule]])"
+        )
+    try:
+        assessment = parse_model(AssessmentOptions, dict(data.get("assessment", {})), file)
+    except ConfigError as e:
+        raise ConfigError(
+            file, f"assessment.{e.key}" if e.key else "assessment", e.reason
+        ) from None
     try:
         policy = parse_model(SettlementPolicy, dict(data.get("settlement", {})), file)
     except ConfigError as e:
@@ -89,7 +101,7 @@ def build_rules(data: Mapping[str, Any], file: str = "<rules>") -> RuleSet:
             raise ConfigError(file, f"{key}.id", f"duplicate rule id {params.rule_id!r}")
         ids.add(params.rule_id)
         rules.append(params)
-    return RuleSet(policy, tuple(rules), file)
+    return RuleSet(policy, tuple(rules), file, assessment)
 
 
 def parse_rules(text: str, file: str = "<rules>") -> RuleSet:
@@ -111,10 +123,11 @@ def settle(
     rules: RuleSet,
     period: Period,
     means: Mapping[str, Mapping[str, Mean]],
+    daily: Callable[[str, str], Sequence[tuple[str, Mean]]] | None = None,
 ) -> list[LedgerEntry]:
     """Ledger entries of every rule that settles ``period``'s kind, on the period means
-    (section id -> parameter -> mean)."""
-    ctx = SettlementContext(county, period, means, rules.policy)
+    (section id -> parameter -> mean) and, for rules on daily means, ``daily``."""
+    ctx = SettlementContext(county, period, means, rules.policy, daily=daily)
     out: list[LedgerEntry] = []
     for r in rules.rules:
         if period.kind in r.periods:

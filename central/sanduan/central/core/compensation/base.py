@@ -3,7 +3,7 @@ their evidence, and the insufficient-data policy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -127,6 +127,9 @@ class SettlementContext:
     policy: SettlementPolicy
     charged: set[tuple[str, str]] = field(default_factory=set)
     """(rule id, section) already charged under the charge-reporter policy this period."""
+    daily: Callable[[str, str], Sequence[tuple[str, Mean]]] | None = None
+    """(section, factor) -> the period's daily means as (local date, mean), in order; None when
+    the caller has no daily means (rules that need them then record insufficient data)."""
 
     def mean(self, section: str, factor: str) -> Mean:
         return self.means.get(section, {}).get(factor) or Mean(None, 0, 0, False)

@@ -6,11 +6,14 @@ min(cap_per_factor, ceil(m / step) * penalty_per_step), "per started 0.5x" with 
 When no factor exceeds, the town is rewarded reward_per_class * (target - c(D)) for each class
 c(D) (the single-factor class over the factors) is better than the target. Penalties go to,
 and rewards come from, ``counterparty``: the county fund (default) or the downstream party.
+
+C is the period mean at its reporting precision; m is computed on decimals and rounded to two
+places (GB/T 8170) before the steps are counted, so m = 0.50 is one step, never two.
 """
 
 from __future__ import annotations
 
-import math
+from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -21,6 +24,7 @@ from sanduan.central.core.compensation.base import (
     SettlementContext,
     Yuan,
 )
+from sanduan.shared.precision import decimal_of, exact_multiple
 from sanduan.shared.standards import Direction, gb3838
 
 KIND = "exceedance"
@@ -44,12 +48,13 @@ class Params(FactorRule):
         return v
 
 
-def steps(m: float, step: float) -> int:
-    """Started steps of exceedance multiple ``m`` (0 when m <= 0); rounded to 1e-9 first so
-    that 0.1 + 0.2 style noise does not start a step."""
-    if m <= 0:
+def steps(m: float | Decimal, step: float) -> int:
+    """Started steps of exceedance multiple ``m`` (0 when m <= 0), counted on decimals: 0.50
+    with step 0.5 is one step."""
+    dm = decimal_of(m)
+    if dm <= 0:
         return 0
-    return math.ceil(round(m / step, 9))
+    return int((dm / decimal_of(step)).to_integral_value(rounding=ROUND_CEILING))
 
 
 def settle(p: Params, ctx: SettlementContext) -> list[LedgerEntry]:
@@ -78,10 +83,10 @@ def settle(p: Params, ctx: SettlementContext) -> list[LedgerEntry]:
             assert c is not None and item is not None
             limit = item.limit(sec.target_class, sec.water_body)
             assert limit is not None
-            m = (c - limit) / limit
-            k = steps(m, p.step)
+            dm = exact_multiple(c, limit)
+            k = steps(dm, p.step)
             amount = min(p.cap_per_factor, k * p.penalty_per_step)
-            per[f] = {"C": c, "L": limit, "m": m, "steps": k, "amount_yuan": amount}
+            per[f] = {"C": c, "L": limit, "m": float(dm), "steps": k, "amount_yuan": amount}
             penalty += amount
         c_d, classes = ctx.section_class(d, p.factors)
         better = max(0, sec.target_class - c_d) if penalty == 0 else 0

@@ -9,10 +9,15 @@ the baseline (per section, else per rule). P <= 1: the downstream party pays the
 Default pairs: every town boundary (section: the town's inflow, upstream: the upstream town,
 downstream: the town) and, with ``include_county_outflow``, the outflow of every town whose water
 leaves the county (downstream: the county fund).
+
+P is computed on decimals (the means at their reporting precision, the weights, baselines and
+K0 as written) and rounded once to ``p_decimals`` places (GB/T 8170, half to even) before it is
+compared with 1: ratios 0.8, 0.9, 1.4, 0.9 with weights 0.25 and K0 = 1 give P = 1 exactly.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal, localcontext
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
@@ -28,6 +33,7 @@ from sanduan.central.core.compensation.base import (
 from sanduan.central.core.county import County
 from sanduan.shared.config import Strict
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.precision import decimal_of, quantize
 
 KIND = "p-index"
 Positive = Annotated[float, Field(gt=0)]
@@ -52,6 +58,8 @@ class Params(RuleParams):
     penalty_yuan: Yuan | None = None
     pairs: list[Pair] | None = None
     include_county_outflow: bool = False
+    p_decimals: Annotated[int, Field(ge=0, le=8)] = 3
+    """P is rounded to this many decimals (half to even) before it is compared with 1."""
 
     @field_validator("weights", "baseline")
     @classmethod
@@ -135,18 +143,21 @@ def settle(p: Params, ctx: SettlementContext) -> list[LedgerEntry]:
             out.extend(ctx.insufficient(p, pr.downstream, pr.upstream, bad, ev))
             continue
         terms: dict[str, Any] = {}
-        total = 0.0
-        for f in p.factors:
-            c = ctx.mean(pr.section, f).value
-            c0 = p.baseline_of(pr.section, f)
-            assert c is not None and c0 is not None
-            term = p.weights[f] * c / c0
-            terms[f] = {"K": p.weights[f], "C": c, "C0": c0, "K*C/C0": term}
-            total += term
-        pidx = p.k0 * total
+        with localcontext() as dctx:
+            dctx.prec = 40
+            total = Decimal(0)
+            for f in p.factors:
+                c = ctx.mean(pr.section, f).value
+                c0 = p.baseline_of(pr.section, f)
+                assert c is not None and c0 is not None
+                term = decimal_of(p.weights[f]) * decimal_of(c) / decimal_of(c0)
+                terms[f] = {"K": p.weights[f], "C": c, "C0": c0, "K*C/C0": float(term)}
+                total += term
+            exact = decimal_of(p.k0) * total
+        pidx = float(quantize(exact, p.p_decimals))
         ev.update(
             formula="P = K0 * sum(K_i * C_i / C0_i)",
-            inputs={"K0": p.k0, "terms": terms},
+            inputs={"K0": p.k0, "terms": terms, "P_decimals": p.p_decimals},
         )
         if pidx <= 1.0:
             ev["result"] = {"P": pidx, "direction": "downstream pays upstream"}

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from sanduan.central.core.compensation import class_change, exceedance, p_index, three_section
+from sanduan.central.core.compensation import (
+    class_change,
+    daily_fine,
+    exceedance,
+    linear,
+    p_index,
+    river,
+    three_section,
+    tiered,
+)
 from sanduan.central.core.compensation.base import LedgerEntry, RuleParams, SettlementContext
 
 
@@ -24,6 +33,12 @@ def _kind(module: Any) -> RuleKind:
 
 
 RULES: Mapping[str, RuleKind] = MappingProxyType(
-    {k.kind: k for k in map(_kind, (three_section, class_change, exceedance, p_index))}
+    {
+        k.kind: k
+        for k in map(
+            _kind,
+            (three_section, class_change, exceedance, p_index, daily_fine, linear, tiered, river),
+        )
+    }
 )
 DEFAULT_KIND = three_section.KIND

@@ -1,0 +1,64 @@
+"""The agent fails loudly: a failed task stops the agent, what is in memory is committed, and
+the process ends non-zero (systemd restarts it); never exit 0 on failure."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tests.edge.agent_harness import fake, station_config
+from tests.edge.conftest import free_port
+from typer.testing import CliRunner
+
+from sanduan.cli import app
+from sanduan.edge.app import Agent, AgentFailed, FakeSource, Sink
+from sanduan.edge.core.model import PolledValue
+from sanduan.edge.io.outbox import Outbox
+from sanduan.shared.model import Flag
+
+
+def test_a_failed_task_stops_the_agent_with_an_error(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    cfg = station_config("t-fail", db, free_port())  # no broker there: nothing is sent
+
+    class Source(FakeSource):
+        async def run(self, sink: Sink) -> None:
+            for i in range(5):
+                ts = 1_767_225_600_000 + i * 1000
+                sink([PolledValue("fake", c, ts, 1.0, Flag.N) for c in self.codes])
+                await asyncio.sleep(0.05)
+            raise RuntimeError("the poller broke")
+
+    src = fake(0.01)
+    source = Source(src.clock, src.period_s, src.codes)
+    agent = Agent(cfg, source=source, clock=src.clock)
+
+    async def go() -> None:
+        await agent.run(asyncio.Event())
+
+    with pytest.raises(AgentFailed, match="the poller broke"):
+        asyncio.run(go())
+    with Outbox(db, station="t-fail") as ob:  # what was polled before is committed
+        assert ob.next_seq - 1 == agent.committed == 5 * 4
+
+
+def test_the_run_command_exits_1_on_a_failed_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: FakeSource, sink: Sink) -> None:
+        await asyncio.sleep(0.2)
+        raise RuntimeError("the poller broke")
+
+    monkeypatch.setattr(FakeSource, "run", broken)
+    cfg = tmp_path / "station.toml"
+    cfg.write_text(
+        f'[station]\nid = "t-fail"\n[buffer]\npath = "{tmp_path / "b.db"}"\n'
+        f'[uplink]\nbroker = "mqtt://127.0.0.1:{free_port()}"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        app, ["edge", "run", "--config", str(cfg), "--fake-source", "1", "--log-format", "text"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "sanduan edge run: the agent stopped on a failure: the poller broke" in result.output
