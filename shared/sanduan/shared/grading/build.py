@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         description="Compile the grading kernels ahead of time (numba.pycc).",
     )
     ap.add_argument("--if-stale", action="store_true", help="only if missing or out of date")
-    ap.add_argument("--cpu", default="", help='LLVM CPU name; "host" for this machine')
+    ap.add_argument(
+        "--cpu",
+        default=os.environ.get("SANDUAN_AOT_CPU", ""),
+        help='LLVM CPU name; "host" for this machine (default: $SANDUAN_AOT_CPU, else generic)',
+    )
     ap.add_argument("--output-dir", type=Path, default=HERE)
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args(argv)
