@@ -205,8 +205,9 @@ class UplinkConfig(MqttConfig):
 class GradingConfig(Strict):
     alarm_consecutive: Annotated[int, Field(ge=1, le=10_000)] = 3
     engine: Literal["numba", "numpy"] = "numba"
-    """How the edge agent grades: the shared numba kernels, or numpy with identical results
-    and about 100 MB less resident memory (small gateways)."""
+    """How the edge agent grades: the shared numba kernels (compiled ahead of time when the
+    package was built with a C compiler, numba's JIT otherwise), or numpy with identical
+    results; numpy saves about 100 MB of resident memory only where the JIT is used."""
 
 
 class DeviceConfig(Strict):
