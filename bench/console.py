@@ -165,7 +165,6 @@ def _fill(store: Store, county: County, reading_stations: int) -> None:
             store.store_batch(batch, end)
             seq += n
         print(f"  readings of {st}: {seq - 1:,}")
-    Users(store).add("bench", Role.ADMIN, "bench-password")
 
 
 def timed(fn: Callable[[], object], n: int = 30) -> tuple[float, float]:
@@ -190,8 +189,9 @@ def main() -> None:
         url, county = f"sqlite:///{folder / 'central.db'}", load_county(folder / "county.toml")
     else:
         url, county = build(folder, args.reading_stations)
-    store = open_store(url)
+    store = open_store(url, migrate=True)
     try:
+        Users(store).add("bench", Role.ADMIN, "bench-password")
         readings = store.count_readings()
         aggregates = store.query("SELECT COUNT(*) FROM aggregates")[0][0]
         print(

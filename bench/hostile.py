@@ -6,8 +6,9 @@ same run without the flood.
 
 The centre is real: a private Mosquitto started with the shipped configuration
 (deploy/mosquitto: TLS, passwords, ACLs, client ids bound to users, size limits) on a free
-port, and a ``sanduan central run`` process storing into SQLite. Each phase has a fresh store and
-a fresh collector.
+port, and a ``sanduan central run`` process storing into SQLite. Three phases, each with a fresh
+store and a fresh collector: baseline, flood, baseline again (the ratio is to the mean of the
+two baselines, as the load of a shared machine drifts).
 
 Good stations (in this process, one MQTT client each) send v1 batches of 500 readings with a
 window of 4 unacknowledged batches, as an agent does, resending a batch not acknowledged within
@@ -420,7 +421,8 @@ def main() -> int:
                 f" {args.seconds:g} s a phase"
             )
             phases = []
-            for name, flooding in (("baseline", False), ("flood", True)):
+            # The baseline before and after the flood: on a shared machine the load drifts.
+            for name, flooding in (("baseline", False), ("flood", True), ("baseline2", False)):
                 ph = run_phase(
                     name, work, broker.port, broker.ca, users, stations, args.seconds,
                     flooding, limit, broker.proc.pid,
@@ -445,10 +447,9 @@ def main() -> int:
                     )
         finally:
             broker.stop()
-    ratio = phases[1].rate / phases[0].rate
-    print(
-        f"ratio flood/baseline {ratio:.2f}  (target >= 0.8)  {'PASS' if ratio >= 0.8 else 'MISS'}"
-    )
+    ratio = phases[1].rate / ((phases[0].rate + phases[2].rate) / 2)
+    verdict = "PASS" if ratio >= 0.8 else "MISS"
+    print(f"ratio flood/mean baseline {ratio:.2f}  (target >= 0.8)  {verdict}")
     if args.json:
         doc = {"phases": [asdict(p) | {"rate": p.rate} for p in phases], "ratio": ratio}
         args.json.write_text(json.dumps(doc, indent=2), encoding="utf-8")

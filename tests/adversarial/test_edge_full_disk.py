@@ -161,3 +161,19 @@ reconnect_max_s = 1
     assert any("not stored" in r["msg"] for r in tail)
     last_line = log.read_text(encoding="utf-8").splitlines()[-1]
     assert last_line.startswith("sanduan edge run: stopped with the buffer not writable")
+    # Started again on the still-full disk (its WAL still there: the last checkpoint needed
+    # space too), it runs, stores nothing, and a stop is again a failure.
+    with log.open("ab") as fh:
+        again = subprocess.Popen(
+            [SANDUAN, "edge", "run", "--config", str(cfg), "--fake-source", "0.05:4"],
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
+    try:
+        time.sleep(6)
+        assert again.poll() is None, log.read_text()[-2000:]
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(30) == 1
+    finally:
+        if again.poll() is None:
+            again.kill()

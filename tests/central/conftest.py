@@ -6,7 +6,10 @@
 * ``store_url``: the URL of such a store, already migrated (for collectors in other threads or
   processes).
 * ``uid``: a short id unique to the test, for station ids, client ids and groups.
-* ``mqtt_peer``: a plain paho client that publishes and records what the collector sends.
+* ``broker_port``: the port of a Mosquitto of the test's own (no other test's collector can see
+  or acknowledge its batches).
+* ``mqtt_peer``: a plain paho client on that broker that publishes and records what the
+  collector sends.
 """
 
 from __future__ import annotations
@@ -153,14 +156,31 @@ class MqttPeer:
 
 
 @pytest.fixture
-def mqtt_peer(uid: str) -> Iterator[Callable[..., MqttPeer]]:
-    """Makes peers: ``mqtt_peer(stations)`` on the shared broker, ``mqtt_peer(stations, port)``
-    on another (a private broker of the test)."""
-    if not BROKER_UP:
-        pytest.skip("no MQTT broker on 127.0.0.1:1883")
+def broker_port(tmp_path: Any) -> Iterator[int]:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    if not shutil.which("mosquitto"):
+        pytest.skip("mosquitto is not installed")
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:  # so that ``tests.brokers`` imports
+        sys.path.insert(0, root)
+    from tests.brokers import PrivateBroker
+
+    d = tmp_path / "broker"
+    d.mkdir()
+    b = PrivateBroker(d).start()
+    yield b.port
+    b.kill()
+
+
+@pytest.fixture
+def mqtt_peer(uid: str, broker_port: int) -> Iterator[Callable[..., MqttPeer]]:
+    """Makes peers on the test's own broker: ``mqtt_peer(stations)``."""
     peers: list[MqttPeer] = []
 
-    def make(stations: list[str], port: int = BROKER[1]) -> MqttPeer:
+    def make(stations: list[str], port: int = broker_port) -> MqttPeer:
         p = MqttPeer(f"peer-{uid}-{len(peers)}", stations, port)
         peers.append(p)
         return p

@@ -200,8 +200,14 @@ def test_main_pollutants_per_the_evaluation_method() -> None:
     # TP and COD tie at 0.75x: registry order (COD first).
     assert r3.main_pollutants == (("CODMn", 1.33), ("COD", 0.75), ("TP", 0.75))
     doc = r3.to_json()
-    assert doc["main_pollutants"][0] == {"item": "CODMn", "class": 5, "multiple_iii": 1.33}
-    assert all(m["multiple_iii"] > 0 for m in doc["main_pollutants"])
+    assert doc["main_pollutants"][0] == {
+        "item": "CODMn",
+        "class": 5,
+        "multiple": 1.33,
+        "against": "III",
+    }
+    assert all(m["multiple"] > 0 for m in doc["main_pollutants"])
+    assert doc["exceeding_target"][0]["against"] == "target"
     assert [x["item"] for x in doc["exceeding_target"]] == ["CODMn", "COD", "TP", "NH3-N", "DO"]
 
 

@@ -615,3 +615,27 @@ rivers = [{ river = "short", payer = "t" }, { river = "long", payer = "t" }]
     assert long_.evidence["inputs"]["classes"] == {"P": 2, "Q": 3, "R": 3, "S": 4, "T": 6}
     assert long_.evidence["result"]["quality"] == "moderate"
     assert (long_.payer, long_.payee, long_.amount_yuan) == ("t", "county-fund", 300_000.0)
+
+
+def test_every_commented_example_rule_parses() -> None:
+    text = (ROOT / "deploy" / "rules.example.toml").read_text(encoding="utf-8")
+    head, variants = text.split("# Other variants", 1)
+    body = "\n".join(line[2:] if line.startswith("# ") else "" for line in variants.splitlines())
+    rules = parse_rules(head + body, "rules.example.toml")
+    kinds = [r.kind for r in rules.rules]
+    assert set(kinds) == set(RULES_KINDS)
+    assert (ROOT / "central/sanduan/central/data/rules.example.toml").read_text(
+        encoding="utf-8"
+    ) == text
+
+
+RULES_KINDS = (
+    "three-section",
+    "class-change",
+    "exceedance",
+    "p-index",
+    "daily-fine",
+    "linear",
+    "tiered",
+    "river",
+)

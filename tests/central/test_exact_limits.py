@@ -83,7 +83,7 @@ def values_with_mean(draw: st.DrawFn, limit: float, decimals: int, top: float) -
 
 
 @pytest.mark.parametrize(("name", "code", "wb", "expected", "limit"), LIMITS)
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=2, deadline=None)
 @given(data=st.data())
 def test_mean_equal_to_a_limit_grades_in_its_class(
     name: str, code: str, wb: WaterBody, expected: int, limit: float, data: st.DataObject

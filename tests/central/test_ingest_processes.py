@@ -21,12 +21,6 @@ from sanduan.shared.wire import Ack, Batch, encode
 
 from .conftest import MqttPeer
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # so that ``tests.brokers`` imports
-    sys.path.insert(0, str(ROOT))
-
-from tests.brokers import PrivateBroker  # noqa: E402
-
 pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 T0 = 1_767_225_600_000
@@ -130,16 +124,6 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
     return False
 
 
-@pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
-    """A broker of the test's own: no other test's collector can ack its batches."""
-    d = tmp_path / "broker"
-    d.mkdir()
-    b = PrivateBroker(d).start()
-    yield b
-    b.kill()
-
-
 def test_killed_between_commit_and_ack_then_restarted(
     store_url: str,
     store: Store,
@@ -147,12 +131,12 @@ def test_killed_between_commit_and_ack_then_restarted(
     uid: str,
     procs: list[Proc],
     mqtt_peer: Callable[..., MqttPeer],
-    private_broker: PrivateBroker,
+    broker_port: int,
 ) -> None:
     st_id = f"st-{uid}"
     cid = f"col-{uid}"
-    cfg = write_config(tmp_path / "central.toml", store_url, port=private_broker.port)
-    peer = mqtt_peer([st_id], private_broker.port)
+    cfg = write_config(tmp_path / "central.toml", store_url, port=broker_port)
+    peer = mqtt_peer([st_id])
     a = Proc(cfg, cid, {"SANDUAN_CENTRAL_FAULT": "sleep-after-commit:30"})
     procs.append(a)
     a.wait_for("subscribed to")
@@ -168,7 +152,11 @@ def test_killed_between_commit_and_ack_then_restarted(
     # The restarted collector gets the unacknowledged message again from its session.
     b2 = Proc(cfg, cid)
     procs.append(b2)
-    ack = peer.get(10)
+    b2.wait_for("subscribed to")  # a loaded machine may take seconds to start a process
+    try:
+        ack = peer.get(10)
+    except queue.Empty:
+        raise AssertionError("no ack after the restart; log:\n" + "".join(b2.log)) from None
     assert isinstance(ack, Ack)
     assert (ack.batch_seq, ack.first_seq, ack.last_seq) == (1, 1, 200)
     # And the station's own resend is acknowledged too, still stored once.
@@ -188,10 +176,11 @@ def test_two_collectors_share_one_subscription(
     uid: str,
     procs: list[Proc],
     mqtt_peer: Callable[[list[str]], MqttPeer],
+    broker_port: int,
 ) -> None:
     url = pg_url_factory()
     open_store(url, migrate=True).close()
-    cfg = write_config(tmp_path / "central.toml", url, group=f"g{uid[-20:]}")
+    cfg = write_config(tmp_path / "central.toml", url, group=f"g{uid[-20:]}", port=broker_port)
     stations = [f"s{i}-{uid}" for i in range(4)]
     peer = mqtt_peer(stations)
     one = Proc(cfg, f"c1-{uid}")

@@ -105,8 +105,30 @@ def test_sections_json_csv_html(report_store: str, tmp_path: Path) -> None:
     assert len(rows) == 13
     assert {row["section"]: row["class"] for row in rows}["RS-01"] == "V"
     page = out_html.read_text("utf-8")
-    assert page.count("<svg") == 12  # one chart per section with data (ST-HS-IN is silent)
-    assert "功能达标率" in page
+    # one chart per section; the silent ST-HS-IN says it has no data (not "invalid")
+    assert page.count("<svg") == 13
+    assert "Hushan inflow: 本期无数据" in page
+    assert '<html lang="zh-CN">' in page and "功能达标率" in page
+    # the section's name, the item and its unit in every chart title
+    assert "Zonghan outflow NH3-N (mg/L)" in page
+    assert page.count("(mg/L)</text>") >= 12 * 3
+    assert "变差 1 个类别" in page  # Zonghan: the water got worse across the town, in words
+    assert "问题清单" in page and "乡镇生态报表" in page
+    # English on request (the terminal tables here: an HTML page is drawn once per test)
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "sections", "--month", "2026-05", "--lang", "en",
+         *_args(report_store)],
+        env={"COLUMNS": "240"},
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "no data in this period" in r.stdout and "worse by 1 class(es)" in r.stdout
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "sections", "--month", "2026-05", "--lang", "fr",
+         *_args(report_store)],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "--lang" in r.stderr
 
 
 def test_compensation_json_csv_html(report_store: str, tmp_path: Path) -> None:
@@ -138,18 +160,46 @@ def test_compensation_json_csv_html(report_store: str, tmp_path: Path) -> None:
     rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
     assert len(rows) == len(doc["ledger"])
     assert rows[0].keys() >= {"payer", "payee", "amount_yuan", "status"}
-    assert "<svg" in out_html.read_text("utf-8")
+    page = out_html.read_text("utf-8")
+    assert "<svg" in page and "净收支（万元）" in page
+    en = tmp_path / "en.html"
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", "--html", str(en),
+         "--lang", "en", *_args(report_store)],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    en_page = en.read_text("utf-8")
+    assert "Town scorecard" in en_page and "net (10 000 yuan)" in en_page
+    assert "not enough data, not settled" in en_page
+    # each ledger row shows the classes and means that produced it
+    assert "依据（类别与均值，mg/L）" in page
+    assert "Zonghan outflow: <span>IV类</span>" in page
+    assert "NH3-N 1.2" in page
+    assert "已结算" in page
 
 
 def test_tables_print(report_store: str) -> None:
+    wide = {"COLUMNS": "240"}  # Chinese columns are wide: no wrapping in the check
     r = CliRunner().invoke(
-        app, ["central", "report", "compensation", "--month", "2026-05", *_args(report_store)]
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", *_args(report_store)],
+        env=wide,
     )
     assert r.exit_code == 0, r.output
-    assert "Compensation ledger, 2026-05" in r.stdout
+    assert "补偿台账, 2026-05" in r.stdout
     assert "300,000" in r.stdout
-    assert "no data" in r.stdout
-    assert "ST-HS-IN" in r.stdout
+    assert "数据不足" in r.stdout  # Hushan's rows: its silent inflow
+    assert "变差 1 个类别" in r.stdout  # no "+1" to decode
+    r = CliRunner().invoke(
+        app,
+        ["central", "report", "compensation", "--month", "2026-05", "--lang", "en",
+         *_args(report_store)],
+        env=wide,
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Compensation ledger, 2026-05" in r.stdout
+    assert "not enough valid data" in r.stdout
     assert "Town scorecard" in r.stdout
 
 
@@ -199,3 +249,23 @@ def test_bad_county_file_is_reported(report_store: str, tmp_path: Path) -> None:
     )
     assert r.exit_code == 2
     assert "unknown river 'x'" in r.stderr
+
+
+def test_why_names_the_reason_of_every_rule_kind() -> None:
+    from sanduan.central.core.compensation import LedgerEntry
+    from sanduan.central.report.tables import why
+
+    def row(evidence: dict[str, object]) -> LedgerEntry:
+        return LedgerEntry("r", "month", "2026-05", "a", "b", 1.0, "settled", evidence)
+
+    river = row({"result": {"quality": "moderate"}, "river": "x", "method": "proportion"})
+    assert why(river, "en") == "river x: moderate (proportion)"
+    assert why(river) == "河流 x：moderate（proportion）"
+    assert why(row({"result": {"fined_days": 11}}), "en").startswith("11 day(s)")
+    assert why(row({"result": {"fined_days": 11}})) == "日均值连续超标 11 天"
+    assert why(row({"result": {"sum_yuan": -105000.0}}), "en") == "sum (L - C) * price = -105,000"
+    tiered: dict[str, object] = {
+        "inputs": {"factors": {"TP": {"amount_yuan": 2.6e6}, "CODMn": {"amount_yuan": 0}}}
+    }
+    assert why(row(tiered), "en") == "over target: TP"
+    assert why(row(tiered)) == "超标：TP"

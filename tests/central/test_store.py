@@ -295,8 +295,11 @@ def test_postgres_writes_readings_with_copy(pg_url_factory: Any, monkeypatch: An
     monkeypatch.setattr(PostgresStore, "copy_readings", spy)
     r = s.store_batch(make_batch("pg-copy", list(range(1, 1001))), T0)
     assert r.new == 1000
-    assert statements == ["sanduan_readings_in"]
-    assert s.count_readings(["pg-copy"]) == 1000
+    assert statements == ["readings"]  # nothing of a new station stored: straight in
+    r = s.store_batch(make_batch("pg-copy", list(range(990, 1011))), T0)
+    assert (r.new, r.duplicate) == (10, 11)
+    assert statements == ["readings", "sanduan_readings_in"]  # overlap: checked
+    assert s.count_readings(["pg-copy"]) == 1010
     s.close()
 
 

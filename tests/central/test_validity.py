@@ -10,6 +10,7 @@ import pytest
 
 from sanduan.central.core.validity import (
     HOUR_MS,
+    Mean,
     Period,
     ValidityRules,
     aggregate,
@@ -174,3 +175,42 @@ def test_grouping_sorts_and_drops_unknown() -> None:
 def test_group_readings_needs_columns() -> None:
     with pytest.raises(InputError, match="'code'"):
         group_readings({"station": [], "ts_ms": [], "value": []})
+
+
+def _tp_two_days() -> dict[str, list[object]]:
+    t = ms("2026-05-01T00:00:00+08:00")
+    rows = [("S1", t + h * HOUR_MS, "w21011", 0.1, "N") for h in range(24)]
+    rows += [("S1", t + (24 + h) * HOUR_MS, "w21011", 0.3, "N") for h in range(20)]
+    return cols(rows)
+
+
+def test_month_basis_daily_means_or_values() -> None:
+    # Day 1: 24 hourly values 0.1; day 2: 20 hourly values 0.3. Mean of daily means:
+    # (0.1 + 0.3) / 2 = 0.2. Mean of the valid values: (24 * 0.1 + 20 * 0.3) / 44 = 8.4 / 44
+    # = 0.19090.. -> 0.191 (TP: three decimals).
+    base = ValidityConfig(min_days_per_month=2)
+    daily = aggregate(group_readings(_tp_two_days()), calendar(MAY, SH), ValidityRules.build(base))
+    assert daily.month.at(0, 0).value == 0.2
+    by_values = ValidityRules.build(ValidityConfig(min_days_per_month=2, month_basis="values"))
+    assert by_values.describe()["month_basis"] == "values"
+    agg = aggregate(group_readings(_tp_two_days()), calendar(MAY, SH), by_values)
+    m = agg.month.at(0, 0)
+    assert m.value == 0.191
+    assert (m.n, m.n_valid, m.valid) == (2, 2, True)  # validity still counted in days
+
+
+def test_means_below_the_detection_limit_are_reported_dl_l() -> None:
+    t = ms("2026-05-01T00:00:00+08:00")
+    rows = [("S1", t + h * HOUR_MS, "w21003", 0.01, "N") for h in range(24)]
+    rules = ValidityRules.build(ValidityConfig(), detection_limits={"NH3-N": 0.025})
+    agg = aggregate(group_readings(cols(rows)), calendar(MAY, SH), rules)
+    day = agg.day.at(0, 0)
+    # Each value counts as 0.025 / 2 = 0.0125 -> 0.012 (half to even); the mean 0.012 < 0.025.
+    assert day.value == 0.012
+    assert day.below_dl == 0.025
+    assert day.reported(3) == "0.025L"
+    assert Mean(0.00002, 1, 1, True, below_dl=0.00004).reported(5) == "0.00004L"
+    assert Mean(0.123, 1, 1, True).reported(3) == "0.123"
+    assert day.to_json()["below_dl"] == 0.025
+    # The registry's default detection limit applies when the county sets none.
+    assert ValidityRules.build(ValidityConfig()).detection_limits["NH3-N"] == 0.025

@@ -4,6 +4,8 @@ the process ends non-zero (systemd restarts it); never exit 0 on failure."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,19 @@ def test_a_failed_task_stops_the_agent_with_an_error(tmp_path: Path) -> None:
         assert ob.next_seq - 1 == agent.committed == 5 * 4
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``edge run`` points the root logger at the runner's stream: put it back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_the_run_command_exits_1_on_a_failed_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,11 @@ def _check(code: int, s: dict[str, Any], text: str, sections: int = 9) -> None:
     assert len(s["sections"]) == sections
     assert s["ledger"], "the month's ledger is empty"
     assert s["ledger_matches_truth"] is True, s["ledger_differences"]
+    # the scripted bureau handled the run's problems (counts present, consistent)
+    p = s["problems"]
+    assert set(p) == {"opened", "closed", "overdue"}
+    assert 0 <= p["closed"] <= p["opened"]
+    assert not [w for w in s["warnings"] if "problem handling" in w], s["warnings"]
     assert code == 0, text[-3000:]
 
 
@@ -96,5 +101,10 @@ def test_demo_month_under_three_minutes(tmp_path: Path) -> None:
     assert s["scenario"] == "county" and s["period"]["days"] == 31
     figures = s["county"]
     assert figures["sections"] == 9
+    # the pollution event, the station faults and the stuck sensor open problems; the bureau
+    # closes those that stayed quiet
+    assert s["problems"]["opened"] >= 3 and s["problems"]["closed"] >= 1, s["problem_log"]
+    log = " ".join(s["problem_log"])
+    assert "CX-GH-01" in log and "stuck" in log
     print(f"demo wall time {wall:.1f} s, {s['generated']} readings")
     assert wall < 180

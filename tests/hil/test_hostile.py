@@ -23,13 +23,18 @@ LIMIT = 4 * 1024 * 1024
 @pytest.mark.parametrize("stream", [0, 0x1234_5678_9ABC])
 def test_a_round_of_attacks(stream: int) -> None:
     state = StationState(stream, acked=(5, 6, 7, 8))
+    first = attack_round(
+        "S1", state, now_ms=NOW_MS, round_no=0, max_message_bytes=LIMIT, rng=random.Random(1)
+    )
+    assert {m.attack for m in first} == set(ATTACKS) - {"stolen_id"}
+    assert first[-1].attack == "oversize"  # once, last
     sent = attack_round(
         "S1", state, now_ms=NOW_MS, round_no=2, max_message_bytes=LIMIT, rng=random.Random(1)
     )
     kinds = [m.attack for m in sent]
-    assert set(kinds) == set(ATTACKS) - {"stolen_id"}
+    assert set(kinds) == set(ATTACKS) - {"stolen_id", "oversize"}
     assert all(topics.parse(m.topic)[0] == "S1" for m in sent)  # only its own topics
-    by_kind = {m.attack: m for m in sent}
+    by_kind = {m.attack: m for m in [*first, *sent]}
     assert len(by_kind["oversize"].payload) == LIMIT + 1
     for m in sent:
         if m.attack in ("oversize", "garbage"):

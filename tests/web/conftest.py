@@ -4,7 +4,8 @@
 NH3-N and TP at every section's station for May 2026 with a daily cycle; Zonghan's outflow has a
 pollution event (NH3-N at Class V for days 10..20), the reservoir's TP is high all month, one
 station's analyzers are in maintenance (flag M) on day 5, Hushan's inflow station is silent. The
-month is assessed and settled the way ``sanduan central`` does it, and three accounts exist:
+month is computed with ``sanduan central compute`` (assessed, settled, problems discovered),
+and three accounts exist:
 ``ada`` (admin), ``rui`` (reviewer), ``vic`` (viewer), each with the password ``<name>-password``.
 """
 
@@ -19,14 +20,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
-from sanduan.central.analytics import compute
-from sanduan.central.core.compensation import load_rules
 from sanduan.central.core.county import County, load_county
 from sanduan.central.core.validity import HOUR_MS, Period
 from sanduan.central.store import Store, open_store
 from sanduan.central.web.auth import Role, Users
-from sanduan.shared.config import ValidityConfig
+from sanduan.cli import app
 from sanduan.shared.params import resolve
 from sanduan.shared.wire import Batch, Status
 
@@ -110,10 +110,18 @@ def fill(store: Store, county: County) -> None:
             ),
             end - 60_000,
         )
-    compute(store, county, load_rules(RULES), ValidityConfig(), MAY)
     users = Users(store)
     for name, role in ACCOUNTS.items():
         users.add(name, role, password(name))
+
+
+def compute(url: str) -> None:
+    """The month computed as the bureau would: ``sanduan central compute`` (assessments,
+    ledger, problems discovered)."""
+    args = ["central", "compute", "--month", "2026-05", "--store", url]
+    args += ["--county", str(COUNTY), "--rules", str(RULES)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ def sqlite_console(tmp_path_factory: pytest.TempPathFactory, example_county: Cou
         fill(store, example_county)
     finally:
         store.close()
+    compute(url)
     return url
 
 
@@ -151,6 +160,7 @@ def pg_console(example_county: County) -> Iterator[str]:
         fill(store, example_county)
     finally:
         store.close()
+    compute(url)
     yield url
     with psycopg.connect(PG_BASE, autocommit=True) as c:
         c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -147,3 +147,37 @@ def test_admin_sees_every_write_with_its_actor(server: str, browser: object) -> 
     assert "ada" in text and "login" in text
     _shot(page, "audit")
     page.close()
+
+
+def test_reviewer_acts_through_forms(server: str, browser: object) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    _login(page, server, "rui")
+    # a problem: open it from the list, assign it with a note
+    page.click("header nav a[href='/problems']")
+    page.select_option("select[name=state]", "all")
+    page.click("form.filters button")
+    _shot(page, "problems-list")
+    page.locator("#problems tbody a").first.click()
+    page.wait_for_url("**/problems/*")
+    state = page.locator("#problem-state").inner_text()
+    if state in ("已发现", "discovered"):
+        page.select_option("#problem-form select[name=action]", "assign")
+        page.fill("#problem-form input[name=note]", "browser: assigned to the town")
+        page.click("#problem-form button")
+        page.wait_for_load_state()
+        assert "browser: assigned to the town" in page.locator("#problem-events").inner_text()
+    _shot(page, "problem")
+    # data review: mark an hour invalid
+    page.click("header nav a[href='/review']")
+    page.select_option("#review-form select[name=station]", "CX-ST-04")
+    page.select_option("#review-form select[name=parameter]", "TP")
+    page.select_option("#review-form select[name=level]", "hour")
+    page.fill("#review-form input[name=at]", "2026-05-12T08")
+    page.select_option("#review-form select[name=reason]", "abnormal-value")
+    page.fill("#review-form input[name=note]", "browser: spike checked")
+    page.click("#review-form button")
+    page.wait_for_selector("#review-done")
+    assert "1/1 → 0/1" in page.locator("#review-done").inner_text()
+    assert "browser: spike checked" in page.locator("#review-marks").inner_text()
+    _shot(page, "review")
+    page.close()

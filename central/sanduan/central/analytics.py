@@ -7,6 +7,7 @@ the pure path and writes ``aggregates``, ``assessments``, ``ledger`` and a ``run
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import numpy as np
 from sanduan.central.core.assessment import Assessment, assess, means_by_section
 from sanduan.central.core.compensation import LedgerEntry, RuleSet, settle
 from sanduan.central.core.county import County
+from sanduan.central.core.review import REVIEW_FLAG, Mark, apply_marks
 from sanduan.central.core.validity import (
     Aggregates,
     LevelMeans,
@@ -37,7 +39,14 @@ if TYPE_CHECKING:
 
     from sanduan.central.store import Store
 
-__all__ = ["AnalyticsResult", "compute", "compute_from_readings", "validity_rules"]
+__all__ = [
+    "AnalyticsResult",
+    "compute",
+    "compute_from_readings",
+    "evaluate",
+    "read_reviewed",
+    "validity_rules",
+]
 
 RUN_KIND = "analytics"
 ALL_LEVELS = ("hour", "day", "month", "year")
@@ -79,12 +88,17 @@ def validity_rules(
 ) -> ValidityRules:
     """Validity rules from the collector's config and the county's monitoring facts."""
     if isinstance(validity, ValidityRules):
-        return validity
-    return ValidityRules.build(
-        validity,
-        four_hourly=county.monitoring.four_hourly,
-        detection_limits=county.monitoring.detection_limits,
-    )
+        vr = validity
+    else:
+        vr = ValidityRules.build(
+            validity,
+            four_hourly=county.monitoring.four_hourly,
+            detection_limits=county.monitoring.detection_limits,
+        )
+    if REVIEW_FLAG in vr.excluded_flags:
+        return vr
+    # Readings a reviewer marked invalid are never valid, whatever the configured flags.
+    return dataclasses.replace(vr, excluded_flags=vr.excluded_flags | {REVIEW_FLAG})
 
 
 @contextmanager
@@ -257,6 +271,35 @@ def write_results(
     return counts
 
 
+def read_reviewed(store: Store, county: County, period: Period) -> dict[str, Any]:
+    """The period's readings at the county's section stations with the reviewers' marks
+    applied (raw readings are not changed; see :mod:`sanduan.central.core.review`)."""
+    from sanduan.central.review import load_marks
+
+    start, end = period.bounds_ms(county.timezone)
+    columns = store.readings(list(county.section_stations), start, end)
+    marks: list[Mark] = load_marks(store, start_ms=start, end_ms=end)
+    return apply_marks(columns, marks)
+
+
+def evaluate(
+    store: Store,
+    county: County,
+    rules: RuleSet,
+    validity: ValidityConfig | ValidityRules | None,
+    period: Period | str,
+    *,
+    step: Step | None = None,
+) -> AnalyticsResult:
+    """Compute ``period`` from the reviewed readings in ``store`` without writing anything."""
+    p = Period.parse(period) if isinstance(period, str) else period
+    t0 = time.perf_counter()
+    columns = read_reviewed(store, county, p)
+    read_s = time.perf_counter() - t0
+    r = compute_from_readings(columns, county, rules, validity, p, step=step)
+    return dataclasses.replace(r, timings={"read": read_s, **r.timings})
+
+
 def compute(
     store: Store,
     county: County,
@@ -266,11 +309,13 @@ def compute(
     *,
     progress: Progress | None = None,
     levels: Collection[str] = ALL_LEVELS,
+    columns: Mapping[str, Any] | None = None,
 ) -> AnalyticsResult:
     """Compute ``period`` from the readings in ``store`` and write the results, with an audit
     row in ``runs`` (its ``result`` holds a summary, or the error that stopped the run).
     ``levels`` chooses which aggregates are stored (hourly rows are the bulk: 744 a series a
-    month)."""
+    month). ``columns``: the period's reviewed readings if already read
+    (:func:`read_reviewed`)."""
     p = Period.parse(period) if isinstance(period, str) else period
     vr = validity_rules(validity, county)
     params = {
@@ -290,9 +335,9 @@ def compute(
             progress.update(task, description=f"{p.label}: {name}")
 
     try:
-        start, end = p.bounds_ms(county.timezone)
         t0 = time.perf_counter()
-        columns = store.readings(list(county.section_stations), start, end)
+        if columns is None:
+            columns = read_reviewed(store, county, p)
         read_s = time.perf_counter() - t0
         result = compute_from_readings(columns, county, rules, vr, p, step=step)
         t0 = time.perf_counter()

@@ -109,7 +109,10 @@ def check_config(path: Path) -> list[ConfigCheck]:
         ConfigCheck(
             "ingest",
             f"max {ing.max_message_bytes} B, gap timeout {ing.gap_timeout_s:g} s,"
-            f" resend every {ing.resend_interval_s:g} s, workers {ing.workers}",
+            f" resend every {ing.resend_interval_s:g} s, workers {ing.workers},"
+            f" stamps {ing.earliest_reading} .. now + {ing.future_margin_s:g} s,"
+            f" dead letters {ing.dead_letters_per_hour}/h and"
+            f" {ing.dead_letter_bytes_per_hour} B/h per station",
             True,
         )
     )

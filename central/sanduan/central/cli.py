@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sanduan.central.county_cli import register as register_county_commands
 from sanduan.central.report.cli import register as register_report_commands
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 report_app = typer.Typer(help="Reports from the central database.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 register_report_commands(report_app)
+register_county_commands(app)
 
 
 def _add_console_commands() -> None:
@@ -151,7 +153,7 @@ def replay_command(
         ing = load_central_config(config).ingest if config else IngestConfig()
         s = open_store(url)
         try:
-            counts = replay_files(s, files, max_message_bytes=ing.max_message_bytes)
+            counts = replay_files(s, files, ingest=ing)
         finally:
             s.close()
     parts = [f"{k}={v}" for k, v in sorted(counts.items())]

@@ -77,7 +77,7 @@ from sanduan.central.store import DEAD_LETTER_KEEP, Store, StoreResult, open_sto
 from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
 from sanduan.shared.config import CentralConfig, IngestConfig
-from sanduan.shared.errors import StoreError, WireFormatError
+from sanduan.shared.errors import SanduanError, StoreError, WireFormatError
 from sanduan.shared.topics import Kind
 from sanduan.shared.wire import (
     MAX_RANGES,
@@ -98,6 +98,8 @@ from sanduan.shared.wire import (
 log = logging.getLogger("sanduan.central.ingest")
 
 FAULT_ENV = "SANDUAN_CENTRAL_FAULT"
+MAINTAIN_INTERVAL_S = 3600.0
+"""How often the collector runs the store's upkeep (partitions ahead on PostgreSQL)."""
 
 T = TypeVar("T")
 
@@ -627,6 +629,9 @@ class Collector:
         """Counts connections: a message's mid is only valid in the connection it came in."""
         self._pending: queue.Queue[_Pending | None] = queue.Queue()
         self._published = threading.Event()
+        self._died = threading.Event()
+        self.failure: str | None = None
+        """Why a collector thread died (the process must then end with a failure)."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -634,6 +639,9 @@ class Collector:
         """Open the store(s), start the workers and connect (retrying in the background)."""
         for _ in range(self.workers):
             self._stores.append(open_store(self.store_url))
+        self._maintain()
+        # The client exists before any worker runs: worker 0's first gap check publishes.
+        self._client = self._make_client()
         for i, store in enumerate(self._stores):
             proc = Processor(
                 store, ingest=self.cfg.ingest, clock=self.clock, after_commit=self._after_commit
@@ -641,7 +649,6 @@ class Collector:
             self._processors.append(proc)
             self._spawn(f"ingest-{i}", self._work, i, proc)
         self._spawn("ingest-acker", self._acker)
-        self._client = self._make_client()
         m = self.cfg.mqtt
         kwargs: dict[str, Any] = {}
         if self._v5:
@@ -663,7 +670,16 @@ class Collector:
         )
 
     def _spawn(self, name: str, target: Callable[..., None], *args: object) -> None:
-        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        def guarded() -> None:
+            try:
+                target(*args)
+            except BaseException as e:
+                log.critical("collector thread %s failed: %s: %s", name, type(e).__name__, e)
+                self.failure = f"thread {name} failed: {type(e).__name__}: {e}"
+                self._died.set()
+                raise
+
+        t = threading.Thread(target=guarded, name=name, daemon=True)
         self._threads.append(t)
         t.start()
 
@@ -677,10 +693,13 @@ class Collector:
         self._stopping.set()
         for q in self._queues:
             q.put(_STOP)
-        for t in self._threads[:-1]:
-            t.join(timeout)
+        acker = [t for t in self._threads if t.name == "ingest-acker"]
+        for t in self._threads:
+            if t not in acker:
+                t.join(timeout)
         self._pending.put(None)
-        self._threads[-1].join(timeout)
+        for t in acker:
+            t.join(timeout)
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
@@ -694,8 +713,13 @@ class Collector:
         """Start, serve until ``stop`` is set, stop."""
         self.start()
         try:
-            while not stop.wait(60.0):
-                log.info("collector %s: %s", self.client_id, self.summary())
+            last = time.monotonic()
+            while not stop.wait(1.0):
+                if self._died.is_set():
+                    raise SanduanError(f"collector {self.client_id}: {self.failure}")
+                if time.monotonic() - last >= 60.0:
+                    last = time.monotonic()
+                    log.info("collector %s: %s", self.client_id, self.summary())
         finally:
             self.stop()
 
@@ -838,6 +862,7 @@ class Collector:
         tick = self.clock.real_seconds(min(ing.gap_timeout_s, ing.resend_interval_s) / 4)
         tick = max(0.05, min(tick, 5.0))
         next_check = time.monotonic() + tick
+        next_upkeep = time.monotonic() + MAINTAIN_INTERVAL_S
         while True:
             try:
                 item = q.get(timeout=tick)
@@ -852,6 +877,12 @@ class Collector:
                 proc.flush_over_budget()
                 if index == 0:
                     self._check_gaps(proc)
+            if index == 0 and time.monotonic() >= next_upkeep:
+                next_upkeep = time.monotonic() + MAINTAIN_INTERVAL_S
+                try:
+                    self._maintain()
+                except StoreError as e:
+                    log.error("store upkeep failed (retried in an hour): %s", e)  # noqa: TRY400
 
     def _handle(self, proc: Processor, item: _Item) -> None:
         out = proc.handle(
@@ -876,12 +907,14 @@ class Collector:
         the order the messages were handled. A message of an earlier connection is left alone:
         the broker delivers it again."""
         waiting: list[_Pending] = []
+        deadline: float | None = None  # set once stopping: a last moment for the broker
         while True:
             try:
-                while True:
-                    p = self._pending.get(block=not waiting, timeout=None)
+                while deadline is None:
+                    p = self._pending.get(block=not waiting)
                     if p is None:
-                        return
+                        deadline = time.monotonic() + 2.0
+                        break
                     waiting.append(p)
                     if self._pending.empty():
                         break
@@ -896,9 +929,17 @@ class Collector:
                 else:
                     still.append(p)
             waiting = still
+            if deadline is not None and (not waiting or time.monotonic() > deadline):
+                return
             if waiting:
                 self._published.wait(0.05)
                 self._published.clear()
+
+    def _maintain(self) -> None:
+        """Store upkeep: on PostgreSQL, the monthly partitions of readings ahead of time."""
+        created = self._stores[0].maintain(int(self.clock.time() * 1000))
+        if created:
+            log.info("collector %s: created %s", self.client_id, ", ".join(created))
 
     def _check_gaps(self, proc: Processor) -> None:
         ing = self.cfg.ingest

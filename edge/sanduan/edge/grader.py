@@ -32,6 +32,7 @@ from sanduan.shared.grading import class_label, kernel_tables
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import all_parameters, by_code
 from sanduan.shared.precision import decimals_table, exact_multiple, round_indexed, round_value
+from sanduan.shared.stuck import StuckTracker
 from sanduan.shared.wire import Event, Severity
 
 EXCEEDANCE = "exceedance"
@@ -109,9 +110,12 @@ class Grader:
         water_body: WaterBody = WaterBody.RIVER,
         target_class: int = 3,
         engine: Engine = "numba",
+        stuck_polls: int = 0,
     ) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         self.engine = engine
+        self.stuck = StuckTracker(stuck_polls)
+        """Flags runs of identical readings D (see :mod:`sanduan.shared.stuck`)."""
         self.water_body = WaterBody(water_body)
         self.target_class = target_class
         self.tables = kernel_tables(self.water_body)

@@ -33,7 +33,7 @@ Kinds::
                   for ``duration``, a client with the station's credentials sends garbage,
                   oversize payloads, forged seqs, conflicting content and readings stamped
                   1970 and 2100 every ``interval_s`` real seconds, and takes the collector's
-                  and another agent's client ids once at the end (see :mod:`sanduan.hil.hostile`)
+                  and another agent's client ids once first (see :mod:`sanduan.hil.hostile`)
 
 ``[chaos]`` expands into ``kills`` process faults at seeded random times between ``start`` and
 ``end`` (offsets; a negative ``end`` counts back from the end of the period), at least

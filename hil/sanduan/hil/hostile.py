@@ -4,7 +4,7 @@ The ``hostile-station`` fault runs one :class:`HostileStation` for its duration.
 the station (user name = station id) and, every ``interval_s`` real seconds, sends one round of
 the attacks a compromised or broken gateway could send:
 
-``oversize``   a payload one byte over the collector's maximum message size
+``oversize``   a payload one byte over the collector's maximum message size (first round)
 ``garbage``    random bytes on the station's batch, event and status topics
 ``seq_2^63``   a batch whose seq is near 2**63 (beyond the wire's bounds: must be refused, never
                turned into a resend request)
@@ -15,7 +15,7 @@ the attacks a compromised or broken gateway could send:
                again with different content
 ``ts_1970``,   readings stamped 1970-01-01 and 2100-01-01
 ``ts_2100``
-``stolen_id``  once, at the end of the fault: a connection with the collector's client id,
+``stolen_id``  once, at the start of the fault: a connection with the collector's client id,
                then one with another agent's, each held for a moment (a broker that binds
                client ids to user names turns them into the station's own id)
 
@@ -112,14 +112,13 @@ def attack_round(
     max_message_bytes: int,
     rng: random.Random,
 ) -> list[_Sent]:
-    """The messages of one round (pure: no I/O). Forged seqs count down from ``MAX_SEQ`` by
-    round so that no two rounds reuse one."""
+    """The messages of round ``round_no`` (pure: no I/O). Forged seqs count down from
+    ``MAX_SEQ`` by round so that no two rounds reuse one."""
     s = state.stream
     bt = topics.batch_topic(station)
     base = wire.MAX_SEQ - 10 * round_no
     bseq = wire.MAX_SEQ - round_no
     out = [
-        _Sent(bt, rng.randbytes(max_message_bytes + 1), "oversize"),
         _Sent(bt, rng.randbytes(1024), "garbage"),
         _Sent(topics.event_topic(station), rng.randbytes(256), "garbage"),
         _Sent(topics.status_topic(station), rng.randbytes(256), "garbage"),
@@ -132,10 +131,15 @@ def attack_round(
         out.append(_Sent(bt, payload, attack, {(s, seq): attack}))
     if state.acked:
         seqs = sorted(rng.sample(state.acked, min(3, len(state.acked))))
-        payload = _batch(station, s, bseq, seqs, ts_ms=now_ms, value=99_999.0 - round_no)
+        # A plausible temperature: refused for the conflict, not for its value.
+        payload = _batch(station, s, bseq, seqs, ts_ms=now_ms, value=44.0 - round_no / 1000)
         # Not in ``forged``: these keys are real readings'; a conflict the centre stored would
         # show in the delivery check as a real reading lost and an unexpected row.
         out.append(_Sent(bt, payload, "conflict"))
+    if round_no == 0:
+        # Once, and last: a broker that reads large messages slowly (amqtt) would hold up the
+        # rest of the round behind it.
+        out.append(_Sent(bt, rng.randbytes(max_message_bytes + 1), "oversize"))
     return out
 
 
@@ -143,7 +147,8 @@ class HostileStation:
     """Runs :func:`attack_round` every ``interval_s`` in a thread, as ``station``'s login.
 
     ``state`` is asked before each round for what the attacker knows of the station (the
-    rig's monitor); ``now_ms`` gives the simulated time the forged readings are stamped with.
+    rig's monitor); ``now_ms`` gives the simulated time the forged readings are stamped with;
+    ``ready`` says when the centre is up to be attacked (waited for up to ``ready_timeout_s``).
     """
 
     def __init__(
@@ -159,6 +164,8 @@ class HostileStation:
         protocol: str = "3.1.1",
         interval_s: float = 0.5,
         seed: int = 1,
+        ready: Callable[[], bool] = lambda: True,
+        ready_timeout_s: float = 30.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -169,10 +176,14 @@ class HostileStation:
         self.max_message_bytes = max_message_bytes
         self.protocol = protocol
         self.interval_s = interval_s
+        self.ready = ready
+        self.ready_timeout_s = ready_timeout_s
         self.rng = random.Random(seed)
         self.sent: Counter[str] = Counter()
         self.forged: dict[tuple[str, int, int], str] = {}
         self.errors: list[str] = []
+        self.unconfirmed = 0
+        """Publishes the broker had not acknowledged when the client stopped waiting."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"hostile-{station}", daemon=True)
 
@@ -200,29 +211,34 @@ class HostileStation:
     def _steal(self) -> None:
         """Connect with each of ``steal_ids`` for a moment. The session is taken over, not
         cleared, and nothing it receives is acknowledged, so the broker hands the victim its
-        session back when it reconnects: the attack costs a disconnection, not its queue."""
+        session back when it reconnects: the attack costs a disconnection, not its queue. The
+        client is driven by hand (no loop thread to stop)."""
         for cid in self.steal_ids:
             c = self._client(cid, keep_session=True)
-            try:
-                kw: dict[str, Any] = {}
-                if self.protocol == "5":
-                    from paho.mqtt.packettypes import PacketTypes
-                    from paho.mqtt.properties import Properties
+            kw: dict[str, Any] = {}
+            if self.protocol == "5":
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
 
-                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                    props.SessionExpiryInterval = 86_400  # the session outlives this connection
-                    kw = {"clean_start": False, "properties": props}
+                props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                props.SessionExpiryInterval = 86_400  # the session outlives this connection
+                kw = {"clean_start": False, "properties": props}
+            try:
                 c.connect(self.host, self.port, keepalive=10, **kw)
-                c.loop_start()
-                time.sleep(0.3)
+                until = time.monotonic() + 0.3
+                while time.monotonic() < until:
+                    c.loop(0.05)
                 self.sent["stolen_id"] += 1
+                c.disconnect()
+                c.loop(0.05)
             except OSError as e:
                 self.errors.append(f"stolen id {cid}: {e}")
-            finally:
-                c.disconnect()
-                c.loop_stop()
 
     def _run(self) -> None:
+        # Attack a centre that is there to see it: wait (a while) until ``ready`` says so.
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not self.ready() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
         c = self._client(f"hostile-{self.station}-{self.rng.getrandbits(32):08x}")
         try:
             c.connect(self.host, self.port, keepalive=10)
@@ -231,8 +247,13 @@ class HostileStation:
             return
         c.loop_start()
         try:
+            # First: a broker that loses a session's queue when another client takes the session
+            # over (amqtt does; Mosquitto does not) then loses only what was queued before the
+            # rounds, which the stations resend; the rounds themselves wait in the session.
+            self._steal()
+            pending: list[Any] = []
             n = 0
-            while not self._stop.is_set():
+            while True:  # at least one round, however short the fault
                 for m in attack_round(
                     self.station,
                     self.state(),
@@ -241,13 +262,18 @@ class HostileStation:
                     max_message_bytes=self.max_message_bytes,
                     rng=self.rng,
                 ):
-                    c.publish(m.topic, m.payload, qos=1)
+                    pending.append(c.publish(m.topic, m.payload, qos=1))
                     self.sent[m.attack] += 1
                     for (stream, seq), attack in m.forged.items():
                         self.forged[(self.station, stream, seq)] = attack
                 n += 1
-                self._stop.wait(self.interval_s)
-            self._steal()
+                if self._stop.wait(self.interval_s):
+                    break
+            # Everything sent reaches the broker before the disconnection.
+            deadline = time.monotonic() + 30
+            for info in pending:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            self.unconfirmed = sum(1 for info in pending if not info.is_published())
         finally:
             c.disconnect()
             c.loop_stop()

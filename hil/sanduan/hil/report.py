@@ -115,6 +115,8 @@ class RunSummary:
     median_poll_gap_s: float | None
     wall_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    problems: dict[str, Any] = field(default_factory=dict)
+    """What the scripted bureau and towns did with the problems the run produced."""
 
     @classmethod
     def build(
@@ -138,6 +140,7 @@ class RunSummary:
         processes: dict[str, dict[str, int]],
         polls: dict[str, int],
         median_poll_gap_s: float | None,
+        problems: dict[str, Any] | None = None,
     ) -> RunSummary:
         from sanduan.hil.scenario import iso
 
@@ -174,6 +177,7 @@ class RunSummary:
             processes=processes,
             polls=polls,
             median_poll_gap_s=median_poll_gap_s,
+            problems=dict(problems or {}),
         )
 
     # -- derived figures -----------------------------------------------------------------------
@@ -256,6 +260,8 @@ class RunSummary:
             "processes": self.processes,
             "polls": self.polls,
             "median_sonde_poll_gap_s": self.median_poll_gap_s,
+            "problems": {k: self.problems.get(k, 0) for k in ("opened", "closed", "overdue")},
+            "problem_log": self.problems.get("log", []),
             "warnings": self.warnings,
             "ok": self.ok,
         }
@@ -358,6 +364,14 @@ class RunSummary:
                 f"  {self.in_flight_at_kill} reading(s) were read just before an agent SIGKILL"
                 " (counted as lost if the agent had not committed them)"
             )
+        if self.problems:
+            p = self.problems
+            c.print(
+                f"[bold]problems[/] (问题): opened {p.get('opened', 0)},"
+                f" closed {p.get('closed', 0)}, overdue {p.get('overdue', 0)}"
+            )
+            for line in p.get("log", [])[:8]:
+                c.print(f"  {line}")
         for w in self.warnings:
             c.print(f"[yellow]warning[/]: {w}")
         c.print(f"run report: {self.html_report}")
@@ -466,6 +480,16 @@ def render_html(s: RunSummary) -> str:
         if s.collector_html
         else ""
     )
+    pr = s.problems
+    problems = (
+        "<h2>Problems (问题)</h2>"
+        f"<p>opened {pr.get('opened', 0)}, closed {pr.get('closed', 0)},"
+        f" overdue {pr.get('overdue', 0)}</p><ul>"
+        + "".join(f"<li>{e(str(x))}</li>" for x in pr.get("log", []))
+        + "</ul>"
+        if pr
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sanduan hil: {e(s.title)}</title>
 <style>
@@ -498,6 +522,7 @@ lost with replaced gateway buffers {d.get("lost_with_buffer", 0)}.</p>
 <h2>Faults</h2>
 <table><tr><th>at</th><th>fault</th><th>what the system did</th><th>recovered after</th></tr>
 {faults}</table>
+{problems}
 {"<h2>Warnings</h2><ul>" + warn + "</ul>" if warn else ""}
 </body></html>
 """

@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime as dt
 import itertools
 import json
 import logging
@@ -225,6 +226,8 @@ class StationView:
     """Every stream acknowledged, in order of first appearance."""
     nacked: int = 0
     """Readings the centre refused in nacks to the station."""
+    ack_real: float | None = None
+    """Real (monotonic) time of the station's latest ack."""
     buffer_depth: int | None = None
     status_sim: float | None = None
     status_real: float | None = None
@@ -315,6 +318,7 @@ class Monitor:
                 if m.stream not in view.streams:
                     view.streams.append(m.stream)
                 view.stream = m.stream
+                view.ack_real = time.monotonic()
                 ranges = m.ranges or ((m.first_seq, m.last_seq),)
                 view.acked.update((m.stream, q) for a, b in ranges for q in range(a, b + 1))
             elif isinstance(m, wire.Nack):
@@ -823,6 +827,7 @@ class Rig:
         station = str(f.station)
         monitor = self.monitor
         others = [f"{s}-{self.run_id}" for s in self.stations if s != station][:1]
+        since = time.monotonic()
         self.hostiles[f.index] = HostileStation(
             self.broker.host,
             self.broker.port,
@@ -834,6 +839,8 @@ class Rig:
             protocol="3.1.1" if self._protocol() == "3.1.1" else "5",
             interval_s=f.interval_s,
             seed=stable_hash(self.sc.seed, station, f.index) & 0xFFFFFFFF,
+            # The collector is up when the station's acks flow again after the fault starts.
+            ready=lambda: (monitor.view(station).ack_real or 0.0) > since,
         ).start()
 
     def _max_message_bytes(self) -> int:
@@ -1330,6 +1337,9 @@ class Rig:
             truth_f = ex.submit(truth_reports)
             sections, ledger = stored_f.result()
             t_sections, t_ledger = truth_f.result()
+        t_problems = time.monotonic()
+        problems = self._bureau(central_cfg)
+        self.phases["problems_s"] = time.monotonic() - t_problems  # part of the analysis
         if self.pg_schema is not None and not self.opt.keep_schema:
             self._drop_schema()
         in_flight = sum(int(r.outcome.get("in_flight_at_kill", 0)) for r in self.records)
@@ -1352,7 +1362,50 @@ class Rig:
             processes=self._process_counts(),
             polls={f"{s}/{d}": c.polls for (s, d), c in sorted(self.truth.counters.items())},
             median_poll_gap_s=_median_gap(self.truth),
+            problems=problems,
         )
+
+    def _bureau(self, config: Path) -> dict[str, Any]:
+        """The scripted county bureau and towns: compute the month (which discovers the run's
+        problems), assign every new problem to its town, and walk those whose rule has been
+        quiet long enough through rectification and feedback to closure."""
+        log: list[str] = []
+
+        def central(*args: str) -> Any:
+            res = self._central(*args, "--config", str(config))
+            if res.returncode != 0:
+                raise RuntimeError(f"central {' '.join(args[:2])}: {res.stderr.strip()[-400:]}")
+            return json.loads(res.stdout) if "--json" in args else None
+
+        until = dt.datetime.fromtimestamp(self.sc.end, dt.UTC).isoformat()
+        try:
+            done = central("compute", "--month", self.sc.month, "--until", until, "--json")
+            checked = int(done["problems"]["checked_until_ms"])
+            listed = central("problems", "list", "--json")["problems"]
+            new = [p for p in listed if p["state"] == "discovered" and p["town"]]
+            quiet = [
+                p
+                for p in new
+                if checked - int(p["last_seen_ms"])
+                >= float(p["details"]["rule"]["quiet_hours"]) * 3_600_000
+            ]
+            log += [f"{p['id']} found: {p['message']}" for p in listed]
+            # one command per step for all the problems it concerns (each a process start)
+            if new:
+                ids = [str(p["id"]) for p in new]
+                central("problems", "assign", *ids, "--actor", "county bureau", "--note", "交办")
+            if quiet:
+                ids = [str(p["id"]) for p in quiet]
+                town = "town office (镇)"
+                central("problems", "update", *ids, "--actor", town, "--note", "整改: 已排查处理")
+                central("problems", "update", *ids, "--actor", town, "--evidence", "现场照片")
+                central("problems", "close", *ids, "--actor", "county bureau", "--note", "销号")
+                log += [f"{p['id']} assigned to {p['town']}, rectified and closed" for p in quiet]
+            counts = central("problems", "list", "--json")["counts"]
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            self.warnings.append(f"scripted problem handling failed: {e}")
+            return {"log": log}
+        return {**counts, "log": log}
 
     def _process_counts(self) -> dict[str, dict[str, int]]:
         procs = [st.process for st in self.stations.values()]

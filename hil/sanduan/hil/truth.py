@@ -42,7 +42,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ import numpy as np
 from sanduan.hil.devices import SimulatedDevice
 from sanduan.hil.rtu import Request
 from sanduan.shared import wire
+from sanduan.shared.config import GradingConfig
 from sanduan.shared.model import NOT_GRADED, Flag, WaterBody
 from sanduan.shared.registers import (
     DeviceProfile,
@@ -61,6 +62,7 @@ from sanduan.shared.registers import (
     decode_registers,
     plan_reads,
 )
+from sanduan.shared.stuck import STUCK_FLAG, StuckTracker
 
 __all__ = [
     "DeliveryCheck",
@@ -161,8 +163,11 @@ class DeviceCounters:
 class TruthLog:
     """Thread-safe collection of truth readings from every recording device."""
 
-    def __init__(self) -> None:
+    def __init__(self, stuck_polls: int | None = None) -> None:
         self._lock = threading.Lock()
+        polls = GradingConfig().stuck_polls if stuck_polls is None else stuck_polls
+        self.stuck = StuckTracker(polls)
+        """The agent's stuck-value rule (``grading.stuck_polls``), applied to expected flags."""
         self._sonde: list[TruthReading] = []
         self._cycles: dict[tuple[str, str, str, float], TruthReading] = {}
         self._polls: list[tuple[str, str, float]] = []  # (station, device, t) of each poll
@@ -212,11 +217,12 @@ class TruthLog:
                     expected_flag(profile, spec, decoded),
                     by_time,
                 )
+                if by_time and (station, device, code, ts) in self._cycles:
+                    continue
+                if self.stuck.check(f"{station}/{code}", r.value, r.flag.value):
+                    r = replace(r, flag=Flag(STUCK_FLAG))  # the agent flags a stuck sensor
                 if by_time:
-                    key = (station, device, code, ts)
-                    if key in self._cycles:
-                        continue
-                    self._cycles[key] = r
+                    self._cycles[(station, device, code, ts)] = r
                 else:
                     self._sonde.append(r)
                 out.append(r)

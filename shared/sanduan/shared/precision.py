@@ -36,18 +36,21 @@ MULTIPLE_DECIMALS = 2
 
 _EXACT = 2.0**52  # beyond this a double has no fractional part to round
 _HALF_TOL = 1e-6  # |frac - 0.5| below this: the binary product cannot decide, use Decimal
+_POW10 = 10.0 ** np.arange(23)  # exact powers of ten; decimals are 0..8
 
 __all__ = [
     "MULTIPLE_DECIMALS",
     "decimal_of",
     "decimals_of",
     "decimals_table",
+    "describe",
     "exact_multiple",
     "mean_scaled",
     "quantize",
     "round_indexed",
     "round_to",
     "round_value",
+    "to_units",
 ]
 
 
@@ -81,16 +84,16 @@ def round_to(values: npt.ArrayLike, decimals: npt.ArrayLike) -> F8:
     the decimal representation. NaN stays NaN. Vectorised: only values whose scaled binary
     product lies within 1e-6 of a half are settled with Decimal."""
     v = np.asarray(values, dtype=np.float64)
-    d = np.broadcast_to(np.asarray(decimals, dtype=np.int64), v.shape)
-    scale = np.power(10.0, d)
+    scale = _POW10[np.asarray(decimals, dtype=np.int64)]
     with np.errstate(invalid="ignore", over="ignore"):
         x = v * scale
         n = np.rint(x)
-        frac = np.abs(x - np.floor(x))
-        tie = np.isfinite(x) & (np.abs(frac - 0.5) < _HALF_TOL) & (np.abs(x) < _EXACT)
-        out = np.where(np.abs(x) < _EXACT, n / scale, v)
+        near_half = np.abs(x - n) > 0.5 - _HALF_TOL  # False for NaN
+        small = np.abs(x) < _EXACT  # False for NaN and infinities
+        out = np.where(small, n / scale, v)
+    tie = near_half & small
     if np.any(tie):
-        out = np.array(out, dtype=np.float64, copy=True)
+        d = np.broadcast_to(np.asarray(decimals, dtype=np.int64), v.shape)
         flat_v = v.reshape(-1)
         flat_d = d.reshape(-1)
         flat_o = out.reshape(-1)
@@ -108,14 +111,14 @@ def mean_scaled(total: npt.ArrayLike, count: npt.ArrayLike, decimals: npt.ArrayL
     t = np.asarray(total, dtype=np.float64)
     c = np.asarray(count, dtype=np.int64)
     d = np.broadcast_to(np.asarray(decimals, dtype=np.int64), t.shape)
-    ti = np.rint(t).astype(np.int64)
+    ti = np.rint(np.nan_to_num(t)).astype(np.int64)
     cc = np.maximum(c, 1)
     q, r = np.divmod(ti, cc)  # floor division: 0 <= r < cc
     twice = 2 * r
     up = (twice > cc) | ((twice == cc) & (q % 2 == 1))
     units = q + up
     with np.errstate(invalid="ignore"):
-        out = np.where(c > 0, units / np.power(10.0, d), np.nan)
+        out = np.where(c > 0, units / _POW10[d], np.nan)
     res: F8 = np.asarray(out, dtype=np.float64)
     return res
 
@@ -125,7 +128,7 @@ def to_units(values: npt.ArrayLike, decimals: npt.ArrayLike) -> F8:
     integers held in float64, ready for ``np.bincount`` weights); NaN stays NaN."""
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        res: F8 = np.rint(v * np.power(10.0, np.asarray(decimals, dtype=np.int64)))
+        res: F8 = np.rint(v * _POW10[np.asarray(decimals, dtype=np.int64)])
     return res
 
 

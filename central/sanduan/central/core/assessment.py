@@ -137,11 +137,11 @@ class SectionAssessment:
             "class_label": None if self.grade is None else class_label(self.grade),
             "meets_target": self.meets_target,
             "main_pollutants": [
-                {"item": n, "class": self.items[n].grade, "multiple_iii": e}
+                {"item": n, "class": self.items[n].grade, "multiple": e, "against": "III"}
                 for n, e in self.main_pollutants
             ],
             "exceeding_target": [
-                {"item": n, "class": self.items[n].grade, "multiple": e}
+                {"item": n, "class": self.items[n].grade, "multiple": e, "against": "target"}
                 for n, e in self.exceeding_target
             ],
             "missing": list(self.missing),

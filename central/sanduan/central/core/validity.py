@@ -41,7 +41,7 @@ import numpy.typing as npt
 from sanduan.shared.config import ValidityConfig
 from sanduan.shared.errors import InputError, UnknownParameterError
 from sanduan.shared.params import Parameter, all_parameters, by_code, resolve
-from sanduan.shared.precision import mean_scaled, round_to, to_units
+from sanduan.shared.precision import describe, mean_scaled, round_to, to_units
 
 HOUR_MS = 3_600_000
 F8 = npt.NDArray[np.float64]
@@ -419,7 +419,7 @@ class Mean:
         if self.value is None:
             return "-"
         if self.below_dl is not None:
-            return f"{self.below_dl:g}L"
+            return f"{describe(self.below_dl)}L"
         return f"{self.value:.{decimals}f}"
 
 

@@ -1,8 +1,8 @@
 """``sanduan central report sections``, ``report compensation`` and ``report dead-letters``.
 
-The first two compute the period from the store (writing aggregates, assessments, ledger and an
-audit run, as :func:`sanduan.central.analytics.compute` does) and print a table, or JSON with
-``--json``; ``--csv`` and ``--html`` write files as well.
+The first two evaluate the period from the reviewed readings in the store without writing anything
+(:func:`sanduan.central.analytics.evaluate`; storing results is ``sanduan central compute``)
+and print a table, or JSON with ``--json``; ``--csv`` and ``--html`` write files as well.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -33,6 +33,9 @@ RulesOpt = Annotated[Path | None, typer.Option("--rules", help="Rules file (over
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write CSV to this file.")]
 HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Also write an HTML report here.")]
+LangOpt = Annotated[
+    str, typer.Option("--lang", help="Language of the HTML report: zh (default) or en.")
+]
 
 
 def _fail(command: str, message: str, code: int = USAGE_ERROR) -> NoReturn:
@@ -54,7 +57,7 @@ def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sanduan.central.analytics import compute
+    from sanduan.central.analytics import evaluate
     from sanduan.central.core.compensation import RuleSet, build_rules, load_rules
     from sanduan.central.core.county import load_county
     from sanduan.central.core.validity import Period
@@ -94,42 +97,102 @@ def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
             console=console,
             transient=True,
         ) as progress:
-            return compute(store, county, rules, cfg.validity, period, progress=progress)
+            task = progress.add_task(f"{period.label}: read readings", total=None)
+
+            def step(name: str) -> None:
+                progress.update(task, description=f"{period.label}: {name}")
+
+            return evaluate(store, county, rules, cfg.validity, period, step=step)
     except (StoreError, InputError) as e:
         _fail(command, str(e), FAILED)
     finally:
         store.close()
 
 
+def _extras(o: _Options, result: AnalyticsResult) -> dict[str, Any]:
+    """The problems and the town scorecard for the HTML page (read from the store, nothing
+    written)."""
+    from sanduan.central.core.problems import counts, hot_spots
+    from sanduan.central.county_cli import scorecard_document
+    from sanduan.central.problems import load_problems
+    from sanduan.central.store import open_store
+    from sanduan.central.store.base import now_ms
+    from sanduan.shared.config import load_central_config
+
+    url = o.store
+    if url is None and o.config is not None:
+        url = load_central_config(o.config).central.store
+    if url is None:
+        return {}
+    s = open_store(url)
+    try:
+        now = now_ms()
+        start, end = result.period.bounds_ms(result.county.timezone)
+        ps = [p for p in load_problems(s) if start <= p.first_ms < end]
+        problems = {
+            "rows": [p.to_json(now) for p in ps],
+            "counts": counts(ps, now),
+            "hot_spots": hot_spots(ps, result.county.timezone),
+        }
+        card = scorecard_document(s, result.county, result)
+    finally:
+        s.close()
+    return {"problems": problems, "scorecard": card}
+
+
 def _outputs(
-    command: str, result: AnalyticsResult, as_json: bool, csv: Path | None, html_path: Path | None
+    command: str,
+    result: AnalyticsResult,
+    *,
+    as_json: bool,
+    csv: Path | None,
+    html_path: Path | None,
+    o: _Options,
+    lang: str,
 ) -> None:
     from rich.console import Console
 
     from sanduan.central import report
     from sanduan.central.report import tables
     from sanduan.central.report.html import render_html
+    from sanduan.central.report.i18n import check_lang
+    from sanduan.shared.errors import InputError, StoreError
 
+    try:
+        lg = check_lang(lang)
+    except InputError as e:
+        _fail(command, str(e))
     columns: tuple[str, ...]
     if command == "sections":
         doc = report.sections_document(result)
         columns, rows = report.SECTION_COLUMNS, report.section_rows(result)
         views = [
-            tables.county_table(result),
-            tables.sections_table(result),
-            tables.towns_table(result),
+            tables.county_table(result, lg),
+            tables.sections_table(result, lg),
+            tables.towns_table(result, lg),
         ]
     else:
         doc = report.compensation_document(result)
         columns, rows = report.LEDGER_COLUMNS, report.ledger_rows(result)
-        views = [tables.ledger_table(result), tables.towns_table(result)]
+        views = [tables.ledger_table(result, lg), tables.towns_table(result, lg)]
     try:
         if csv is not None:
             report.write_csv(csv, columns, rows)
         if html_path is not None:
-            html_path.write_text(render_html(result, command), encoding="utf-8")
+            from sanduan.central.report.html import problems_view, scorecard_view
+
+            ex = _extras(o, result)
+            pv = None
+            if "problems" in ex:
+                p = ex["problems"]
+                pv = problems_view(result, p["rows"], p["counts"], p["hot_spots"], lg)
+            sv = scorecard_view(ex["scorecard"], lg) if "scorecard" in ex else None
+            page = render_html(result, command, lg, problems=pv, scorecard=sv)
+            html_path.write_text(page, encoding="utf-8")
     except OSError as e:
         _fail(command, f"cannot write {e.filename}: {e.strerror}", FAILED)
+    except (InputError, StoreError) as e:
+        _fail(command, str(e), FAILED if isinstance(e, StoreError) else USAGE_ERROR)
     if as_json:
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
         return
@@ -149,10 +212,12 @@ def sections_command(
     as_json: JsonOpt = False,
     csv: CsvOpt = None,
     html: HtmlOpt = None,
+    lang: LangOpt = "zh",
 ) -> None:
     """Section classes, target compliance, 功能达标率 and 优良率 for a month or a year."""
-    result = _run("sections", _Options(month, year, config, store, county, rules), as_json)
-    _outputs("sections", result, as_json, csv, html)
+    o = _Options(month, year, config, store, county, rules)
+    result = _run("sections", o, as_json)
+    _outputs("sections", result, as_json=as_json, csv=csv, html_path=html, o=o, lang=lang)
 
 
 def compensation_command(
@@ -166,10 +231,12 @@ def compensation_command(
     as_json: JsonOpt = False,
     csv: CsvOpt = None,
     html: HtmlOpt = None,
+    lang: LangOpt = "zh",
 ) -> None:
     """The compensation ledger for a month or a year, with each amount's evidence (--json)."""
-    result = _run("compensation", _Options(month, year, config, store, county, rules), as_json)
-    _outputs("compensation", result, as_json, csv, html)
+    o = _Options(month, year, config, store, county, rules)
+    result = _run("compensation", o, as_json)
+    _outputs("compensation", result, as_json=as_json, csv=csv, html_path=html, o=o, lang=lang)
 
 
 def _since_ms(command: str, since: str | None) -> int | None:

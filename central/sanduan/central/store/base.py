@@ -294,6 +294,11 @@ class Store(Protocol):
         record the request time, so that collectors sharing the database do not both ask."""
         ...
 
+    def maintain(self, now_ms: int) -> list[str]:
+        """Periodic upkeep (PostgreSQL: create the monthly partitions of ``readings`` ahead);
+        returns what it created. Nothing to do on SQLite."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -328,6 +333,16 @@ def _json_dump(obj: Mapping[str, object]) -> str:
 _STATION_COLS = ", ".join(TABLES["stations"])
 
 
+def _new_above(row: StationRow, stream: int) -> int | None:
+    """A seq above which no reading of ``stream`` of the station is stored yet, from its seq
+    state (None when the state does not say: another stream's)."""
+    if row.max_seq is None and row.stream is None:
+        return -1  # no batch of the station was ever stored
+    if row.stream == stream and row.max_seq is not None:
+        return row.max_seq
+    return None
+
+
 class SqlStore:
     """The SQL common to both backends, written with ``?`` placeholders."""
 
@@ -360,8 +375,12 @@ class SqlStore:
         cur.execute(self._sql(sql), params)
         return cur
 
-    def _insert_readings(self, cur: Any, batch: Batch, received_ms: int) -> int:
-        """Insert the batch's readings, skipping (station, seq) already stored; returns new."""
+    def _insert_readings(
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
+    ) -> int:
+        """Insert the batch's readings, skipping (station, stream, seq) already stored; returns
+        new. ``new_above``: no reading of this station and stream with a higher seq is stored
+        (None: not known)."""
         raise NotImplementedError
 
     def _bulk_insert(
@@ -377,6 +396,11 @@ class SqlStore:
 
     def _read_cursor(self) -> Any:
         raise NotImplementedError
+
+    def maintain(self, now_ms: int) -> list[str]:
+        """Periodic upkeep of the schema (PostgreSQL: monthly partitions of ``readings``);
+        returns what it created. The collector runs it at start-up and hourly."""
+        return []
 
     def close(self) -> None:
         raise NotImplementedError
@@ -474,17 +498,18 @@ class SqlStore:
     # --- ingest -------------------------------------------------------------------------
 
     def _station_row(self, cur: Any, station: str) -> tuple[Any, ...]:
-        """Make sure the station's row exists and lock it for this transaction."""
-        self._x(
-            cur,
-            "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station) DO NOTHING",
-            (station,),
-        )
-        row: tuple[Any, ...] = self._x(
-            cur,
-            f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}",
-            (station,),
-        ).fetchone()
+        """Make sure the station's row exists and lock it for this transaction (one round trip
+        for a known station: the insert is tried only when the row is not there)."""
+        select = f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}"
+        row: tuple[Any, ...] | None = self._x(cur, select, (station,)).fetchone()
+        if row is None:
+            self._x(
+                cur,
+                "INSERT INTO stations (station) VALUES (?) ON CONFLICT (station) DO NOTHING",
+                (station,),
+            )
+            row = self._x(cur, select, (station,)).fetchone()
+        assert row is not None
         return row
 
     @staticmethod
@@ -509,7 +534,7 @@ class SqlStore:
         stream = batch.stream
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
             row = self._to_station(self._station_row(cur, batch.station))
-            new = self._insert_readings(cur, batch, received_ms)
+            new = self._insert_readings(cur, batch, received_ms, _new_above(row, stream))
             bad: tuple[SeqRange, ...] = ()
             if new < batch.count:
                 bad = self._conflicts(cur, batch, stream)

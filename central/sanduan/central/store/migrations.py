@@ -52,8 +52,13 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    only: Dialect | None = None
+    """Apply the statements on this database only (the version is recorded on both, so the
+    schema versions stay the same)."""
 
     def sql(self, dialect: Dialect) -> list[str]:
+        if self.only is not None and self.only != dialect:
+            return []
         return [s.format(**_SUBST[dialect]) for s in self.statements]
 
 
@@ -235,6 +240,96 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX console_audit_time ON console_audit (time_ms)",
         ),
     ),
+    Migration(
+        4,
+        "problems, review marks",
+        (
+            """CREATE TABLE problems (
+                id BIGINT PRIMARY KEY,
+                rule TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject {key} NOT NULL,
+                station TEXT,
+                section TEXT,
+                town TEXT,
+                river TEXT,
+                code TEXT,
+                opened_ms BIGINT NOT NULL,
+                first_ms BIGINT NOT NULL,
+                message TEXT NOT NULL,
+                details TEXT
+            )""",
+            "CREATE INDEX problems_rule_subject ON problems (rule, subject)",
+            """CREATE TABLE problem_events (
+                id {id},
+                problem_id BIGINT NOT NULL,
+                time_ms BIGINT NOT NULL,
+                action TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                note TEXT NOT NULL,
+                details TEXT
+            )""",
+            "CREATE INDEX problem_events_problem ON problem_events (problem_id, id)",
+            """CREATE TABLE review_marks (
+                id {id},
+                time_ms BIGINT NOT NULL,
+                reviewer TEXT NOT NULL,
+                action TEXT NOT NULL,
+                level TEXT NOT NULL,
+                station {key} NOT NULL,
+                code TEXT,
+                start_ms BIGINT NOT NULL,
+                end_ms BIGINT NOT NULL,
+                reason TEXT NOT NULL,
+                note TEXT NOT NULL,
+                before TEXT,
+                after TEXT
+            )""",
+            "CREATE INDEX review_marks_station_time ON review_marks (station, start_ms)",
+        ),
+    ),
+    Migration(
+        5,
+        "readings partitioned by month (PostgreSQL)",
+        (
+            # The primary key of a partitioned table must hold the partition key. A reading's
+            # seq fixes its ts_ms, so (station, stream, seq, ts_ms) is still one row per
+            # (station, stream, seq); ingest checks that identity itself where a duplicate is
+            # possible.
+            """CREATE TABLE readings_part (
+                station {key} NOT NULL,
+                seq BIGINT NOT NULL,
+                ts_ms BIGINT NOT NULL,
+                code {key} NOT NULL,
+                value {double},
+                flag TEXT NOT NULL,
+                grade SMALLINT NOT NULL,
+                batch_seq BIGINT NOT NULL,
+                received_ms BIGINT NOT NULL,
+                stream BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (station, stream, seq, ts_ms)
+            ) PARTITION BY RANGE (ts_ms)""",
+            # Rows of months without a partition land here; the collector's maintenance
+            # creates the months ahead and moves any such rows into their month.
+            "CREATE TABLE readings_default PARTITION OF readings_part DEFAULT",
+            "INSERT INTO readings_part (station, seq, ts_ms, code, value, flag, grade, batch_seq,"
+            " received_ms, stream) SELECT station, seq, ts_ms, code, value, flag, grade,"
+            " batch_seq, received_ms, stream FROM readings",
+            "DROP TABLE readings",
+            "ALTER TABLE readings_part RENAME TO readings",
+            "CREATE INDEX readings_station_code_ts ON readings (station, code, ts_ms)",
+        ),
+        only="postgresql",
+    ),
+    Migration(
+        6,
+        "an index over flagged readings",
+        (
+            # The few readings a station flagged (M, C, D, ...), for the flags on the console's
+            # charts: without it a year's chart reads every reading of the station.
+            "CREATE INDEX readings_flagged ON readings (station, code, ts_ms) WHERE flag <> 'N'",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -326,11 +421,43 @@ TABLES: dict[str, tuple[str, ...]] = {
     "runs": ("run_id", "kind", "started_ms", "finished_ms", "params", "result"),
     "console_users": ("name", "role", "password_hash", "created_ms", "disabled"),
     "console_audit": ("id", "time_ms", "actor", "action", "target", "detail"),
+    "problems": (
+        "id",
+        "rule",
+        "kind",
+        "subject",
+        "station",
+        "section",
+        "town",
+        "river",
+        "code",
+        "opened_ms",
+        "first_ms",
+        "message",
+        "details",
+    ),
+    "problem_events": ("id", "problem_id", "time_ms", "action", "actor", "note", "details"),
+    "review_marks": (
+        "id",
+        "time_ms",
+        "reviewer",
+        "action",
+        "level",
+        "station",
+        "code",
+        "start_ms",
+        "end_ms",
+        "reason",
+        "note",
+        "before",
+        "after",
+    ),
 }
 """Every table and its columns, for checking names passed to the generic row writers."""
 
 WRITABLE = frozenset(
     {"aggregates", "assessments", "ledger", "runs", "events", "console_users", "console_audit"}
+    | {"problems", "problem_events", "review_marks"}
 )
 """Tables :meth:`Store.replace_rows` / :meth:`Store.insert_rows` may write. ``readings``,
 ``stations``, ``streams`` and ``dead_letters`` are written only by ingest, through their own

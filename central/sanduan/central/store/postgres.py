@@ -1,10 +1,23 @@
 """The PostgreSQL backend (psycopg 3).
 
-Readings are written with binary ``COPY`` into a session-local temporary table and moved into
-``readings`` with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, which is what makes a batch
-seen twice (or two overlapping batches, or two collectors racing on one batch) store each reading
-once per (station, stream, seq). The station's row is locked (``SELECT ... FOR UPDATE``) first,
-so batches of one station commit one after another while different stations proceed in parallel.
+The station's row is locked (``SELECT ... FOR UPDATE``) first, so batches of one station
+commit one after another while different stations proceed in parallel, and its seq state
+(``max_seq``) says which readings cannot be stored yet. Two write paths:
+
+- **Direct**: the batch is of the station's current stream and every seq of it is above the
+  station's ``max_seq`` (the usual case, a backlog included), or no batch of the station was
+  ever stored: binary ``COPY`` straight into ``readings``. Should the seq state ever
+  disagree with the table (a reading with that seq already there), the primary key refuses the
+  COPY and the batch is stored again through the staged path; nothing is lost or doubled.
+- **Staged**: the batch may overlap what is stored (a resend, a duplicate delivery):
+  binary ``COPY`` into a session-local temporary table, then
+  ``INSERT ... SELECT`` of the rows whose (station, stream, seq) is not in ``readings`` yet
+  (another stream's batch, a late one of a retired stream, always goes this way).
+
+``readings`` is partitioned by month of ``ts_ms`` (UTC), one table ``readings_pYYYYMM`` per
+month plus ``readings_default`` for months without one. :meth:`PostgresStore.maintain` (the
+collector runs it at start-up and hourly) creates the current month and the next
+:data:`MONTHS_AHEAD`, and moves any rows that landed in the default partition into their month.
 
 The URL is any libpq URL, ``postgresql://user:password@host:5432/db``; libpq options work too,
 e.g. ``?options=-csearch_path%3Dsanduan`` to keep the tables in a schema of their own.
@@ -13,7 +26,9 @@ A lost connection is reopened on the next call.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -22,7 +37,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from sanduan.central.store.base import SqlStore
+from sanduan.central.store.base import SqlStore, StoreResult
 from sanduan.central.store.migrations import TABLES, Dialect
 from sanduan.shared.errors import StoreError
 from sanduan.shared.wire import Batch
@@ -41,6 +56,37 @@ _READING_TYPES = [
     "int8",
 ]
 _STAGE = "sanduan_readings_in"
+_STAGE_COLS = ", ".join(f"s.{c}" for c in TABLES["readings"])
+MONTHS_AHEAD = 2
+"""Monthly partitions created ahead of the current month by :meth:`PostgresStore.maintain`."""
+
+log = logging.getLogger("sanduan.central.store")
+
+
+def month_start_ms(year: int, month: int) -> int:
+    """Unix ms of the first instant of a UTC month (``month`` may run past 12)."""
+    year, month = year + (month - 1) // 12, (month - 1) % 12 + 1
+    return int(dt.datetime(year, month, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def month_of(ts_ms: int) -> tuple[int, int]:
+    """(year, month) of a UTC Unix ms time."""
+    d = dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC)
+    return d.year, d.month
+
+
+def partition_name(year: int, month: int) -> str:
+    return f"readings_p{year:04d}{month:02d}"
+
+
+def months_to_keep(now_ms: int, ahead: int = MONTHS_AHEAD) -> list[tuple[int, int]]:
+    """The months :meth:`PostgresStore.maintain` makes sure exist: this one and ``ahead`` more."""
+    y, m = month_of(now_ms)
+    out = []
+    for k in range(ahead + 1):
+        yy, mm = y + (m - 1 + k) // 12, (m - 1 + k) % 12 + 1
+        out.append((yy, mm))
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -59,6 +105,8 @@ class PostgresStore(SqlStore):
         self._connect_timeout_s = connect_timeout_s
         self._conn: psycopg.Connection[Any] | None = None
         self._staged = False
+        self._stage_only = False  # set while a batch is retried after the direct path failed
+        self.write_paths: dict[str, int] = {"direct": 0, "staged": 0, "retried": 0}
         with self._lock:
             self._connection()
 
@@ -145,18 +193,123 @@ class PostgresStore(SqlStore):
             for row in rows:
                 cp.write_row(row)
 
-    def _insert_readings(self, cur: Any, batch: Batch, received_ms: int) -> int:
+    def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
+        try:
+            return super().store_batch(batch, received_ms)
+        except StoreError as e:
+            if self._stage_only or not isinstance(e.__cause__, psycopg.errors.UniqueViolation):
+                raise
+        # The seq state said every seq was new but readings already held one: store the
+        # batch again through the staged path, which skips what is there.
+        log.warning(
+            "%s: station %s batch %d: a reading above the station's max_seq was already"
+            " stored; storing the batch through the duplicate-checking path",
+            self.url,
+            batch.station,
+            batch.batch_seq,
+        )
+        self.write_paths["retried"] += 1
+        self._stage_only = True
+        try:
+            return super().store_batch(batch, received_ms)
+        finally:
+            self._stage_only = False
+
+    def _insert_readings(
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
+    ) -> int:
+        rows = self.copy_rows(batch, received_ms)
+        if new_above is not None and batch.seq[0] > new_above and not self._stage_only:
+            # Nothing of this batch can be stored yet: no staging, no per-row conflict check.
+            self.copy_readings(cur, "readings", rows)
+            self.write_paths["direct"] += 1
+            return batch.count
         if not self._staged:
             cur.execute(
                 f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE readings) ON COMMIT DELETE ROWS"
             )
             self._staged = True
-        self.copy_readings(cur, _STAGE, self.copy_rows(batch, received_ms))
+        self.copy_readings(cur, _STAGE, rows)
+        # (station, stream, seq) is the reading's identity; the partitioned primary key also
+        # holds ts_ms, so the check is explicit. DISTINCT ON keeps one row per seq of the batch.
         cur.execute(
-            f"INSERT INTO readings ({_READING_COLS}) SELECT {_READING_COLS} FROM {_STAGE}"
-            " ON CONFLICT (station, stream, seq) DO NOTHING"
+            f"INSERT INTO readings ({_READING_COLS})"
+            f" SELECT DISTINCT ON (s.station, s.stream, s.seq) {_STAGE_COLS}"
+            f" FROM {_STAGE} s WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE"
+            " r.station = s.station AND r.stream = s.stream AND r.seq = s.seq)"
+            " ON CONFLICT DO NOTHING"
         )
+        self.write_paths["staged"] += 1
         return int(cur.rowcount)
+
+    # --- partitions -----------------------------------------------------------------------
+
+    def partitions(self) -> list[str]:
+        """The partitions of ``readings``, by name."""
+        rows = self._fetchall(
+            "list the partitions of readings",
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass('readings') ORDER BY c.relname",
+        )
+        return [str(r[0]) for r in rows]
+
+    def maintain(self, now_ms: int) -> list[str]:
+        """Create the monthly partitions of ``readings`` for this month and the next
+        :data:`MONTHS_AHEAD`, and for every month with rows in the default partition (moving
+        those rows into it). Returns the partitions created. Safe to run from several
+        collectors at once (an advisory lock makes them take turns)."""
+        if self._is_unpartitioned():
+            return []
+        wanted = set(months_to_keep(now_ms))
+        wanted.update(self._default_months())
+        created = []
+        for year, month in sorted(wanted):
+            if self._create_partition(year, month):
+                created.append(partition_name(year, month))
+        for name in created:
+            log.info("%s: created partition %s of readings", self.url, name)
+        return created
+
+    def _is_unpartitioned(self) -> bool:
+        rows = self._fetchall(
+            "check how readings is partitioned",
+            "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('readings')",
+        )
+        return not rows or rows[0][0] != "p"
+
+    def _default_months(self) -> set[tuple[int, int]]:
+        rows = self._fetchall(
+            "list the months in readings_default",
+            "SELECT DISTINCT (EXTRACT(YEAR FROM d)::int), (EXTRACT(MONTH FROM d)::int) FROM"
+            " (SELECT to_timestamp(ts_ms / 1000.0) AT TIME ZONE 'UTC' AS d"
+            " FROM readings_default) t",
+        )
+        return {(int(y), int(m)) for y, m in rows}
+
+    def _create_partition(self, year: int, month: int) -> bool:
+        name = partition_name(year, month)
+        lo, hi = month_start_ms(year, month), month_start_ms(year, month + 1)
+        with self._tx(f"create partition {name} of readings") as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.parts'))")
+            if cur.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
+                return False
+            # Created on its own, filled from the default partition, then attached: ATTACH
+            # takes a lighter lock on readings than CREATE ... PARTITION OF, so ingest goes on.
+            cur.execute(f"CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS)")
+            cur.execute(
+                f"WITH moved AS (DELETE FROM readings_default WHERE ts_ms >= {lo}"
+                f" AND ts_ms < {hi} RETURNING {_READING_COLS})"
+                f" INSERT INTO {name} ({_READING_COLS}) SELECT {_READING_COLS} FROM moved"
+            )
+            cur.execute(
+                f"ALTER TABLE {name} ADD CONSTRAINT {name}_range"
+                f" CHECK (ts_ms >= {lo} AND ts_ms < {hi})"
+            )
+            cur.execute(
+                f"ALTER TABLE readings ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
+            )
+            cur.execute(f"ALTER TABLE {name} DROP CONSTRAINT {name}_range")
+        return True
 
     def _bulk_insert(
         self, cur: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[object]]

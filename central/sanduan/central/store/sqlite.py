@@ -121,7 +121,9 @@ class SqliteStore(SqlStore):
         ).fetchone()
         return row is not None
 
-    def _insert_readings(self, cur: Any, batch: Batch, received_ms: int) -> int:
+    def _insert_readings(
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
+    ) -> int:
         before = self._conn.total_changes
         cur.executemany(_INSERT_READINGS, self.reading_rows(batch, received_ms))
         return self._conn.total_changes - before

@@ -13,8 +13,10 @@ path                   what                                                     
 ``/section/{id}``      hourly and daily series with class limits and target,       viewer
                        flags, months and years
 ``/ledger``            the ledger of a month or year, each row with its evidence   viewer
-``/problems``          problems (when the store has them)                          viewer
-``/review``            data review (when the store has it); forms for reviewers    reviewer
+``/problems``          problems from discovery to closure, filters; each problem's   viewer
+                       events and, for reviewers, its lifecycle actions
+``/review``            data review marks with before and after; the reviewers'     viewer
+                       form to invalidate, restore or validate
 ``/audit``             every write the console made, with its actor                 admin
 ``/login`` ``/logout``                                                              (none)
 ``/healthz``           ``ok`` when the store answers (for monitoring)               (none)
@@ -44,8 +46,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from sanduan.central.core.county import County
-from sanduan.central.web import data, i18n, svg
+from sanduan.central.web import county_work, data, i18n, svg
 from sanduan.central.web.auth import Role, User, Users, new_csrf_token, same_token
+from sanduan.shared.config import ValidityConfig
 from sanduan.shared.errors import SanduanError
 from sanduan.shared.params import resolve
 from sanduan.shared.standards import Direction, gb3838
@@ -84,9 +87,10 @@ def _num(x: object, digits: int = 3) -> str:
 class Console:
     """The state shared by the pages: store, county, accounts, templates."""
 
-    def __init__(self, store: Store, county: County) -> None:
+    def __init__(self, store: Store, county: County, validity: ValidityConfig) -> None:
         self.store = store
         self.county = county
+        self.validity = validity
         self.users = Users(store)
         self.env = template_env()
 
@@ -347,39 +351,6 @@ def _party(county: County, pid: str) -> str:
     return pid
 
 
-@page()
-def problems_page(c: Console, request: Request, user: User) -> Response:
-    if not data.table_exists(c.store, "problems"):
-        w = i18n.words(c.lang(request))
-        return c.render(request, "message.html", current_user=user, message=w["no_problems_table"])
-    rows = c.store.query("SELECT * FROM problems ORDER BY 1 DESC LIMIT 500")
-    cols = _columns(c.store, "problems")
-    return c.render(
-        request, "table.html", current_user=user, title="problems", cols=cols, rows=rows
-    )
-
-
-@page()
-def review_page(c: Console, request: Request, user: User) -> Response:
-    if not data.table_exists(c.store, "review_marks"):
-        w = i18n.words(c.lang(request))
-        return c.render(request, "message.html", current_user=user, message=w["no_review_table"])
-    rows = c.store.query("SELECT * FROM review_marks ORDER BY 1 DESC LIMIT 500")
-    cols = _columns(c.store, "review_marks")
-    return c.render(request, "table.html", current_user=user, title="review", cols=cols, rows=rows)
-
-
-def _columns(store: Store, table: str) -> list[str]:
-    if store.dialect == "sqlite":
-        return [str(r[1]) for r in store.query(f"PRAGMA table_info({table})")]
-    rows = store.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?"
-        " AND table_schema = current_schema() ORDER BY ordinal_position",
-        (table,),
-    )
-    return [str(r[0]) for r in rows]
-
-
 @page(Role.ADMIN)
 def audit_page(c: Console, request: Request, user: User) -> Response:
     rows = c.users.recent_audit(200)
@@ -449,11 +420,12 @@ def build_app(
     secret: str | None = None,
     session_max_age_s: int = 8 * 3600,
     https_only: bool = False,
+    validity: ValidityConfig | None = None,
     extra_routes: Mapping[str, Any] | None = None,
 ) -> Starlette:
     """The console over ``store`` for ``county``. ``secret`` signs session cookies (random per
     process when None: sessions then end when the process does)."""
-    c = Console(store, county)
+    c = Console(store, county, validity or ValidityConfig())
 
     def bind(fn: Callable[..., Any]) -> Callable[[Request], Any]:
         import inspect
@@ -477,8 +449,11 @@ def build_app(
         Route("/stations", bind(stations_page)),
         Route("/section/{sid}", bind(section_page)),
         Route("/ledger", bind(ledger_page)),
-        Route("/problems", bind(problems_page)),
-        Route("/review", bind(review_page)),
+        Route("/problems", bind(page()(county_work.problems_page))),
+        Route("/problems/{pid:int}", bind(page()(county_work.problem_page)), methods=["GET"]),
+        Route("/problems/{pid:int}", bind(county_work.problem_action), methods=["POST"]),
+        Route("/review", bind(page()(county_work.review_page)), methods=["GET"]),
+        Route("/review", bind(county_work.review_post), methods=["POST"]),
         Route("/audit", bind(audit_page)),
         Route("/login", bind(login_page), methods=["GET"]),
         Route("/login", bind(login_post), methods=["POST"]),

@@ -71,6 +71,7 @@ def console_command(
         secret=secret,
         session_max_age_s=cfg.console.session_max_age_s,
         https_only=cfg.console.https_only,
+        validity=cfg.validity,
     )
     typer.echo(f"sanduan console: http://{host}:{port}/ on {s.url}", err=True)
     try:

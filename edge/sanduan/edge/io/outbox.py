@@ -354,7 +354,12 @@ class Outbox:
             water_body=cfg.station.water_body,
             target_class=cfg.station.target_class,
             alarm_consecutive=cfg.grading.alarm_consecutive,
-            grader=Grader(cfg.station.water_body, cfg.station.target_class, cfg.grading.engine),
+            grader=Grader(
+                cfg.station.water_body,
+                cfg.station.target_class,
+                cfg.grading.engine,
+                stuck_polls=cfg.grading.stuck_polls,
+            ),
         )
 
     @classmethod
@@ -421,7 +426,8 @@ class Outbox:
             self._check_identity()
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('max_bytes', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                " WHERE value IS NOT excluded.value",  # no write when nothing changes
                 (self.max_bytes,),
             )
             if self._one("SELECT value FROM meta WHERE key = 'schema'") == 1:
@@ -606,6 +612,7 @@ class Outbox:
             for i in np.flatnonzero(impossible).tolist():
                 if flags[i] != "B":
                     flags[i] = "D"
+        self.grader.stuck.mark(codes, vals, flags)  # a stuck sensor's repeats: D
         ts_arr = np.asarray(ts, dtype=np.int64)
         fb = np.frombuffer("".join(flags).encode("ascii"), dtype=np.uint8)
         valid = (fb == ord("N")) | (fb == ord("S"))
