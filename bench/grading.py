@@ -2,14 +2,16 @@
 
     python bench/grading.py [--n 10000000] [--python-n 1000000]
 
-numba kernel, numpy searchsorted (same semantics: NaN -> 0, negative -> -1), a plain Python
-loop (timed on a subset and scaled to N, as printed) and the parallel numba kernel. Targets:
+numba kernel (JIT, and compiled ahead of time when built), numpy searchsorted (same semantics:
+NaN -> 0, negative -> -1), a plain Python loop (timed on a subset and scaled to N, as printed)
+and the parallel numba kernel. Targets:
 numba/numpy >= 1.5, numba/python >= 15.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sanduan.shared.grading import kernel_tables, kernels
+from sanduan.shared.errors import ConfigError
+from sanduan.shared.grading import kernel_tables, kernels, loader
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import resolve
 
@@ -86,14 +89,28 @@ def main() -> None:
     t_par, out_par = best_of(
         lambda: kernels.classify_parallel(values, limits, direction), args.repeat
     )
+    try:
+        aot: Any = loader.load("aot")
+    except ConfigError as exc:
+        print(f"  (no AOT kernels: {exc})")
+        aot = None
+    t_aot, out_aot = (
+        best_of(lambda: aot.classify(values, limits, direction), args.repeat)
+        if aot is not None
+        else (math.nan, out_numba)
+    )
     sub_n = min(args.python_n, args.n)
     sub = values[:sub_n].tolist()
     lim_list = limits.tolist()
     t_py_sub, out_py = best_of(lambda: python_classify(sub, lim_list), 1)
     t_py = t_py_sub * args.n / sub_n
 
-    if not (np.array_equal(out_numba, out_numpy) and np.array_equal(out_numba, out_par)):
-        raise SystemExit("results differ between numba, numpy and parallel numba")
+    if not (
+        np.array_equal(out_numba, out_numpy)
+        and np.array_equal(out_numba, out_par)
+        and np.array_equal(out_numba, out_aot)
+    ):
+        raise SystemExit("results differ between numba (JIT, AOT, parallel) and numpy")
     if out_numba[:sub_n].tolist() != out_py:
         raise SystemExit("results differ between numba and the Python loop")
 
@@ -101,6 +118,7 @@ def main() -> None:
     print(f"classify {n:,} COD values (river), best of {args.repeat}; cores: {os.cpu_count()}")
     rows = [
         ("numba", t_numba, ""),
+        ("numba, compiled AOT", t_aot, "  (generic CPU of the platform, as in a wheel)"),
         ("numpy searchsorted", t_numpy, ""),
         (
             "python loop",
@@ -120,6 +138,7 @@ def main() -> None:
     check("numba / numpy", t_numpy / t_numba, 1.5)
     check("numba / python", t_py / t_numba, 15)
     print(f"  {'numba parallel / numba':<28} {t_numba / t_par:8.2f}")
+    print(f"  {'numba AOT / numba JIT':<28} {t_numba / t_aot:8.2f}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from sanduan.shared.wire import Ack, Batch, encode
 
 from .conftest import CollectorProc, Station, wait_until, write_config
 
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
+
 T0 = 1_767_225_600_000
 PER_BATCH = 5
 

@@ -24,6 +24,8 @@ from sanduan.edge.io.outbox import Outbox  # noqa: E402
 from sanduan.shared import wire  # noqa: E402
 from sanduan.shared.wire import Ack  # noqa: E402
 
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
+
 SANDUAN = str(Path(sys.executable).with_name("sanduan"))
 T0 = 1_767_225_600_000
 

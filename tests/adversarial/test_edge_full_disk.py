@@ -28,7 +28,7 @@ from tests.edge.acker import Acker  # noqa: E402
 
 SANDUAN = str(Path(sys.executable).with_name("sanduan"))
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.mosquitto, pytest.mark.process]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from sanduan.shared.wire import MAX_SEQ, U63_MAX, Ack, Batch, Nack, ResendReques
 
 SANDUAN = str(Path(sys.executable).with_name("sanduan"))
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from sanduan.shared.wire import (
 
 from .conftest import CollectorProc, Station, wait_until, write_config
 
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
+
 T0 = int(time.time() * 1000) - 86_400_000
 
 

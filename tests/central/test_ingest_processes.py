@@ -21,7 +21,7 @@ from sanduan.shared.wire import Ack, Batch, encode
 
 from .conftest import MqttPeer
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 T0 = 1_767_225_600_000
 ENTRY = "from sanduan.cli import main; main()"

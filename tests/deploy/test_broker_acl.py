@@ -25,9 +25,12 @@ from sanduan.shared import topics, wire
 from sanduan.shared.config import CentralConfig, IngestConfig, load_central_config
 from sanduan.shared.topics import Kind
 
-pytestmark = pytest.mark.skipif(
-    not have_mosquitto_tls(), reason="needs mosquitto, mosquitto_passwd and openssl"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not have_mosquitto_tls(), reason="needs mosquitto, mosquitto_passwd and openssl"
+    ),
+    pytest.mark.mosquitto,
+]
 
 EXAMPLE_STATION = "CX-GT-01"
 

@@ -23,7 +23,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 SONDE_CODES = {"w01001", "w01009", "w01003", "w01014", "w01010", "w01016"}
 ANALYZER_CODES = {"w21003", "w21011"}

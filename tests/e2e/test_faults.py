@@ -16,7 +16,7 @@ from tests.e2e.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.mosquitto
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 
 def station_state(store_url: str, station: str) -> tuple[int | None, int | None, int]:

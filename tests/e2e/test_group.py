@@ -16,7 +16,7 @@ from tests.e2e.harness import assert_delivered_once, central_rows, wait_until
 
 from sanduan.central.store import open_store
 
-pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres]
+pytestmark = [pytest.mark.mosquitto, pytest.mark.postgres, pytest.mark.process]
 
 
 def test_two_collectors_of_a_group_store_every_reading_once(pg_url: str, rig: E2ERig) -> None:

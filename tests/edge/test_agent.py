@@ -70,6 +70,7 @@ def stored(db: Path) -> tuple[dict[int, tuple[int, str, float | None]], set[int]
 
 
 @pytest.mark.mosquitto
+@pytest.mark.process
 def test_sigkill_and_restart_loses_nothing_and_keeps_seqs(
     mosquitto: int, station_id: str, tmp_path: Path
 ) -> None:
@@ -110,6 +111,7 @@ def test_sigkill_and_restart_loses_nothing_and_keeps_seqs(
 
 
 @pytest.mark.mosquitto
+@pytest.mark.process
 def test_broker_outage_polling_goes_on_and_backlog_drains(
     private_broker: PrivateBroker, station_id: str, tmp_path: Path
 ) -> None:

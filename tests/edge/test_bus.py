@@ -25,6 +25,8 @@ from sanduan.shared.errors import DeviceError
 from sanduan.shared.model import Flag
 from sanduan.shared.registers import load_profile
 
+pytestmark = [pytest.mark.serial]
+
 VALUES = {
     "w01001": 7.42,
     "w01009": 8.137,

@@ -26,6 +26,8 @@ from sanduan.shared.clock import SystemClock
 from sanduan.shared.config import StationConfig
 from sanduan.shared.registers import load_profile
 
+pytestmark = [pytest.mark.serial]
+
 VALUES = {"w01001": 7.42, "w01009": 8.137, "w01010": 18.25, "w01014": 412.5, "w01003": 12.3}
 
 

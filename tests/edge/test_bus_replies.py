@@ -83,6 +83,7 @@ def rounds(poller: BusPoller, n: int) -> list[tuple[float, int]]:
 
 
 @pytest.mark.parametrize("fault", ["crc_corrupt", "garbage"])
+@pytest.mark.serial
 def test_a_bad_reply_fails_the_attempt_at_once(line: Line, fault: str) -> None:
     line.sonde.set_faults(**{fault: True})
     poller = line.poller()
@@ -98,6 +99,7 @@ def test_a_bad_reply_fails_the_attempt_at_once(line: Line, fault: str) -> None:
     assert seconds < TIMEOUT / 2
 
 
+@pytest.mark.serial
 def test_the_next_device_is_not_disturbed_by_a_garbled_reply(line: Line) -> None:
     line.sonde.set_faults(garbage=True)
     poller = line.poller(retries=0)
@@ -107,6 +109,7 @@ def test_the_next_device_is_not_disturbed_by_a_garbled_reply(line: Line) -> None
     assert poller.devices["sonde"].errors["crc"] == 5
 
 
+@pytest.mark.serial
 def test_timeout_adapts_to_turnaround_and_widens_again(line: Line) -> None:
     poller = line.poller(retries=0, timeout_min_s=0.05)
     rounds(poller, 5)  # turnarounds of a few ms measured
@@ -124,6 +127,7 @@ def test_timeout_adapts_to_turnaround_and_widens_again(line: Line) -> None:
     assert poller.devices["sonde"].polls_ok == 6
 
 
+@pytest.mark.serial
 def test_fixed_timeout_when_adaptation_is_off(line: Line) -> None:
     poller = line.poller(retries=0, adaptive_timeout=False, timeout_s=0.4)
     rounds(poller, 5)

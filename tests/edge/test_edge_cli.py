@@ -79,6 +79,7 @@ def write(tmp_path: Path, port: str, extra: str = "") -> Path:
     return path
 
 
+@pytest.mark.serial
 def test_poll_once_prints_a_table_with_names_flags_and_classes(
     tmp_path: Path, served: tuple[str, SimulatedDevice]
 ) -> None:
@@ -104,6 +105,7 @@ def test_poll_once_prints_a_table_with_names_flags_and_classes(
     assert "class" in result.output
 
 
+@pytest.mark.serial
 def test_poll_once_reports_a_silent_device_and_exits_1(
     tmp_path: Path, served: tuple[str, SimulatedDevice]
 ) -> None:

@@ -244,6 +244,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.process
 def test_sigkill_mid_commit_loses_nothing_committed(tmp_path: Path) -> None:
     db = tmp_path / "b.db"
     for round_ in range(3):

@@ -19,6 +19,8 @@ from tests.edge.acker import Acker
 from tests.edge.agent_harness import AgentThread, fake, station_config, wait_until
 from tests.edge.conftest import PrivateBroker
 
+pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
+
 STATION = "S-tls-1"
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from sanduan.hil.rig import sanduan_argv
 
+pytestmark = [pytest.mark.process]
+
 MOSQUITTO = "mqtt://127.0.0.1:1883"
 POSTGRES = "postgresql://127.0.0.1/test"
 

@@ -28,6 +28,8 @@ from sanduan.shared.registers import (
     load_profile,
 )
 
+pytestmark = [pytest.mark.serial]
+
 TIMEOUT = 0.2
 BACKENDS = [
     pytest.param(

@@ -8,6 +8,8 @@ import serial
 
 from sanduan.hil.ports import VirtualSerialPair, socat_available
 
+pytestmark = [pytest.mark.serial]
+
 BACKENDS = [
     pytest.param(
         "socat", marks=pytest.mark.skipif(not socat_available(), reason="socat not installed")

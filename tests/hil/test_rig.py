@@ -13,6 +13,8 @@ import pytest
 
 from sanduan.hil.rig import sanduan_argv
 
+pytestmark = [pytest.mark.process, pytest.mark.mosquitto]
+
 REQUIRED = ("generated", "stored", "lost", "duplicates", "faults", "sections", "ledger")
 
 

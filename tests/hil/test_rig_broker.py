@@ -45,6 +45,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerHandle]:
         b.stop()
 
 
+@pytest.mark.mosquitto
 def test_offline_queue_of_a_named_session(broker: BrokerHandle) -> None:
     got: list[bytes] = []
     sub = _client(broker.port, "collector", "central")
@@ -70,12 +71,14 @@ def test_offline_queue_of_a_named_session(broker: BrokerHandle) -> None:
     assert got == [b"0", b"1", b"2", b"3", b"4"]
 
 
+@pytest.mark.mosquitto
 def test_anonymous_clients_are_refused(broker: BrokerHandle) -> None:
     anon = _client(broker.port, "anon", None)
     assert not _connect(anon, broker.port)
     anon.loop_stop()
 
 
+@pytest.mark.mosquitto
 def test_kill_and_restart_on_the_same_port(broker: BrokerHandle) -> None:
     pid = broker.proc.pid if broker.proc else None
     assert broker.killable and broker.running

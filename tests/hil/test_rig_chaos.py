@@ -14,6 +14,8 @@ import pytest
 
 from sanduan.hil.rig import sanduan_argv
 
+pytestmark = [pytest.mark.process, pytest.mark.mosquitto]
+
 
 def _run(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
     summary = tmp_path / "chaos.json"

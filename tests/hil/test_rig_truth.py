@@ -95,6 +95,7 @@ def _poll(line: Line, device: RecordingDevice) -> bool:
     return all(_read(line.client, b, device.slave) for b in device.blocks)
 
 
+@pytest.mark.serial
 def test_sonde_polls_are_readings_with_the_values_on_the_wire(line: Line) -> None:
     assert _poll(line, line.sonde)
     line.clock[0] = NOW + 3600
@@ -111,6 +112,7 @@ def test_sonde_polls_are_readings_with_the_values_on_the_wire(line: Line) -> Non
     assert {r.flag for r in rs if r.code == "w01001"} == {Flag.N}
 
 
+@pytest.mark.serial
 def test_an_analyzer_cycle_is_one_reading_however_often_it_is_read(line: Line) -> None:
     for i in range(3):
         line.clock[0] = NOW + 600 * i
@@ -121,6 +123,7 @@ def test_an_analyzer_cycle_is_one_reading_however_often_it_is_read(line: Line) -
     assert line.log.counters[("S1", "tp")].polls == 3
 
 
+@pytest.mark.serial
 def test_a_poll_counts_only_when_every_block_got_through(line: Line) -> None:
     first, second = line.tp.blocks
     assert _read(line.client, second, 3)  # a lone second block is not a poll
@@ -145,6 +148,7 @@ def test_a_poll_counts_only_when_every_block_got_through(line: Line) -> None:
         {"delay_s": 0.45},  # beyond 0.85 of the 0.5 s timeout: not delivered
     ],
 )
+@pytest.mark.serial
 def test_faulted_replies_are_not_readings(line: Line, faults: dict[str, object]) -> None:
     line.sonde.set_faults(**faults)
     _poll(line, line.sonde)

@@ -1,4 +1,6 @@
-"""Numba cache: configurable location, and how fast a new process grades with a warm cache."""
+"""Numba cache of the JIT kernels: configurable location, and how fast a new process grades
+with a warm cache. The subprocesses ask for the JIT kernels (``SANDUAN_KERNELS=jit``): by
+default a process takes the ones compiled ahead of time, which need no cache."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def _run(code: str, env: dict[str, str], *args: str) -> str:
 
 
 def _first_grade(cache: Path) -> tuple[float, float]:
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "SANDUAN_KERNELS": "jit"}
     import time
 
     t0 = time.perf_counter()
@@ -48,6 +50,7 @@ def _first_grade(cache: Path) -> tuple[float, float]:
     return float(out.split()[-1]), wall
 
 
+@pytest.mark.process
 def test_first_grading_with_warm_cache(tmp_path: Path) -> None:
     cold, _ = _first_grade(tmp_path)
     assert any(tmp_path.rglob("*.nbi")), "numba wrote no cache index"
@@ -63,9 +66,11 @@ def test_first_grading_with_warm_cache(tmp_path: Path) -> None:
     assert best_in_process < 3.0
 
 
+@pytest.mark.process
 def test_configure_cache_puts_the_cache_in_the_directory(tmp_path: Path) -> None:
     cache = tmp_path / "numba-cache"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["SANDUAN_KERNELS"] = "jit"
     out = _run(CONFIGURE, env, str(cache))
     assert out.strip() == str(cache)
     assert any(cache.rglob("*.nbi"))

@@ -23,6 +23,8 @@ from sanduan.central.web.app import build_app
 
 from .conftest import POLLUTED, password
 
+pytestmark = [pytest.mark.process]
+
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "screenshots" / "console"
 CHROMIUM = os.environ.get("SANDUAN_CHROMIUM") or shutil.which("chromium")

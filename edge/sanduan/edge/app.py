@@ -270,6 +270,7 @@ class Agent:
         cfg = self.config
         outbox = Outbox.from_config(cfg, path=self.db_path)
         self.outbox = outbox
+        log.info("%s", outbox.grader.ready_message())
         self.db = db = DbThread(outbox)
         try:
             st = await db.run(outbox.stats)

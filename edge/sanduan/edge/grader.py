@@ -5,9 +5,9 @@ A value outside its parameter's physical range (``physical_min``..``physical_max
 registry: a pH of 40, a negative concentration) is not a measurement: :meth:`Grader.screen`
 marks it, it gets class 0 and the buffer stores and sends it flagged D (device fault).
 
-With ``engine = "numba"`` the grader loads exactly one kernel (``classify_indexed``, from numba's
-cache) when it is created and then releases the LLVM pages the load touched
-(:mod:`sanduan.edge.memory`): the agent runs no other kernel, so LLVM never runs again.
+With ``engine = "numba"`` the grader runs the shared kernel ``classify_indexed``, loaded when it
+is created: the one compiled ahead of time when the package build could (numpy alone in the
+process, no numba or LLVM), numba's JIT one otherwise (:mod:`sanduan.shared.grading.loader`).
 
 The buffer grades each commit batch in one vectorised call (:meth:`Grader.grade`); the streak
 logic lives in :class:`sanduan.edge.core.outbox_policy.StreakTracker` and is fed in the same
@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -70,24 +71,14 @@ def classify_numpy(
     return res
 
 
-_released = False
-
-
 def _load_kernel(tables: Any) -> Any:
-    """The ``classify_indexed`` kernel, loaded (or compiled) now for the argument types
-    :meth:`Grader.screen` passes, then LLVM's pages released once per process."""
-    global _released
-    from sanduan.shared.grading import kernels
+    """The ``classify_indexed`` kernel, loaded now (for the JIT: compiled or read from its cache
+    for the argument types :meth:`Grader.screen` passes), so that the first batch does not
+    wait for it."""
+    from sanduan.shared.grading import loader
 
-    fn = kernels.classify_indexed
+    fn = loader.kernels().classify_indexed
     fn(np.zeros(1, np.float64), np.zeros(1, np.int64), tables.limits, tables.directions)
-    if not _released:
-        from sanduan.edge import memory
-
-        _released = True
-        kib = memory.release_library_pages()
-        memory.trim_heap()
-        log.debug("grading kernel loaded; released %d KiB of LLVM pages", kib)
     return fn
 
 
@@ -109,8 +100,9 @@ class Grader:
     """Grades long-format batches (one code per reading) for one water body and target class.
 
     ``engine="numba"`` (the default) runs the shared numba kernel ``classify_indexed``.
-    ``engine="numpy"`` gives the same classes with numpy alone, for gateways where the memory
-    that numba and LLVM add to the process matters (see docs/edge-buffer.md).
+    ``engine="numpy"`` gives the same classes with numpy alone, for gateways where the kernels
+    could not be compiled ahead of time and the memory that numba's JIT adds to the process
+    matters (see docs/edge-buffer.md).
     """
 
     def __init__(
@@ -120,6 +112,7 @@ class Grader:
         engine: Engine = "numba",
         stuck_polls: int = 0,
     ) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
         self.engine = engine
         self.stuck = StuckTracker(stuck_polls)
         """Flags runs of identical readings D (see :mod:`sanduan.shared.stuck`)."""
@@ -131,6 +124,26 @@ class Grader:
         lo, hi = _physical_bounds()
         self._phys_lo = lo
         self._phys_hi = hi
+        self.ready_ms = (time.perf_counter() - t0) * 1000
+        """How long creating the grader took: its tables and, for numba, loading the kernel."""
+        self.ready_cpu_ms = (time.process_time() - c0) * 1000
+        """The process's CPU time over the same span."""
+
+    def ready_message(self) -> str:
+        """What the agent logs at start: how long grading took to be ready, and with what."""
+        what = f"numba, {self.kernels} kernels" if self.engine == "numba" else self.engine
+        return (
+            f"grading ready in {self.ready_ms:.1f} ms, {self.ready_cpu_ms:.1f} ms of CPU ({what})"
+        )
+
+    @property
+    def kernels(self) -> str:
+        """Which kernels grade: "aot", "jit", or "numpy" for the numpy engine."""
+        if self._kernel is None:
+            return "numpy"
+        from sanduan.shared.grading import loader
+
+        return loader.kind()
 
     def index_of(self, code: str) -> int:
         """Registry index of a parameter code; -1 for a code the registry does not know."""
@@ -193,7 +206,7 @@ class Grader:
         if i < 0 or math.isnan(value):
             return None
         # The kernels' exceedance_value, in Python: one value per alarm is no reason to load a
-        # second kernel (and LLVM's pages with it).
+        # second kernel (with the JIT, a compile or a cache load).
         limits = self.tables.limits[i]
         direction = int(self.tables.directions[i])
         lim = float(limits[self.target_class - 1])

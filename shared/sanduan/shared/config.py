@@ -209,8 +209,9 @@ class GradingConfig(Strict):
     """Identical readings of one item in a row from which the agent flags them D (stuck
     sensor, kept out of assessment; see sanduan.shared.stuck). 0: off."""
     engine: Literal["numba", "numpy"] = "numba"
-    """How the edge agent grades: the shared numba kernels, or numpy with identical results
-    and about 100 MB less resident memory (small gateways)."""
+    """How the edge agent grades: the shared numba kernels (compiled ahead of time when the
+    package was built with a C compiler, numba's JIT otherwise), or numpy with identical
+    results; numpy saves about 100 MB of resident memory only where the JIT is used."""
 
 
 class DeviceConfig(Strict):

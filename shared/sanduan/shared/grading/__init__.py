@@ -1,8 +1,9 @@
 """GB 3838 grading: the high-level API over the numba kernels.
 
 Class codes: 1..5 are Class I..V, 6 is inferior V (劣V), 0 is "not graded" (no value, NaN, or an
-item without class limits). The kernels are imported on first use, so importing this package
-(or :mod:`sanduan.shared.grading.cache`) does not import numba.
+item without class limits). The kernels are loaded on first use (compiled ahead of time when
+the package build could, numba's JIT otherwise: :mod:`sanduan.shared.grading.loader`), so
+importing this package (or :mod:`sanduan.shared.grading.cache`) does not import numba.
 
 Every value is rounded to its parameter's reporting precision (GB/T 8170-2008, half to even on
 the decimal representation: :mod:`sanduan.shared.precision`) before the kernels see it, so a
@@ -22,13 +23,14 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import MappingProxyType, ModuleType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sanduan.shared.errors import InputError, InvalidValueError
+from sanduan.shared.grading import loader
 from sanduan.shared.model import INFERIOR_V, NOT_GRADED, WaterBody
 from sanduan.shared.params import Parameter, all_parameters, resolve
 from sanduan.shared.precision import exact_multiple, round_indexed, round_to, round_value
@@ -128,6 +130,12 @@ def _kernel_tables(water_body: WaterBody) -> KernelTables:
     return KernelTables(water_body, names, limits, directions, evaluated, nonnegative)
 
 
+def _jit() -> ModuleType:
+    from sanduan.shared.grading import kernels as jit
+
+    return jit
+
+
 def _check_target(target_class: int | None) -> None:
     if target_class is not None and not 1 <= target_class <= 5:
         raise InputError(f"target class must be 1..5, got {target_class}")
@@ -151,8 +159,7 @@ def grade_sample(
     Raises UnknownParameterError, InvalidValueError for a negative concentration, and
     InputError for a parameter given twice or a target class outside 1..5.
     """
-    from sanduan.shared.grading import kernels as k
-
+    k = loader.kernels()
     _check_target(target_class)
     water_body = WaterBody(water_body)
     tables = kernel_tables(water_body)
@@ -287,9 +294,8 @@ def classify_array(
     parallel: bool = False,
 ) -> npt.NDArray[np.int8]:
     """Class of each value of one parameter (int8, codes 0..6). Raises InvalidValueError for a
-    negative value of a parameter that cannot be negative."""
-    from sanduan.shared.grading import kernels as k
-
+    negative value of a parameter that cannot be negative. ``parallel`` runs numba's JIT kernel
+    over all cores (numba is imported then)."""
     p = resolve(parameter)
     tables = kernel_tables(water_body)
     arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
@@ -298,7 +304,7 @@ def classify_array(
         if neg.size:
             raise _negative(p, float(arr[neg[0]]))
     arr = round_to(arr, p.decimals)
-    fn = k.classify_parallel if parallel else k.classify
+    fn = _jit().classify_parallel if parallel else loader.kernels().classify
     grades: npt.NDArray[np.int8] = fn(arr, tables.limits[p.index], int(tables.directions[p.index]))
     return grades
 
@@ -313,9 +319,7 @@ def classify_batch(
     """Class of each value of a long-format batch; ``param_index[i]`` is the
     :attr:`Parameter.index` of ``values[i]``. Raises InputError for an index outside the
     registry and InvalidValueError for a negative value of a parameter that cannot be
-    negative."""
-    from sanduan.shared.grading import kernels as k
-
+    negative. ``parallel`` runs numba's JIT kernel over all cores (numba is imported then)."""
     tables = kernel_tables(water_body)
     arr = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     idx = np.ascontiguousarray(param_index, dtype=np.int64).reshape(-1)
@@ -331,7 +335,7 @@ def classify_batch(
         i = int(neg[0])
         raise _negative(all_parameters()[int(idx[i])], float(arr[i]))
     arr = round_indexed(arr, idx)
-    fn = k.classify_indexed_parallel if parallel else k.classify_indexed
+    fn = _jit().classify_indexed_parallel if parallel else loader.kernels().classify_indexed
     grades: npt.NDArray[np.int8] = fn(arr, idx, tables.limits, tables.directions)
     return grades
 
