@@ -50,7 +50,7 @@ unit: $(STAMP) aot
 	$(BIN)/pytest -m "$(UNIT_MARKERS)"
 
 ## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
-BENCHES ?= grading wire polling buffer ingest assessment bus badreplies footprint hostile province hj212 console
+BENCHES ?= grading wire polling buffer ingest assessment bus footprint hostile province hj212 console
 bench: $(STAMP)
 	@for b in $(BENCHES); do \
 	  if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; fi; \

@@ -222,13 +222,6 @@ class DeviceConfig(Strict):
     """An inline register map (same keys as a profile's registers) instead of ``profile``."""
     poll_period_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
-    """How long a reply may take (the upper bound when ``adaptive_timeout`` is on)."""
-    adaptive_timeout: bool = True
-    """Adapt the reply timeout to the device's measured turnaround, within
-    [``timeout_min_s``, ``timeout_s``]; a retry always waits the full ``timeout_s``."""
-    timeout_min_s: Annotated[float, Field(gt=0, le=30)] = 0.05
-    """Lower bound of the adapted reply timeout (taken as ``timeout_s`` when that is lower
-    and this key is not set)."""
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     pause_s: Annotated[float, Field(ge=0, le=10)] = 0.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
@@ -241,15 +234,6 @@ class DeviceConfig(Strict):
     registers)."""
     max_read_count: Annotated[int, Field(ge=1, le=125)] = 125
     """Most registers the device answers in one read (125 is the Modbus limit)."""
-
-    @model_validator(mode="after")
-    def _timeout_bounds(self) -> DeviceConfig:
-        if "timeout_min_s" in self.model_fields_set and self.timeout_min_s > self.timeout_s:
-            raise ValueError(
-                f"device {self.name!r}: timeout_min_s ({self.timeout_min_s:g}) is above"
-                f" timeout_s ({self.timeout_s:g}); the adapted timeout must fit between them"
-            )
-        return self
 
     @model_validator(mode="after")
     def _one_map(self) -> DeviceConfig:

@@ -36,17 +36,10 @@ Behaviour:
   times (timeouts, ``pause_s``, the inter-frame silence, reconnect backoff) are real seconds:
   the wire does not run faster in an accelerated rig.
 - Each device's planned requests run in order with ``pause_s`` between them; each request gets
-  ``retries + 1`` attempts (1 once the device is degraded). Requests are framed and replies
-  judged here, byte by byte as they arrive (:mod:`sanduan.edge.core.rtu`; pymodbus only owns
-  the port): a reply that cannot be right (bad CRC, another slave or function, a wrong byte
-  count, garbage, a frame that stops short) fails the attempt the moment that is known, and the
-  next request waits only for the line to fall silent. The first attempt's reply timeout is
-  adapted to the device's measured turnaround (``adaptive_timeout``, within
-  [``timeout_min_s``, ``timeout_s``], see :class:`~sanduan.edge.core.rtu.Turnaround`); retries
-  wait the full ``timeout_s``. Exception replies 1-3
+  ``timeout_s`` and ``retries + 1`` attempts (1 once the device is degraded). Exception replies 1-3
   (illegal function/address/value) are not retried: they are configuration errors. The first
   request that fails ends the device's poll, so a silent slave costs at most
-  about ``timeout_s`` per attempt of bus time per poll and then backs off exponentially.
+  ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
 - Errors are counted per device and per kind: ``timeout`` (no byte came back), ``crc`` (bytes
   came back but no valid reply: CRC error, garbage, a reply from another slave, a short reply),
   ``exception`` (an exception reply; the code is kept in ``last_exception_code``). A failed poll
@@ -80,8 +73,8 @@ from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from sanduan.edge.core import rtu
 from sanduan.edge.core.decode import BlockDecoder
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.core.plan import BusPlan, DevicePlan
@@ -102,7 +95,6 @@ RESULT_MAX_LEAD_S = 600.0
 RESULT_MAX_AGE_S = 2 * 86_400.0
 NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
 CONNECT_TIMEOUT_S = 2.0
-SHORT_FRAME_SLACK_S = 0.02  # scheduling slack before an unfinished reply counts as short
 
 # Most severe first: a device that is not measuring outranks an over-range value.
 _SEVERITY = {f: i for i, f in enumerate((Flag.B, Flag.D, Flag.F, Flag.M, Flag.C, Flag.T, Flag.S))}
@@ -188,31 +180,6 @@ class _PortLost(Exception):
 
 
 @dataclass
-class _Exchange:
-    """The reply awaited for one request: the verdict arrives from the receive callback."""
-
-    verdict: asyncio.Future[rtu.Verdict | None]
-    """Set once: the reply's verdict, or None when the timeout ran out first."""
-    slave: int
-    function: int
-    count: int
-    first_rx: float | None = None
-    short_timer: asyncio.TimerHandle | None = None
-    timer: asyncio.TimerHandle | None = None
-
-    def settle(self, verdict: rtu.Verdict | None) -> None:
-        if not self.verdict.done():
-            self.verdict.set_result(verdict)
-
-    def close(self) -> None:
-        for t in (self.short_timer, self.timer):
-            if t is not None:
-                t.cancel()
-        if not self.verdict.done():
-            self.verdict.cancel()
-
-
-@dataclass
 class _Device:
     plan: DevicePlan
     schedule: Schedule
@@ -223,7 +190,6 @@ class _Device:
     values: tuple[tuple[RegisterSpec, tuple[RegisterSpec, ...]], ...] = ()
     result_time: RegisterSpec | None = None
     decoders: tuple[BlockDecoder, ...] = ()
-    turnaround: rtu.Turnaround = field(default_factory=rtu.Turnaround)
 
     def __post_init__(self) -> None:
         profile = self.plan.profile
@@ -269,7 +235,7 @@ class BusPoller:
             self._devs.append(_Device(dp, sched, DeviceStats(dp.name, dp.slave)))
         self.devices: dict[str, DeviceStats] = {d.plan.name: d.stats for d in self._devs}
         self._client: Any = None
-        self._exchange: _Exchange | None = None
+        self._rx_seen = False
         self._last_io = -math.inf
 
     @property
@@ -277,6 +243,11 @@ class BusPoller:
         return self.plan.name
 
     # -- port ------------------------------------------------------------------------------
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._rx_seen = True
+        return data
 
     def _connection(self, up: bool) -> None:
         if up:
@@ -306,6 +277,7 @@ class BusPoller:
             timeout=CONNECT_TIMEOUT_S,
             retries=0,
             reconnect_delay=0,  # this poller reopens the port itself
+            trace_packet=self._trace,
             trace_connect=self._connection,
         )
         client.set_max_no_responses(1 << 30)  # a silent slave is no reason to drop the port
@@ -327,9 +299,6 @@ class BusPoller:
             return False
         self.stats.failed = False
         self.stats.last_port_error = ""
-        # Transactions are framed and judged here (sanduan.edge.core.rtu), byte by byte as they
-        # arrive; pymodbus only owns the port.
-        client.ctx.callback_data = self._on_bytes  # type: ignore[method-assign]
         self._client = client
         log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
         return True
@@ -361,93 +330,61 @@ class BusPoller:
 
     # -- one transaction ---------------------------------------------------------------------
 
-    async def _quiet(self) -> None:
-        """Wait until the line has been silent for the inter-frame gap (bytes still arriving,
-        e.g. the tail of a garbled reply, push the wait on).
-
-        The event loop's timers wake in whole milliseconds (epoll), late by up to 1 ms, which at
-        115200 baud is a tenth of a transaction: whole milliseconds are slept, the rest is
-        spent yielding to the loop (other tasks run meanwhile)."""
-        while True:
-            wait = self._last_io + self.silence_s - self._loop_time()
-            if wait <= 0:
-                return
-            await asyncio.sleep(math.floor(wait * 1000) / 1000 if wait >= 0.001 else 0)
-
-    def _on_bytes(self, data: bytes, addr: object = None) -> int:
-        """The transport's receive callback: ``data`` is every byte since the request was sent
-        (the transport keeps what we do not consume). Returns the bytes consumed."""
-        now = self._loop_time()
-        self._last_io = now
-        ex = self._exchange
-        if ex is None or ex.verdict.done():
-            return len(data)  # nobody is waiting: a late reply or the tail of a bad one
-        if ex.first_rx is None:
-            ex.first_rx = now
-            # The whole reply must follow within its wire time: a short frame is bad then.
-            budget = self.line.wire_s(rtu.reply_length(ex.count)) + 2 * self.line.gap_s
-            ex.short_timer = asyncio.get_running_loop().call_later(
-                budget + SHORT_FRAME_SLACK_S, ex.settle, rtu.BadReply("short reply")
-            )
-        verdict = rtu.judge(data, ex.slave, ex.function, ex.count)
-        if verdict is None:
-            return 0
-        ex.settle(verdict)
-        return len(data)
-
     async def _transact(
         self, dev: _Device, block: ReadBlock, attempts: int
     ) -> list[int] | _Failure:
         cfg = dev.plan.config
         failure = _Failure("timeout", "no reply")
-        frame = rtu.read_request(dev.plan.slave, block.function, block.address, block.count)
-        request_s = self.line.wire_s(len(frame))
-        reply_s = self.line.wire_s(rtu.reply_length(block.count))
         for attempt in range(1, attempts + 1):
             client = self._client
-            if client is None or not client.connected:
+            if client is None:
                 raise _PortLost
-            await self._quiet()
-            timeout = cfg.timeout_s
-            if attempt == 1 and cfg.adaptive_timeout:
-                low = cfg.timeout_min_s
-                if "timeout_min_s" not in cfg.model_fields_set:
-                    low = min(low, cfg.timeout_s)
-                timeout = dev.turnaround.timeout_s(reply_s, low, cfg.timeout_s)
-            loop = asyncio.get_running_loop()
-            ex = _Exchange(loop.create_future(), dev.plan.slave, block.function, block.count)
-            self._exchange = ex
+            wait = self._last_io + self.silence_s - self._loop_time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._rx_seen = False
+            client.ctx.comm_params.timeout_connect = cfg.timeout_s
             t0 = self._loop_time()
             try:
-                client.ctx.send(frame)
-                ex.timer = loop.call_later(timeout + request_s, ex.settle, None)
-                verdict = await ex.verdict
-            finally:
-                self._exchange = None
-                ex.close()
+                if block.function == 3:
+                    rr = await client.read_holding_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
+                else:
+                    rr = await client.read_input_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
+            except ConnectionException as exc:
                 self._account(dev, t0)
-            if client is not self._client or not client.connected:
                 self.stats.port_errors += 1
-                log.warning("bus %s: serial port %s lost", self.name, self.stats.port)
-                raise _PortLost
-            if isinstance(verdict, rtu.Registers):
-                if ex.first_rx is not None:
-                    dev.turnaround.add(ex.first_rx - t0 - request_s)
-                return list(verdict.values)
-            if isinstance(verdict, rtu.ExceptionReply):
-                if ex.first_rx is not None:
-                    dev.turnaround.add(ex.first_rx - t0 - request_s)
-                code = verdict.code
-                failure = _Failure("exception", f"exception reply {code}", code)
-            elif isinstance(verdict, rtu.BadReply):
-                failure = _Failure("crc", f"invalid reply ({verdict.reason})")
+                log.warning("bus %s: serial port %s lost: %s", self.name, self.stats.port, exc)
+                raise _PortLost from exc
+            except ModbusIOException as exc:
+                self._account(dev, t0)
+                failure = (
+                    _Failure("crc", f"invalid reply ({exc.message})")
+                    if self._rx_seen
+                    else _Failure("timeout", f"no reply within {cfg.timeout_s:g} s")
+                )
+            except ModbusException as exc:
+                self._account(dev, t0)
+                failure = _Failure("crc", f"invalid reply ({exc})")
             else:
-                failure = _Failure("timeout", f"no reply within {timeout:.3g} s")
-                if timeout < cfg.timeout_s:
-                    dev.turnaround.reset()  # perhaps slower now: the full timeout until measured
+                self._account(dev, t0)
+                if rr.isError():
+                    code = getattr(rr, "exception_code", None)
+                    failure = _Failure("exception", f"exception reply {code}", code)
+                else:
+                    regs = list(rr.registers)
+                    if len(regs) == block.count:
+                        return regs
+                    failure = _Failure("crc", f"{len(regs)} registers in the reply")
             dev.stats.errors[failure.kind] += 1
             if failure.code is not None:
                 dev.stats.last_exception_code = failure.code
+            if client is not self._client or not client.connected:
+                self.stats.port_errors += 1
+                raise _PortLost
             log.debug(
                 "bus %s: device %s (slave %d) FC%02d %#06x+%d: attempt %d/%d: %s",
                 self.name,
