@@ -152,20 +152,21 @@ def test_admin_sees_every_write_with_its_actor(server: str, browser: object) -> 
 def test_reviewer_acts_through_forms(server: str, browser: object) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     _login(page, server, "rui")
-    # a problem: open it from the list, assign it with a note
+    # a problem still at 发现: open it from the list, assign it (交办) with a note
     page.click("header nav a[href='/problems']")
-    page.select_option("select[name=state]", "all")
+    page.select_option("select[name=state]", "discovered")
     page.click("form.filters button")
     _shot(page, "problems-list")
     page.locator("#problems tbody a").first.click()
     page.wait_for_url("**/problems/*")
-    state = page.locator("#problem-state").inner_text()
-    if state in ("已发现", "discovered"):
-        page.select_option("#problem-form select[name=action]", "assign")
-        page.fill("#problem-form input[name=note]", "browser: assigned to the town")
-        page.click("#problem-form button")
-        page.wait_for_load_state()
-        assert "browser: assigned to the town" in page.locator("#problem-events").inner_text()
+    assert page.locator("#problem-state").get_attribute("data-state") == "discovered"
+    page.select_option("#problem-form select[name=action]", "assign")
+    page.fill("#problem-form input[name=note]", "browser: assigned to the town")
+    page.click("#problem-form button")
+    page.wait_for_load_state()
+    assert page.locator("#problem-state").get_attribute("data-state") == "assigned"
+    events = page.locator("#problem-events").inner_text()
+    assert "browser: assigned to the town" in events and "rui" in events
     _shot(page, "problem")
     # data review: mark an hour invalid
     page.click("header nav a[href='/review']")
