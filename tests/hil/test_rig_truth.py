@@ -285,3 +285,21 @@ def test_truth_batches_leave_out_readings_lost_with_a_buffer(tmp_path: Path) -> 
     files = log.write_batches(tmp_path, exclude=[rs[1]])
     batches = [wire.decode_batch(p.read_bytes()) for p in files]
     assert [v for b in batches for v in b.values] == [7.0, 9.0]
+
+
+def test_a_sample_read_again_by_a_replacement_gateway_is_counted_apart() -> None:
+    """An analyzer result the old gateway sent, read again by the gateway that replaced it (its
+    new buffer cannot know what the old one sent): stored under both streams, counted as a
+    re-read with the new buffer, not as a duplicate; without a replacement it is a duplicate."""
+    truth = [_tr("w21003", NOW, 0.42)]
+    old, new = 11, 22
+    rows = [
+        StoredRow("S1", 5, round(NOW * 1000), "w21003", 0.42, "N", old),
+        StoredRow("S1", 1, round(NOW * 1000), "w21003", 0.42, "N", new),
+    ]
+    c = compare(truth, rows, replaced={"S1": [NOW + 60]})
+    assert (c.lost, c.duplicates, c.reread_with_new_buffer) == (0, 0, 1)
+    assert c.per_station["S1"]["reread_with_new_buffer"] == 1
+    assert c.per_stream[f"S1/{new:x}"]["reread_with_new_buffer"] == 1
+    plain = compare(truth, rows)
+    assert (plain.duplicates, plain.reread_with_new_buffer) == (1, 0)

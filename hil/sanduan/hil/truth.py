@@ -461,6 +461,10 @@ class DeliveryCheck:
     forged_stored: dict[str, int] = field(default_factory=dict)
     """Rows a hostile client forged that the centre stored, by attack (not in ``stored``)."""
     centre_lost_with_buffer: int | None = None
+    reread_with_new_buffer: int = 0
+    """Rows a replacement gateway stored again: the same sample (station, item, time, value)
+    already stored under the station's earlier stream. The new buffer cannot know what the old
+    one sent; the centre keeps both rows (it deduplicates per stream)."""
     """The centre's own count of readings lost with replaced buffers (None: not kept)."""
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
@@ -591,6 +595,20 @@ def compare(
             per_station[w.station]["lost"] += 1
     left = [row for pool in spare.values() for row in pool]
     dup_rows = [row for row in left if origin[id(row)] == "duplicate"]
+    seen_sample: dict[tuple[str, str, int, str], set[int]] = defaultdict(set)
+    for stored in row_list:
+        sample = (stored.station, stored.code, stored.ts_ms, value_key(stored.value))
+        seen_sample[sample].add(stored.stream)
+    reread = [
+        row
+        for row in dup_rows
+        if row.station in last_replaced
+        and len(seen_sample[(row.station, row.code, row.ts_ms, value_key(row.value))]) > 1
+    ]
+    reread_ids = {id(row) for row in reread}
+    dup_rows = [row for row in dup_rows if id(row) not in reread_ids]
+    for row in reread:
+        per_station[row.station]["reread_with_new_buffer"] += 1
     unexp_rows = [row for row in left if origin[id(row)] == "unexpected"]
     for row in dup_rows:
         per_station[row.station]["duplicates"] += 1
@@ -608,12 +626,15 @@ def compare(
         c["stored"] += n
         c["seq_duplicates"] += n - 1
         c["matched"] = matched[(station, stream)]
+    for row in reread:
+        per_stream[f"{row.station}/{row.stream:x}"]["reread_with_new_buffer"] += 1
     ts_arr = np.asarray(ts_errors) if ts_errors else np.zeros(1)
     return DeliveryCheck(
         generated=len(truth_list),
         stored=len(row_list),
         lost=lost,
         lost_with_buffer=len(with_buffer),
+        reread_with_new_buffer=len(reread),
         duplicates=dup + seq_dups,
         unexpected=len(unexp_rows),
         retimed=retimed,
