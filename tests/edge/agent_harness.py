@@ -67,8 +67,21 @@ class AgentThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(20)
-        assert not self._thread.is_alive(), "agent did not stop"
+        assert not self._thread.is_alive(), "agent did not stop:\n" + self._where()
         assert self.error is None, repr(self.error)
+
+    def _where(self) -> str:
+        """Every thread's stack and the agent loop's pending tasks, for a stop that hangs."""
+        import sys
+        import traceback
+
+        out = []
+        for tid, frame in sys._current_frames().items():
+            out.append(f"thread {tid}:\n" + "".join(traceback.format_stack(frame)))
+        if self._loop is not None:
+            tasks = asyncio.all_tasks(self._loop)
+            out.extend(f"task {t.get_name()}: {t.get_stack()}" for t in tasks)
+        return "\n".join(out)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the agent's loop and return its result."""

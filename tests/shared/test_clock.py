@@ -5,7 +5,14 @@ import time
 
 import pytest
 
-from sanduan.shared.clock import ENV_VAR, ScaledClock, SystemClock, clock_from_env, parse_clock
+from sanduan.shared.clock import (
+    ENV_VAR,
+    ScaledClock,
+    SystemClock,
+    clock_from_env,
+    parse_clock,
+    wait_event,
+)
 from sanduan.shared.errors import ConfigError
 
 
@@ -44,3 +51,41 @@ def test_default_is_system_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_clock_setting(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_clock(text)
+
+
+def test_wait_event_reports_set_and_timeout() -> None:
+    async def main() -> tuple[bool, bool]:
+        ev = asyncio.Event()
+        timed_out = await wait_event(ev, 0.01)
+        ev.set()
+        return timed_out, await wait_event(ev, 5)
+
+    assert asyncio.run(main()) == (False, True)
+
+
+def test_wait_event_keeps_a_cancellation_that_comes_with_the_event() -> None:
+    """The event set and the task cancelled in the same loop iteration: the task must end
+    cancelled (``asyncio.wait_for`` on Python 3.11 returned True here and the loop went on)."""
+
+    async def main() -> list[str]:
+        ev = asyncio.Event()
+        rounds: list[str] = []
+
+        async def loop() -> None:
+            while True:
+                ev.clear()
+                await wait_event(ev, 30)
+                rounds.append("woke")
+
+        task = asyncio.create_task(loop())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        ev.set()
+        task.cancel()
+        try:
+            await asyncio.wait_for(task, 2)
+        except asyncio.CancelledError:
+            rounds.append("cancelled")
+        return rounds
+
+    assert asyncio.run(main()) == ["cancelled"]

@@ -15,7 +15,6 @@ on the buffer's own thread; the forwarder and the MQTT thread run on their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ from sanduan.edge.core.model import PolledValue
 from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
 from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
-from sanduan.shared.clock import Clock, clock_from_env
+from sanduan.shared.clock import Clock, clock_from_env, wait_event
 from sanduan.shared.config import StationConfig
 from sanduan.shared.errors import SanduanError, StoreError
 from sanduan.shared.model import Flag
@@ -257,10 +256,7 @@ class Agent:
     async def _committer(self) -> None:
         interval = self.config.buffer.commit_interval_s
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._flush.wait(), timeout=max(0.001, self.clock.real_seconds(interval))
-                )
+            await wait_event(self._flush, max(0.001, self.clock.real_seconds(interval)))
             self._flush.clear()
             await self._commit_pending()
 

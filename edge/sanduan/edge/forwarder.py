@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import math
@@ -53,7 +52,7 @@ from sanduan.edge.core.window import (
 from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared import topics, wire
-from sanduan.shared.clock import Clock
+from sanduan.shared.clock import Clock, wait_event
 from sanduan.shared.config import UplinkConfig
 from sanduan.shared.errors import StoreError, WireFormatError
 from sanduan.shared.topics import Kind
@@ -600,5 +599,4 @@ class Forwarder:
             await self.wake.wait()
             return
         real = max(0.001, self.clock.real_seconds(clock_seconds))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout=real)
+        await wait_event(self.wake, real)

@@ -105,3 +105,18 @@ def clock_from_env() -> Clock:
     if not text:
         return SystemClock()
     return parse_clock(text)
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set or ``seconds`` (real) have passed; True if it was set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 that returns normally when the event is set in the
+    same loop iteration as a cancellation, so the cancellation is lost and a task that loops on
+    it never stops. ``asyncio.timeout`` keeps the cancellation.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -231,7 +231,8 @@ class Hj212Server:
                 conn.closing = True
                 conn.writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await server.wait_closed()
             await self._jobs.put(None)
             await writer
             if self._own_store and self._store is not None:
@@ -292,7 +293,8 @@ class Hj212Server:
             if conn.pending.qsize() and not acker.done():
                 # Let the acker finish what is queued (bounded by the commits in flight).
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(acker), 30)
+                    async with asyncio.timeout(30):
+                        await asyncio.shield(acker)
             acker.cancel()
             with contextlib.suppress(BaseException):
                 await acker
@@ -305,7 +307,8 @@ class Hj212Server:
         idle = self.clock.real_seconds(self.hcfg.idle_timeout_s)
         while not conn.closing:
             try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle)
+                async with asyncio.timeout(idle):
+                    data = await reader.read(READ_CHUNK)
             except TimeoutError:
                 self.counts["idle_closed"] += 1
                 log.info("%s: silent for %g s, closing", conn.peer, self.hcfg.idle_timeout_s)
@@ -462,7 +465,8 @@ class Hj212Server:
             return
         conn.writer.write(encode(packet))
         try:
-            await asyncio.wait_for(conn.writer.drain(), self.clock.real_seconds(30.0))
+            async with asyncio.timeout(self.clock.real_seconds(30.0)):
+                await conn.writer.drain()
         except (TimeoutError, ConnectionError, OSError):
             conn.closing = True
 

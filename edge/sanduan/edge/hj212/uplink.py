@@ -285,7 +285,8 @@ class PlatformLink:
             raise _Reconnect("not connected")
         w.write(encode(packet))
         try:
-            await asyncio.wait_for(w.drain(), 30)
+            async with asyncio.timeout(30):
+                await w.drain()
         except (TimeoutError, ConnectionError, OSError) as e:
             raise _Reconnect(f"cannot write: {e}") from e
 
@@ -301,9 +302,8 @@ class PlatformLink:
                         await self._write(part)
                 self.counts["sent" if attempt == 0 else "resent"] += 1
                 try:
-                    await asyncio.wait_for(
-                        asyncio.shield(fut), self.clock.real_seconds(self.cfg.ack_timeout_s)
-                    )
+                    async with asyncio.timeout(self.clock.real_seconds(self.cfg.ack_timeout_s)):
+                        await asyncio.shield(fut)
                 except TimeoutError:
                     log.info("platform %s: no 9014 for QN %s, sending again", self.name, qn)
                     continue
@@ -326,9 +326,8 @@ class PlatformLink:
         try:
             while True:
                 try:
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), 30
-                    )
+                    async with asyncio.timeout(30):
+                        reader, writer = await asyncio.open_connection(self.host, self.port)
                 except (OSError, TimeoutError) as e:
                     self.counts["connect_failures"] += 1
                     log.info("platform %s (%s): cannot connect: %s", self.name, self.cfg.address, e)

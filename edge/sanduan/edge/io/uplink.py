@@ -53,6 +53,17 @@ CONNACK_TIMEOUT_S = 5.0
 an MQTT 5 CONNECT within this time is taken for a 3.1.1-only broker."""
 
 
+def _stop_network_thread(client: mqtt.Client, timeout_s: float) -> None:
+    """``loop_stop`` with a bound: paho joins its network thread without a timeout, and that
+    thread can stay in a reconnect or wait on QoS 1 messages the broker never acknowledged.
+    The thread is a daemon, so one left behind does not keep the process alive."""
+    stopper = threading.Thread(target=client.loop_stop, name="sanduan-mqtt-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout_s + 3.0)
+    if stopper.is_alive():
+        log.warning("the MQTT network thread did not stop within %.0f s; leaving it", timeout_s + 3)
+
+
 class LinkHandler(Protocol):
     """What the link reports; every method is called on the asyncio loop."""
 
@@ -199,7 +210,7 @@ class Uplink:
             except (RuntimeError, ValueError) as e:
                 log.debug("offline status not confirmed: %s", e)
         client.disconnect()
-        client.loop_stop()
+        _stop_network_thread(client, timeout_s)
         self.connected = False
 
     def _restart_as_311(self) -> None:
@@ -210,7 +221,7 @@ class Uplink:
         log.warning("broker %s:%d refuses MQTT 5; falling back to MQTT 3.1.1", self.host, self.port)
         if old is not None:
             old.disconnect()
-            old.loop_stop()
+            _stop_network_thread(old, CONNACK_TIMEOUT_S)
         self.protocol = "3.1.1"
         self.start()
 
