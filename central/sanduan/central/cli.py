@@ -179,12 +179,14 @@ def report_stations_command(
         Path | None, typer.Option("--csv", help="Also write the rows to this CSV file.")
     ] = None,
 ) -> None:
-    """Every station: online, last seen, highest seq, open gaps, readings lost with replaced
-    buffers (``lost_with_buffer``) and rejects past the dead-letter budget."""
+    """Every station: online, last seen, agent version, highest seq, open gaps, readings lost
+    with replaced buffers (``lost_with_buffer``), rejects past the dead-letter budget, and from
+    its latest heartbeat: buffer depth, oldest unacknowledged reading, clock offset."""
     import csv
     import json
 
     from sanduan.central.app import resolve_store_url
+    from sanduan.central.core.heartbeat import heartbeat_figures
     from sanduan.central.store import open_store
 
     with errors():
@@ -193,6 +195,7 @@ def report_stations_command(
             rows = s.stations()
         finally:
             s.close()
+    beats = {r.station: heartbeat_figures(r.last_status) for r in rows}
     records: list[dict[str, Any]] = [
         {
             "station": r.station,
@@ -209,6 +212,11 @@ def report_stations_command(
             "stream": r.stream,
             "lost_with_buffer": r.lost_with_buffer,
             "rejects_over_budget": r.rejects_over_budget,
+            "heartbeat_ms": beats[r.station].time_ms,
+            "buffer_depth": beats[r.station].buffer_depth,
+            "oldest_unacked_age_s": beats[r.station].oldest_unacked_age_s,
+            "clock_offset_s": beats[r.station].clock_offset_s,
+            "buffer_bytes": beats[r.station].buffer_bytes,
         }
         for r in rows
     ]
@@ -227,7 +235,8 @@ def report_stations_command(
 
     table = Table(title=f"stations ({len(records)})")
     cols = ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps")
-    for col in (*cols, "lost with buffer", "over budget"):
+    more = ("lost with buffer", "over budget", "buffer", "oldest unacked", "clock offset")
+    for col in (*cols, *more):
         table.add_column(col, justify="left" if col in cols[:4] or col == "gaps" else "right")
     for rec in records:
         online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
@@ -244,5 +253,20 @@ def report_stations_command(
             gaps,
             str(rec["lost_with_buffer"]),
             str(rec["rejects_over_budget"]),
+            "-" if rec["buffer_depth"] is None else str(rec["buffer_depth"]),
+            _age_text(rec["oldest_unacked_age_s"]),
+            "-" if rec["clock_offset_s"] is None else f"{rec['clock_offset_s']:+.1f} s",
         )
     Console().print(table)
+
+
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

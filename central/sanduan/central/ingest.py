@@ -73,11 +73,13 @@ from sanduan.central.core.ingest_check import (
     check_values,
     implausible_times,
 )
+from sanduan.central.metrics import LAG_BUCKETS_S, MetricsServer
 from sanduan.central.store import DEAD_LETTER_KEEP, Store, StoreResult, open_store
 from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
 from sanduan.shared.config import CentralConfig, IngestConfig
 from sanduan.shared.errors import SanduanError, StoreError, WireFormatError
+from sanduan.shared.metrics import Histogram
 from sanduan.shared.topics import Kind
 from sanduan.shared.wire import (
     MAX_RANGES,
@@ -199,6 +201,10 @@ class Processor:
         self._windows: dict[str, Window] = {}
         self.over_budget: Counter[str] = Counter()
         """Rejects only counted, per station, not yet written to the store."""
+        self.dead_reasons: Counter[str] = Counter()
+        """Dead letters by reason (recorded or only counted), for ``/metrics``."""
+        self.lag = Histogram(LAG_BUCKETS_S)
+        """Seconds from reading time to commit, per reading of batches storing new ones."""
         self._earliest_ms = date_ms(self.cfg.earliest_reading)
         self._ahead_ms = int(self.cfg.future_margin_s * 1000)
 
@@ -223,6 +229,7 @@ class Processor:
         kind: str = "dead",
     ) -> Outcome:
         self.counts["dead_letters"] += 1
+        self.dead_reasons[reason] += 1
         keep = len(raw) if keep_all else min(len(raw), DEAD_LETTER_KEEP)
         key = station or "?"
         window, allowed = spend(self._windows.get(key), self.budget, at, keep)
@@ -541,6 +548,9 @@ class Processor:
                 msg, payload, at, client, src, NackReason.INVALID, whole, detail, dead="store"
             )
             return Outcome("batch", nacks=(nack,) if nack else (), dead="store", error=error)
+        if result.new:
+            now = self.now_ms()
+            self.lag.observe_many([max(0, now - t) / 1000.0 for t in stored.ts_ms])
         if self.after_commit is not None:
             self.after_commit()
         self.counts["batches"] += 1
@@ -698,11 +708,14 @@ class Collector:
         self._died = threading.Event()
         self.failure: str | None = None
         """Why a collector thread died (the process must then end with a failure)."""
+        self.metrics: MetricsServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Open the store(s), start the workers and connect (retrying in the background)."""
+        if self.cfg.metrics.listen is not None:  # first: a port in use stops nothing started
+            self.metrics = MetricsServer(self, self.cfg.metrics.listen, self.store_url)
         for _ in range(self.workers):
             self._stores.append(open_store(self.store_url))
         self._maintain()
@@ -715,6 +728,8 @@ class Collector:
             self._processors.append(proc)
             self._spawn(f"ingest-{i}", self._work, i, proc)
         self._spawn("ingest-acker", self._acker)
+        if self.metrics is not None:
+            self.metrics.start()
         m = self.cfg.mqtt
         kwargs: dict[str, Any] = {}
         if self._v5:
@@ -771,6 +786,8 @@ class Collector:
             self._client.loop_stop()
         for proc in self._processors:
             proc.flush_over_budget()
+        if self.metrics is not None:
+            self.metrics.close()
         for store in self._stores:
             store.close()
         log.info("collector %s stopped: %s", self.client_id, self.summary())
@@ -796,6 +813,19 @@ class Collector:
         with self._counts_lock:
             total.update(self.counts)
         return total
+
+    @property
+    def processors(self) -> list[Processor]:
+        return self._processors
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker and subscribed."""
+        return self._connected.is_set()
+
+    def queue_depth(self) -> int:
+        """Messages received and not yet taken by a worker."""
+        return sum(q.qsize() for q in self._queues)
 
     def summary(self) -> str:
         return " ".join(f"{k}={v}" for k, v in sorted(self.stats().items()))

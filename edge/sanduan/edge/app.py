@@ -27,8 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
+from sanduan.edge.core.metrics import heartbeat_extra
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
+from sanduan.edge.io.metrics_http import AgentProbe, serve_metrics
 from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared.clock import Clock, clock_from_env, wait_event
@@ -191,6 +193,8 @@ class Agent:
         self.db: DbThread | None = None
         self.say = RateLimitedLog(log, NOT_STORED_LOG_S, time.monotonic)
         self.hj212_links: list[Any] = []
+        self.probe: AgentProbe | None = None
+        """The figures of ``/metrics``, ``/healthz`` and the heartbeat's extra entries."""
 
     # -- the sink (called by the sources, never blocks) -----------------------------------
 
@@ -210,6 +214,8 @@ class Agent:
         out: dict[str, Any] = {"not_stored": self.not_stored}
         if self.write_error is not None:
             out["buffer_write_error"] = self.write_error[:200]
+        if self.probe is not None:
+            out.update(heartbeat_extra(self.probe.snapshot_now()))
         return out
 
     async def _commit_pending(self) -> None:
@@ -303,6 +309,7 @@ class Agent:
             stream=outbox.stream,
         )
         fwd.uplink = uplink
+        self.probe = AgentProbe(self, cfg.metrics)
         uplink.start()
 
         async def stopper() -> None:
@@ -319,6 +326,8 @@ class Agent:
                 tg.create_task(db.run(outbox.quick_check), name="buffer check")
                 for link in self._hj212_links():
                     tg.create_task(link.run(), name=f"hj212-{link.name}")
+                if cfg.metrics.listen is not None:
+                    tg.create_task(serve_metrics(self.probe, cfg.metrics.listen), name="metrics")
         except BaseExceptionGroup as eg:
             failures = _failures(eg)
             for e in failures:

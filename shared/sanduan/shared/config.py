@@ -365,6 +365,32 @@ class Hj212PlatformConfig(Hj212Credentials):
         return _check_hostport(v)
 
 
+class MetricsConfig(Strict):
+    """``/metrics`` (Prometheus text) and ``/healthz`` over HTTP (``[metrics]``; off without
+    ``listen``). See docs/deploy.md, "Monitoring"."""
+
+    listen: str | None = None
+    """``host:port`` to serve on, e.g. ``127.0.0.1:9471``; not set: no metrics endpoint."""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_listen(v)
+        return v
+
+
+class StationMetricsConfig(MetricsConfig):
+    """The agent's ``[metrics]``: also the bounds of ``/healthz``."""
+
+    poll_stale_s: Annotated[float | None, Field(gt=0)] = None
+    """Unhealthy when the devices have not been polled for this long. Default: three times
+    the longest ``poll_period_s`` of the configured devices, at least 60 s."""
+    link_down_max_s: Annotated[float, Field(gt=0)] = 900.0
+    """Unhealthy when the link to the centre has been down this long (the buffer holds the
+    readings meanwhile; a short outage is not a fault of the station)."""
+
+
 class StationConfig(Strict):
     station: StationSection
     buffer: BufferConfig = Field(default_factory=BufferConfig)
@@ -373,6 +399,7 @@ class StationConfig(Strict):
     bus: list[BusConfig] = Field(default_factory=list)
     hj212: list[Hj212PlatformConfig] = Field(default_factory=list)
     """Platforms this station also reports to over HJ 212-2017."""
+    metrics: StationMetricsConfig = Field(default_factory=StationMetricsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:
@@ -566,6 +593,7 @@ class CentralConfig(Strict):
     validity: ValidityConfig = Field(default_factory=ValidityConfig)
     hj212: Hj212ServerConfig | None = None
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 def load_central_config(path: Path | str) -> CentralConfig:

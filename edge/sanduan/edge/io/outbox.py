@@ -29,6 +29,7 @@ An :class:`Outbox` is not thread-safe: the agent uses it from one worker thread.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -346,6 +347,8 @@ class Outbox:
             ) from None
         self.repeats = 0
         """Values not stored because they repeat the last committed (device, code, time)."""
+        self.flag_counts: dict[str, int] = dict.fromkeys(_FLAG_TEXT, 0)
+        """Readings committed by this process, by flag (as stored: after the D marks)."""
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -652,6 +655,8 @@ class Outbox:
         self._next_seq = last + 1
         self._rows += n
         self._depth += n
+        for f, k in collections.Counter(flags).items():
+            self.flag_counts[f] += k
         try:
             self.check_space()
         except (sqlite3.Error, StoreError) as e:
