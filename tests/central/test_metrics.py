@@ -182,3 +182,36 @@ def test_collector_metrics_follow_ingest_and_the_broker(
         if peer is not None:
             peer.close()
         col.stop(timeout=5)
+
+
+def test_run_refuses_a_bad_or_busy_metrics_address(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from typer.testing import CliRunner
+
+    from sanduan.central.store import open_store
+    from sanduan.cli import app
+
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(url, migrate=True).close()
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f'[central]\nstore = "{url}"\n', encoding="utf-8")
+    r = runner.invoke(app, ["central", "run", "-c", str(cfg), "--metrics-listen", "9472"])
+    assert r.exit_code == 2
+    assert "--metrics-listen: listen: listen must be host:port" in r.stderr
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            r = runner.invoke(
+                app, ["central", "run", "-c", str(cfg), "--metrics-listen", f"127.0.0.1:{port}"]
+            )
+    finally:  # ``run`` installs its own handlers
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    assert r.exit_code == 2
+    assert f"[metrics]: listen: cannot listen on 127.0.0.1:{port}" in r.stderr

@@ -78,15 +78,26 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Create or upgrade the database schema first.")
     ] = False,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-listen",
+            help="host:port of /metrics and /healthz (overrides [metrics] listen): each collector"
+            " on one host needs its own, e.g. 127.0.0.1:947%i in the systemd unit.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM."""
     from sanduan.central.app import serve, setup_logging
-    from sanduan.shared.config import load_central_config
+    from sanduan.shared.config import MetricsConfig, load_central_config, parse_model
 
     setup_logging(verbose)
     with errors():
         cfg = load_central_config(config)
+        if metrics_listen is not None:
+            m = parse_model(MetricsConfig, {"listen": metrics_listen}, "--metrics-listen")
+            cfg = cfg.model_copy(update={"metrics": m})
         login: dict[str, Any] = {}
         if mqtt_user is not None:
             login["username"] = mqtt_user

@@ -81,7 +81,7 @@ def central_families(s: CentralSnapshot) -> list[Family]:
     out = [
         counter(
             P + "messages_received_total",
-            "Messages received (batches, statuses, events, logger packets).",
+            "Messages taken from the broker (batches, statuses, events).",
             c.get("received", 0),
         ),
         counter(P + "batches_total", "Batches stored (acknowledged).", c.get("batches", 0)),
