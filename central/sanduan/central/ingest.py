@@ -66,6 +66,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from sanduan.central.core.budget import Budget, Window, spend
 from sanduan.central.core.ingest_check import (
     check_origin,
@@ -549,8 +551,8 @@ class Processor:
             )
             return Outcome("batch", nacks=(nack,) if nack else (), dead="store", error=error)
         if result.new:
-            now = self.now_ms()
-            self.lag.observe_many([max(0, now - t) / 1000.0 for t in stored.ts_ms])
+            ts = np.asarray(stored.ts_ms, dtype=np.int64)
+            self.lag.observe_many(np.maximum(self.now_ms() - ts, 0) / 1000.0)
         if self.after_commit is not None:
             self.after_commit()
         self.counts["batches"] += 1
