@@ -127,3 +127,37 @@ def test_default_poll_bound() -> None:
     assert default_poll_stale_s([]) == 60.0
     assert default_poll_stale_s([10.0, 60.0]) == 180.0
     assert default_poll_stale_s([300.0, 60.0]) == 900.0
+
+
+def test_probe_reads_the_bus_pollers_of_a_configured_station() -> None:
+    """The figures of real :class:`BusPoller` objects (not polling: no serial port needed)."""
+    from pathlib import Path
+
+    from sanduan.edge.app import Agent, BusSource
+    from sanduan.edge.io.bus import BusPoller
+    from sanduan.edge.io.metrics_http import AgentProbe
+    from sanduan.shared.clock import SystemClock
+    from sanduan.shared.config import load_station_config
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "station.example.toml"
+    cfg = load_station_config(example)
+    clock = SystemClock()
+    src = BusSource(example, clock)
+    agent = Agent(cfg, source=src, clock=clock, db_path=":memory:")
+    probe = AgentProbe(agent, cfg.metrics)
+    assert probe.poll_stale_s == 900.0  # 3 x the longest poll period (300 s)
+    src.pollers = [BusPoller(plan, clock) for plan in src.plans]
+    sonde = src.pollers[0].devices["sonde"]
+    sonde.errors["timeout"] += 3
+    sonde.errors["crc"] += 1
+    sonde.polls += 4
+    snap = probe.snapshot_now()
+    assert snap.device_errors == {("sonde", "timeout"): 3, ("sonde", "crc"): 1}
+    assert set(snap.bus_utilisation) == {("rs485-1", "/dev/ttyUSB0"), ("rs485-2", "/dev/ttyUSB1")}
+    assert probe.poll_count() == 4
+    assert (snap.uplink_up, snap.link_down_s is not None, snap.buffer_writable) == (
+        False,
+        True,
+        True,
+    )
+    assert heartbeat_extra(snap)["dev_err_timeout"] == 3
