@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from sanduan.edge.core.metrics import (
     EdgeSnapshot,
@@ -131,8 +132,6 @@ def test_default_poll_bound() -> None:
 
 def test_probe_reads_the_bus_pollers_of_a_configured_station() -> None:
     """The figures of real :class:`BusPoller` objects (not polling: no serial port needed)."""
-    from pathlib import Path
-
     from sanduan.edge.app import Agent, BusSource
     from sanduan.edge.io.bus import BusPoller
     from sanduan.edge.io.metrics_http import AgentProbe
@@ -161,3 +160,23 @@ def test_probe_reads_the_bus_pollers_of_a_configured_station() -> None:
         True,
     )
     assert heartbeat_extra(snap)["dev_err_timeout"] == 3
+
+
+def test_buffer_counts_readings_by_flag_as_stored(tmp_path: Path) -> None:
+    from sanduan.edge.core.model import PolledValue
+    from sanduan.edge.io.outbox import Outbox
+    from sanduan.shared.model import Flag
+
+    t0 = 1_767_225_600_000
+    with Outbox(tmp_path / "b.db", station="S", synchronous="NORMAL") as ob:
+        assert set(ob.flag_counts.values()) == {0}
+        ob.commit(
+            [
+                PolledValue("dev", "w21003", t0, -1.0, Flag.N),  # impossible: stored as D
+                PolledValue("dev", "w01001", t0, 7.0, Flag.N),
+                PolledValue("dev", "w01009", t0, 8.0, Flag.C),
+            ]
+        )
+        ob.commit([PolledValue("dev", "w01001", t0 + 1000, 7.1, Flag.N)])
+        ob.commit([PolledValue("dev", "w01001", t0 + 1000, 7.1, Flag.N)])  # a repeat: not stored
+        assert {k: v for k, v in ob.flag_counts.items() if v} == {"N": 2, "D": 1, "C": 1}

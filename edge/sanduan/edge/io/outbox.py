@@ -29,7 +29,6 @@ An :class:`Outbox` is not thread-safe: the agent uses it from one worker thread.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -655,8 +654,9 @@ class Outbox:
         self._next_seq = last + 1
         self._rows += n
         self._depth += n
-        for f, k in collections.Counter(flags).items():
-            self.flag_counts[f] += k
+        per_byte = np.bincount(fb, minlength=128).tolist()
+        for f in self.flag_counts:
+            self.flag_counts[f] += per_byte[ord(f)]
         try:
             self.check_space()
         except (sqlite3.Error, StoreError) as e:
