@@ -14,6 +14,7 @@ import typer
 
 from sanduan.central.county_cli import register as register_county_commands
 from sanduan.central.report.cli import register as register_report_commands
+from sanduan.central.station_cli import station_app
 
 app = typer.Typer(
     help="The central collector: ingest, store, assess, compensate, report.", no_args_is_help=True
@@ -22,6 +23,7 @@ report_app = typer.Typer(help="Reports from the central database.", no_args_is_h
 app.add_typer(report_app, name="report")
 register_report_commands(report_app)
 register_county_commands(app)
+app.add_typer(station_app, name="station")
 
 
 def _add_console_commands() -> None:
@@ -170,6 +172,10 @@ def _fmt_ms(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _last_command(c: dict[str, Any] | None) -> str:
+    return "-" if c is None else f"{c['name']} {c['state']} ({c['age']} ago)"
+
+
 @report_app.command("stations")
 def report_stations_command(
     config: ConfigOpt = None,
@@ -183,14 +189,17 @@ def report_stations_command(
     buffers (``lost_with_buffer``) and rejects past the dead-letter budget."""
     import csv
     import json
+    import time
 
     from sanduan.central.app import resolve_store_url
+    from sanduan.central.commands import station_columns
     from sanduan.central.store import open_store
 
     with errors():
         s = open_store(resolve_store_url(config, store))
         try:
             rows = s.stations()
+            more = station_columns(s, rows, int(time.time() * 1000))
         finally:
             s.close()
     records: list[dict[str, Any]] = [
@@ -209,13 +218,15 @@ def report_stations_command(
             "stream": r.stream,
             "lost_with_buffer": r.lost_with_buffer,
             "rejects_over_budget": r.rejects_over_budget,
+            **more[r.station],
         }
         for r in rows
     ]
     if csv_path is not None:
         with csv_path.open("w", newline="", encoding="utf-8") as fh:
             fields = [k for k in records[0] if k != "gaps"] if records else ["station"]
-            w = csv.DictWriter(fh, fieldnames=[*fields, "gaps"])
+            fields = [k for k in fields if k != "last_command"]
+            w = csv.DictWriter(fh, fieldnames=[*fields, "gaps"], extrasaction="ignore")
             w.writeheader()
             for rec in records:
                 w.writerow({**rec, "gaps": " ".join(f"{a}-{b}" for a, b in rec["gaps"])})
@@ -227,7 +238,7 @@ def report_stations_command(
 
     table = Table(title=f"stations ({len(records)})")
     cols = ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps")
-    for col in (*cols, "lost with buffer", "over budget"):
+    for col in (*cols, "lost with buffer", "over budget", "config", "last command"):
         table.add_column(col, justify="left" if col in cols[:4] or col == "gaps" else "right")
     for rec in records:
         online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
@@ -244,5 +255,7 @@ def report_stations_command(
             gaps,
             str(rec["lost_with_buffer"]),
             str(rec["rejects_over_budget"]),
+            rec["config"] or "-",
+            _last_command(rec["last_command"]),
         )
     Console().print(table)
