@@ -33,12 +33,14 @@ pytestmark = [
 ]
 
 EXAMPLE_STATION = "CX-GT-01"
+OPS = "ops"
+"""The shipped operators' user: sends commands, reads their results."""
 
 
 def _collector_users() -> list[str]:
     """The collector users of the shipped ACL (its ``user`` blocks)."""
     acl = (DEPLOY / "sanduan.acl").read_text(encoding="utf-8")
-    return re.findall(r"^user (\S+)$", acl, flags=re.MULTILINE)
+    return [u for u in re.findall(r"^user (\S+)$", acl, flags=re.MULTILINE) if u != OPS]
 
 
 def _conf_value(name: str) -> int:
@@ -50,6 +52,8 @@ def _conf_value(name: str) -> int:
 
 USERS = {
     **{u: f"{u}-pw" for u in _collector_users()},
+    OPS: "ops-pw",
+    "viewer": "viewer-pw",
     "S1": "s1-pw",
     "S2": "s2-pw",
     EXAMPLE_STATION: "ex-pw",
@@ -262,6 +266,42 @@ def test_station_reads_only_its_own_downlink_topics(clients: Callable[..., Clien
     # Each message at most once per matching subscription; only S1's own downlink kinds.
     assert set(s1.topics()) == {topics.topic("S1", k) for k in topics.DOWNLINK}
     assert all(p == b"for-s1" for _, p in s1.messages)
+
+
+def test_only_collectors_and_ops_command_a_station(clients: Callable[..., Client]) -> None:
+    """A station reads only its own commands; another station, a user without ACL entries and
+    a station commanding itself cannot publish one; the collector and ops users can. Results
+    go only from a station's own login to the collector and ops."""
+    s1 = clients("S1", "acl-cmd-s1")
+    assert s1.connect() == 0
+    s1.subscribe(topics.filter_for(Kind.CMD), topics.filter_for(Kind.RESULT))
+    s2 = clients("S2", "acl-cmd-s2")
+    assert s2.connect() == 0
+    viewer = clients("viewer", "acl-cmd-viewer")
+    assert viewer.connect() == 0
+    ops = clients(OPS, "acl-cmd-ops")
+    assert ops.connect() == 0
+    ops.subscribe(topics.filter_for(Kind.RESULT))
+    central = clients(_collector_users()[0], "acl-cmd-central")
+    assert central.connect() == 0
+    time.sleep(0.3)
+    s2.publish(topics.cmd_topic("S1"), b"from-s2")  # another station
+    viewer.publish(topics.cmd_topic("S1"), b"from-viewer")  # a user with no ACL entry
+    s1.publish(topics.cmd_topic("S1"), b"from-s1")  # a station to itself
+    s2.publish(topics.result_topic("S1"), b"forged-result")  # a result in S1's name
+    _marker(s2, topics.batch_topic("S2"))
+    _marker(viewer, topics.batch_topic("S1"))  # refused too, but its PUBACK comes
+    _marker(ops, topics.cmd_topic("S1"), b"from-ops")
+    _marker(central, topics.cmd_topic("S1"), b"from-central")
+    _marker(central, topics.cmd_topic("S2"), b"for-s2")
+    _marker(s1, topics.result_topic("S1"), b"s1-result")
+    assert _until(lambda: len(s1.messages) >= 2 and len(ops.messages) >= 1)
+    time.sleep(0.5)
+    assert sorted(s1.messages) == [
+        (topics.cmd_topic("S1"), b"from-central"),
+        (topics.cmd_topic("S1"), b"from-ops"),
+    ]
+    assert ops.messages == [(topics.result_topic("S1"), b"s1-result")]
 
 
 # --- sizes -----------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class Acker:
         self.batches: list[Batch] = []
         self.statuses: list[wire.Status] = []
         self.events: list[wire.Event] = []
+        self.results: list[wire.CommandResult] = []
         self.acks_sent = 0
         self.streams: set[int] = set()
         self.lock = threading.RLock()
@@ -82,6 +83,7 @@ class Acker:
                 (topics.filter_for(topics.Kind.BATCH, st), 1),
                 (topics.filter_for(topics.Kind.STATUS, st), 1),
                 (topics.filter_for(topics.Kind.EVENT, st), 1),
+                (topics.filter_for(topics.Kind.RESULT, st), 1),
             ]
         )
 
@@ -94,6 +96,8 @@ class Acker:
                 self.statuses.append(m)
             elif isinstance(m, wire.Event):
                 self.events.append(m)
+            elif isinstance(m, wire.CommandResult):
+                self.results.append(m)
             self.cond.notify_all()
         if isinstance(m, Batch) and self.answer is not None:
             for out in self.answer(m):
@@ -131,7 +135,7 @@ class Acker:
         self.client.publish(topics.resend_topic(station), wire.encode(msg), qos=1)
 
     def send(self, msg: wire.Message) -> None:
-        """Publish any downlink message (ack, resend, nack) to its station."""
+        """Publish any downlink message (ack, resend, nack, cmd) to its station."""
         topic = topics.topic(msg.station, msg.KIND)
         self.client.publish(topic, wire.encode(msg), qos=1)
 

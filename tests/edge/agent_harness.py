@@ -34,9 +34,12 @@ def station_config(station: str, db: Path, port: int = 1883, **uplink: Any) -> S
 
 
 class AgentThread:
-    def __init__(self, config: StationConfig, source: FakeSource) -> None:
+    def __init__(
+        self, config: StationConfig, source: FakeSource, config_path: Path | None = None
+    ) -> None:
         self.config = config
         self.source = source
+        self.config_path = config_path
         self.agent: Agent | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -48,7 +51,12 @@ class AgentThread:
         async def run() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            self.agent = Agent(self.config, source=self.source, clock=self.source.clock)
+            self.agent = Agent(
+                self.config,
+                source=self.source,
+                clock=self.source.clock,
+                config_path=self.config_path,
+            )
             self._ready.set()
             await self.agent.run(self._stop)
 

@@ -14,6 +14,7 @@ import typer
 
 from sanduan.central.county_cli import register as register_county_commands
 from sanduan.central.report.cli import register as register_report_commands
+from sanduan.central.station_cli import station_app
 
 app = typer.Typer(
     help="The central collector: ingest, store, assess, compensate, report.", no_args_is_help=True
@@ -22,6 +23,7 @@ report_app = typer.Typer(help="Reports from the central database.", no_args_is_h
 app.add_typer(report_app, name="report")
 register_report_commands(report_app)
 register_county_commands(app)
+app.add_typer(station_app, name="station")
 
 
 def _add_console_commands() -> None:
@@ -181,6 +183,10 @@ def _fmt_ms(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _last_command(c: dict[str, Any] | None) -> str:
+    return "-" if c is None else f"{c['name']} {c['state']} ({c['age']} ago)"
+
+
 @report_app.command("stations")
 def report_stations_command(
     config: ConfigOpt = None,
@@ -195,8 +201,10 @@ def report_stations_command(
     its latest heartbeat: buffer depth, oldest unacknowledged reading, clock offset."""
     import csv
     import json
+    import time
 
     from sanduan.central.app import resolve_store_url
+    from sanduan.central.commands import station_columns
     from sanduan.central.core.heartbeat import heartbeat_figures
     from sanduan.central.store import open_store
 
@@ -204,6 +212,7 @@ def report_stations_command(
         s = open_store(resolve_store_url(config, store))
         try:
             rows = s.stations()
+            more = station_columns(s, rows, int(time.time() * 1000))
         finally:
             s.close()
     beats = {r.station: heartbeat_figures(r.last_status) for r in rows}
@@ -228,13 +237,15 @@ def report_stations_command(
             "oldest_unacked_age_s": beats[r.station].oldest_unacked_age_s,
             "clock_offset_s": beats[r.station].clock_offset_s,
             "buffer_bytes": beats[r.station].buffer_bytes,
+            **more[r.station],
         }
         for r in rows
     ]
     if csv_path is not None:
         with csv_path.open("w", newline="", encoding="utf-8") as fh:
             fields = [k for k in records[0] if k != "gaps"] if records else ["station"]
-            w = csv.DictWriter(fh, fieldnames=[*fields, "gaps"])
+            fields = [k for k in fields if k != "last_command"]
+            w = csv.DictWriter(fh, fieldnames=[*fields, "gaps"], extrasaction="ignore")
             w.writeheader()
             for rec in records:
                 w.writerow({**rec, "gaps": " ".join(f"{a}-{b}" for a, b in rec["gaps"])})
@@ -246,8 +257,16 @@ def report_stations_command(
 
     table = Table(title=f"stations ({len(records)})")
     cols = ("station", "online", "last seen (UTC)", "agent", "max seq", "contiguous", "gaps")
-    more = ("lost with buffer", "over budget", "buffer", "oldest unacked", "clock offset")
-    for col in (*cols, *more):
+    extra_cols = (
+        "lost with buffer",
+        "over budget",
+        "buffer",
+        "oldest unacked",
+        "clock offset",
+        "config",
+        "last command",
+    )
+    for col in (*cols, *extra_cols):
         table.add_column(col, justify="left" if col in cols[:4] or col == "gaps" else "right")
     for rec in records:
         online = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[rec["online"]]
@@ -267,6 +286,8 @@ def report_stations_command(
             "-" if rec["buffer_depth"] is None else str(rec["buffer_depth"]),
             _age_text(rec["oldest_unacked_age_s"]),
             "-" if rec["clock_offset_s"] is None else f"{rec['clock_offset_s']:+.1f} s",
+            rec["config"] or "-",
+            _last_command(rec["last_command"]),
         )
     Console().print(table)
 

@@ -88,6 +88,7 @@ from sanduan.shared.wire import (
     SHORT_MAX,
     Ack,
     Batch,
+    CommandResult,
     Event,
     Nack,
     NackReason,
@@ -428,14 +429,17 @@ class Processor:
             )
         if isinstance(msg, Batch):
             return self._batch(msg, payload, at, topic_station, client, user, src)
-        if isinstance(msg, Status | Event):
+        if isinstance(msg, Status | Event | CommandResult):
             problem = check_origin(msg.station, topic_station, user)
             if problem:
                 return self._dead(
                     src, client, "origin", payload, at, station=topic_station, detail=problem
                 )
             kind = msg.KIND.value
-            if isinstance(msg, Status):
+            if isinstance(msg, CommandResult):
+                result = msg
+                _, error, poison = self._try_store(lambda: self.store.record_result(result, at))
+            elif isinstance(msg, Status):
                 # A retained status may be old: it proves the station was seen when it was
                 # sent, not now.
                 seen = min(at, msg.time_ms) if retained else at
@@ -452,7 +456,7 @@ class Processor:
                         keep_all=True, kind=kind,
                     )  # fmt: skip
                 return Outcome(kind, error=error)
-            self.counts["statuses" if isinstance(msg, Status) else "events"] += 1
+            self.counts[{"status": "statuses", "event": "events"}.get(kind, "results")] += 1
             return Outcome(kind)
         detail = f"a {msg.KIND.value} message is sent by the centre, not to it"
         return self._dead(src, client, "invalid", payload, at, station=topic_station, detail=detail)
@@ -882,7 +886,7 @@ class Collector:
     def _filters(self) -> list[str]:
         group = self.cfg.mqtt.group
         out = []
-        for kind in (Kind.BATCH, Kind.EVENT, Kind.STATUS):
+        for kind in (Kind.BATCH, Kind.EVENT, Kind.STATUS, Kind.RESULT):
             f = topics.filter_for(kind)
             out.append(topics.shared_sub(group, f) if group and kind != Kind.STATUS else f)
         return out

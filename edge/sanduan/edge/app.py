@@ -15,6 +15,7 @@ on the buffer's own thread; the forwarder and the MQTT thread run on their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,12 +70,37 @@ class BusSource:
         self.clock = clock
         _, self.plans = load_station(config_path)
         self.pollers: list[Any] = []
+        self._kick = asyncio.Event()
+
+    def poll_now(self) -> None:
+        """Poll every device at once (the ``poll-now`` command): the pollers are restarted
+        with every device due now."""
+        self._kick.set()
 
     async def run(self, sink: Sink) -> None:
         from sanduan.edge.io.bus import BusPoller, run_pollers
 
         self.pollers = [BusPoller(plan, self.clock, sink) for plan in self.plans]
-        await run_pollers(self.pollers)
+        while True:
+            self._kick.clear()
+            polling = asyncio.create_task(run_pollers(self.pollers), name="pollers")
+            kick = asyncio.create_task(self._kick.wait())
+            try:
+                await asyncio.wait([polling, kick], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                kick.cancel()
+                if not polling.done():
+                    polling.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await polling
+            if polling.done() and not polling.cancelled():
+                polling.result()  # a failure of the pollers ends the source
+                return
+            now = self.clock.monotonic()
+            for p in self.pollers:
+                for dev in p._devs:
+                    sched = dev.schedule
+                    sched.anchor = now - sched.slot * sched.period_s
 
     def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
         errors: dict[str, int] = {}
@@ -111,6 +137,11 @@ class FakeSource:
     """Stop producing after this many polls (the source then idles)."""
     polls: int = 0
     last_ts_ms: int = 0
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def poll_now(self) -> None:
+        """Poll at once (the ``poll-now`` command); the schedule goes on from there."""
+        self.kick.set()
 
     async def run(self, sink: Sink) -> None:
         nxt = self.clock.monotonic()
@@ -125,7 +156,10 @@ class FakeSource:
                 )
             self.polls += 1
             nxt += self.period_s
-            await self.clock.sleep(max(0.0, nxt - self.clock.monotonic()))
+            wait = max(0.0, nxt - self.clock.monotonic())
+            if await wait_event(self.kick, self.clock.real_seconds(wait)):
+                self.kick.clear()
+                nxt = self.clock.monotonic()
 
     def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
         return {self.device: 0}, {}
@@ -172,9 +206,15 @@ class Agent:
         clock: Clock | None = None,
         db_path: Path | str | None = None,
         version: str | None = None,
+        config_path: Path | str | None = None,
+        source_factory: Callable[[StationConfig], ReadingSource] | None = None,
     ) -> None:
+        from sanduan.edge.commands import CommandService
+
         self.config = config
         self.source = source
+        self.source_factory = source_factory
+        """Makes the reading source of a reloaded configuration (None: keep ``source``)."""
         self.clock = clock or clock_from_env()
         self.db_path = Path(db_path) if db_path is not None else config.buffer.path
         self.version = version or agent_version()
@@ -195,6 +235,25 @@ class Agent:
         self.hj212_links: list[Any] = []
         self.probe: AgentProbe | None = None
         """The figures of ``/metrics``, ``/healthz`` and the heartbeat's extra entries."""
+        self._reload = asyncio.Event()
+        self._next_config: StationConfig | None = None
+        self.reloads = 0
+        self.commands = CommandService(self, None if config_path is None else Path(config_path))
+
+    # -- reload (push-config, SIGHUP) ------------------------------------------------------
+
+    @property
+    def reload_pending(self) -> bool:
+        return self._next_config is not None
+
+    def request_reload(self, config: StationConfig) -> None:
+        """Restart the agent's internals (buffer, forwarder, link, source) on ``config``."""
+        self._next_config = config
+        self._reload.set()
+
+    def reload_from_file(self) -> None:
+        """SIGHUP: reload the station file (an invalid one is refused with an ERROR)."""
+        self.commands.reload_file()
 
     # -- the sink (called by the sources, never blocks) -----------------------------------
 
@@ -211,7 +270,7 @@ class Agent:
 
     def stats(self) -> dict[str, Any]:
         """The agent's own counters for the heartbeat."""
-        out: dict[str, Any] = {"not_stored": self.not_stored}
+        out: dict[str, Any] = {"not_stored": self.not_stored, **self.commands.extra()}
         if self.write_error is not None:
             out["buffer_write_error"] = self.write_error[:200]
         if self.probe is not None:
@@ -269,6 +328,23 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while True:
+                await self._run_once(stop)
+                new = self._next_config
+                if stop.is_set() or new is None:
+                    return
+                self._reload.clear()
+                self._next_config = None
+                self.config = new
+                if self.source_factory is not None:
+                    self.source = self.source_factory(new)
+                self.reloads += 1
+                log.info("reloaded the configuration of station %s", new.station.id)
+        finally:
+            self.commands.close()
+
+    async def _run_once(self, stop: asyncio.Event) -> None:
         cfg = self.config
         outbox = Outbox.from_config(cfg, path=self.db_path)
         self.outbox = outbox
@@ -298,6 +374,7 @@ class Agent:
             agent_version=self.version,
             device_stats=self.source.device_stats,
             agent_stats=self.stats,
+            on_command=self.commands.on_command,
         )
         self.forwarder = fwd
         self.uplink = uplink = Uplink(
@@ -313,7 +390,12 @@ class Agent:
         uplink.start()
 
         async def stopper() -> None:
-            await stop.wait()
+            waits = [asyncio.create_task(e.wait()) for e in (stop, self._reload)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in waits:
+                    t.cancel()
             raise _StopRequested
 
         failures: list[BaseException] = []
@@ -324,6 +406,7 @@ class Agent:
                 tg.create_task(fwd.run(), name="forwarder")
                 tg.create_task(stopper(), name="stop")
                 tg.create_task(db.run(outbox.quick_check), name="buffer check")
+                tg.create_task(self.commands.run(), name="commands")
                 for link in self._hj212_links():
                     tg.create_task(link.run(), name=f"hj212-{link.name}")
                 if cfg.metrics.listen is not None:
@@ -443,8 +526,11 @@ def run_agent(
     source: ReadingSource,
     clock: Clock | None = None,
     db_path: Path | str | None = None,
+    config_path: Path | str | None = None,
+    source_factory: Callable[[StationConfig], ReadingSource] | None = None,
 ) -> None:
-    """Run the agent until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run the agent until SIGTERM or SIGINT, then shut down cleanly; SIGHUP reloads the
+    station file ``config_path``."""
     import signal
 
     async def main() -> None:
@@ -452,7 +538,15 @@ def run_agent(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        agent = Agent(config, source=source, clock=clock, db_path=db_path)
+        agent = Agent(
+            config,
+            source=source,
+            clock=clock,
+            db_path=db_path,
+            config_path=config_path,
+            source_factory=source_factory,
+        )
+        loop.add_signal_handler(signal.SIGHUP, agent.reload_from_file)
         await agent.run(stop)
 
     asyncio.run(main())

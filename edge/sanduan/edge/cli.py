@@ -209,7 +209,8 @@ def run_command(
         ),
     ] = None,
 ) -> None:
-    """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT."""
+    """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT;
+    SIGHUP reloads the station file (a file that does not validate is refused, logged)."""
     from sanduan.edge.app import AgentFailed, BusSource, FakeSource, configure_logging, run_agent
     from sanduan.edge.io.outbox import BufferWriteError
     from sanduan.shared.clock import clock_from_env
@@ -225,7 +226,11 @@ def run_command(
             if fake_source is not None
             else BusSource(config, clock)
         )
-        run_agent(cfg, source=source, clock=clock, db_path=db)
+        # A reload (SIGHUP, push-config) makes the buses anew; a fake source stays.
+        factory = None if fake_source is not None else (lambda _: BusSource(config, clock))
+        run_agent(
+            cfg, source=source, clock=clock, db_path=db, config_path=config, source_factory=factory
+        )
     except AgentFailed as exc:
         _fail("run", str(exc), RUN_FAILED)
     except BufferWriteError as exc:

@@ -37,7 +37,7 @@ import functools
 import logging
 import math
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from sanduan.edge.core.outbox_policy import TokenBucket
@@ -56,7 +56,7 @@ from sanduan.shared.clock import Clock, wait_event
 from sanduan.shared.config import UplinkConfig
 from sanduan.shared.errors import StoreError, WireFormatError
 from sanduan.shared.topics import Kind
-from sanduan.shared.wire import Ack, Batch, Nack, ResendRequest, Status
+from sanduan.shared.wire import Ack, Batch, Command, Nack, ResendRequest, Status
 
 __all__ = ["DbThread", "Forwarder", "Inflight", "RateLimitedLog"]
 
@@ -138,8 +138,11 @@ class Forwarder:
         agent_version: str,
         device_stats: StatsFn | None = None,
         agent_stats: ExtraFn | None = None,
+        on_command: Callable[[Command], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
+        self.on_command = on_command
+        """Runs the centre's commands (:mod:`sanduan.edge.commands`); None: refused."""
         self.cfg = cfg
         self.station = station
         self.stream = db.outbox.stream
@@ -269,6 +272,8 @@ class Forwarder:
                 await self._on_resend(item)
             elif isinstance(item, Nack):
                 await self._on_nack(item)
+            elif isinstance(item, Command) and self.on_command is not None:
+                await self.on_command(item)
             else:
                 self.counts["ignored"] += 1
                 self.say(

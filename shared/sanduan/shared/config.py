@@ -391,6 +391,15 @@ class StationMetricsConfig(MetricsConfig):
     readings meanwhile; a short outage is not a fault of the station)."""
 
 
+class CommandsConfig(Strict):
+    """Remote commands from the centre (``[commands]``, docs/commands.md)."""
+
+    enabled: bool = True
+    confirm_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    """After ``push-config``: the agent must commit a reading and have a batch acknowledged
+    within this many seconds, or it goes back to the previous station file by itself."""
+
+
 class StationConfig(Strict):
     station: StationSection
     buffer: BufferConfig = Field(default_factory=BufferConfig)
@@ -400,6 +409,7 @@ class StationConfig(Strict):
     hj212: list[Hj212PlatformConfig] = Field(default_factory=list)
     """Platforms this station also reports to over HJ 212-2017."""
     metrics: StationMetricsConfig = Field(default_factory=StationMetricsConfig)
+    commands: CommandsConfig = Field(default_factory=CommandsConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> StationConfig:

@@ -9,6 +9,8 @@ message's ``"k"`` field (see docs/wire-format.md)::
     sanduan/v1/<station>/ack      centre -> station   batch committed
     sanduan/v1/<station>/resend   centre -> station   please send these seq ranges again
     sanduan/v1/<station>/nack     centre -> station   readings rejected for good (wire v2)
+    sanduan/v1/<station>/cmd      centre -> station   a remote command (wire v2)
+    sanduan/v1/<station>/result   station -> centre   the answer to a command (wire v2)
 
 The topic level ``v1`` names the topic namespace; the payload carries its own format version.
 
@@ -39,12 +41,14 @@ class Kind(enum.StrEnum):
     STATUS = "status"
     EVENT = "event"
     NACK = "nack"
+    CMD = "cmd"
+    RESULT = "result"
 
 
-UPLINK: frozenset[Kind] = frozenset({Kind.BATCH, Kind.STATUS, Kind.EVENT})
+UPLINK: frozenset[Kind] = frozenset({Kind.BATCH, Kind.STATUS, Kind.EVENT, Kind.RESULT})
 """Kinds a station publishes (the centre subscribes to these)."""
 
-DOWNLINK: frozenset[Kind] = frozenset({Kind.ACK, Kind.RESEND, Kind.NACK})
+DOWNLINK: frozenset[Kind] = frozenset({Kind.ACK, Kind.RESEND, Kind.NACK, Kind.CMD})
 """Kinds the centre publishes (a station subscribes to these for its own id)."""
 
 
@@ -89,6 +93,14 @@ def resend_topic(station: str) -> str:
 
 def nack_topic(station: str) -> str:
     return topic(station, Kind.NACK)
+
+
+def cmd_topic(station: str) -> str:
+    return topic(station, Kind.CMD)
+
+
+def result_topic(station: str) -> str:
+    return topic(station, Kind.RESULT)
 
 
 def status_topic(station: str) -> str:

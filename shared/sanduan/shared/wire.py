@@ -17,6 +17,8 @@ Kinds (the tag is also the MQTT topic suffix, see :mod:`sanduan.shared.topics`):
 * :class:`Status` (station -> centre): heartbeat; with ``online=False`` also the MQTT last will.
 * :class:`Event` (station -> centre): an alarm or notable occurrence.
 * :class:`Nack` (centre -> station, v2 only): readings the centre rejects and will never store.
+* :class:`Command` (centre -> station, v2 only): a remote command (docs/commands.md).
+* :class:`CommandResult` (station -> centre, v2 only): the answer to a command.
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ from sanduan.shared.topics import STATION_RE, Kind
 __all__ = [
     "DEFAULT_MAX",
     "MAX_BATCH_READINGS",
+    "MAX_CONFIG_BYTES",
     "MAX_RANGES",
     "MAX_SEQ",
     "VERSION",
     "VERSION_2",
     "Ack",
     "Batch",
+    "Command",
+    "CommandResult",
     "Event",
     "Kind",
     "Message",
@@ -58,9 +63,11 @@ __all__ = [
     "decode",
     "decode_ack",
     "decode_batch",
+    "decode_command",
     "decode_event",
     "decode_nack",
     "decode_resend",
+    "decode_result",
     "decode_status",
     "encode",
     "from_json_obj",
@@ -98,7 +105,12 @@ TEXT_MAX = 4096  # message texts and string scalars
 SHORT_MAX = 256  # agent version, resend reason
 DICT_MAX = 256  # entries in any dict field
 
+MAX_CONFIG_BYTES = 256 * 1024
+"""Largest :attr:`Command.body` (a station file pushed with ``push-config``), UTF-8 bytes."""
+
 CODE_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+COMMAND_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
 EVENT_KIND_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 """Characters no text field may hold: NUL and the C0 controls but tab and newline, and DEL."""
@@ -389,7 +401,51 @@ class Nack:
     detail: str = ""
 
 
-Message = Batch | Ack | ResendRequest | Status | Event | Nack
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A remote command for one station (v2 only; see docs/commands.md).
+
+    ``command_id`` names the command for its whole life: a station answers a repeated id with
+    the answer it gave, without running the command again. ``name`` is a short lower-case tag
+    (``poll-now``, ``push-config``, ...); the wire checks its form, the station whether it
+    knows it. ``args`` holds small scalar arguments; ``body`` the one large text a command may
+    carry (the station file of ``push-config``, at most :data:`MAX_CONFIG_BYTES`). A station
+    refuses a command received after ``expires_ms`` (its own clock).
+    """
+
+    KIND: ClassVar[Kind] = Kind.CMD
+
+    station: str
+    command_id: str
+    name: str
+    issued_ms: int
+    expires_ms: int
+    args: dict[str, Scalar] = field(default_factory=dict)
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A station's answer to :class:`Command` ``command_id`` (v2 only).
+
+    ``state`` is a short lower-case tag of the outcome (``done``, ``applied``, ``rejected``,
+    ``rolled-back``, ``refused``, ``expired``, ``failed``); ``ok`` is True when the command did
+    what was asked. ``config_sha256`` is the SHA-256 (hex) of the station file in force after
+    the command, for ``push-config`` (None for other commands).
+    """
+
+    KIND: ClassVar[Kind] = Kind.RESULT
+
+    station: str
+    command_id: str
+    time_ms: int
+    ok: bool
+    state: str
+    message: str = ""
+    config_sha256: str | None = None
+
+
+Message = Batch | Ack | ResendRequest | Status | Event | Nack | Command | CommandResult
 
 
 def new_stream_id() -> int:
@@ -602,6 +658,8 @@ _EVENT_KEYS = frozenset(
 _NACK_KEYS = frozenset(
     ("v", "k", "station", "stream", "bseq", "first", "last", "reason", "ranges", "t", "detail")
 )
+_CMD_KEYS = frozenset(("v", "k", "station", "id", "name", "issued", "expires", "args", "body"))
+_RESULT_KEYS = frozenset(("v", "k", "station", "id", "t", "ok", "state", "msg", "sha256"))
 _STREAM_KEY = frozenset(("stream",))
 
 
@@ -944,6 +1002,104 @@ def _nack_from_wire(d: dict[str, Any], v: int) -> Nack:
     )
 
 
+def _command_id(d: dict[str, Any], kind: str) -> str:
+    x = d["id"]
+    if type(x) is not str or COMMAND_ID_RE.fullmatch(x) is None:
+        shown = x[:80] if type(x) is str else x
+        _fail(kind, f"field 'id' = {shown!r} must match [A-Za-z0-9_.:-]{{1,64}}")
+    return x
+
+
+def _v2_only(kind: str, v: int) -> None:
+    if v != VERSION_2:
+        _fail(kind, f"a {kind} is a v{VERSION_2} message, got v{v}")
+
+
+def _cmd_to_wire(m: Command) -> dict[str, Any]:
+    return {
+        "v": VERSION_2,
+        "k": Kind.CMD.value,
+        "station": m.station,
+        "id": m.command_id,
+        "name": m.name,
+        "issued": m.issued_ms,
+        "expires": m.expires_ms,
+        "args": dict(sorted(m.args.items())),
+        "body": m.body,
+    }
+
+
+def _cmd_from_wire(d: dict[str, Any], v: int) -> Command:
+    kn = "cmd"
+    _v2_only(kn, v)
+    _keys(d, _CMD_KEYS, kn)
+    station = _station(d, kn)
+    name = d["name"]
+    if type(name) is not str or EVENT_KIND_RE.fullmatch(name) is None:
+        shown = name[:80] if type(name) is str else name
+        _fail(kn, f"field 'name' = {shown!r} must match [a-z][a-z0-9-]{{0,31}}")
+    issued = _int(d, "issued", kn)
+    expires = _int(d, "expires", kn)
+    if expires <= issued:
+        _fail(kn, f"expires = {expires} is not after issued = {issued}")
+    body = d["body"]
+    if type(body) is not str:
+        _fail(kn, f"field 'body' must be a string, got {_tn(body)}")
+    size = len(body) if body.isascii() else len(body.encode("utf-8"))
+    if size > MAX_CONFIG_BYTES:
+        _fail(kn, f"field 'body' is {size} bytes, above the maximum of {MAX_CONFIG_BYTES}")
+    _text(body, "field 'body'", kn)
+    return Command(
+        station=station,
+        command_id=_command_id(d, kn),
+        name=name,
+        issued_ms=issued,
+        expires_ms=expires,
+        args=_scalars(d, "args", kn),
+        body=body,
+    )
+
+
+def _result_to_wire(m: CommandResult) -> dict[str, Any]:
+    return {
+        "v": VERSION_2,
+        "k": Kind.RESULT.value,
+        "station": m.station,
+        "id": m.command_id,
+        "t": m.time_ms,
+        "ok": m.ok,
+        "state": m.state,
+        "msg": m.message,
+        "sha256": m.config_sha256,
+    }
+
+
+def _result_from_wire(d: dict[str, Any], v: int) -> CommandResult:
+    kn = "result"
+    _v2_only(kn, v)
+    _keys(d, _RESULT_KEYS, kn)
+    station = _station(d, kn)
+    ok = d["ok"]
+    if type(ok) is not bool:
+        _fail(kn, f"field 'ok' must be a bool, got {_tn(ok)}")
+    state = d["state"]
+    if type(state) is not str or EVENT_KIND_RE.fullmatch(state) is None:
+        shown = state[:80] if type(state) is str else state
+        _fail(kn, f"field 'state' = {shown!r} must match [a-z][a-z0-9-]{{0,31}}")
+    sha = d["sha256"]
+    if sha is not None and (type(sha) is not str or SHA256_RE.fullmatch(sha) is None):
+        _fail(kn, "field 'sha256' must be 64 lower-case hex digits or nil")
+    return CommandResult(
+        station=station,
+        command_id=_command_id(d, kn),
+        time_ms=_int(d, "t", kn),
+        ok=ok,
+        state=state,
+        message=_str(d, "msg", kn, TEXT_MAX),
+        config_sha256=sha,
+    )
+
+
 _FROM_WIRE: dict[str, Callable[[dict[str, Any], int], Message]] = {
     Kind.BATCH.value: _batch_from_wire,
     Kind.ACK.value: _ack_from_wire,
@@ -951,6 +1107,8 @@ _FROM_WIRE: dict[str, Callable[[dict[str, Any], int], Message]] = {
     Kind.STATUS.value: _status_from_wire,
     Kind.EVENT.value: _event_from_wire,
     Kind.NACK.value: _nack_from_wire,
+    Kind.CMD.value: _cmd_from_wire,
+    Kind.RESULT.value: _result_from_wire,
 }
 
 _TO_WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -960,6 +1118,8 @@ _TO_WIRE: dict[type, Callable[[Any], dict[str, Any]]] = {
     Status: _status_to_wire,
     Event: _event_to_wire,
     Nack: _nack_to_wire,
+    Command: _cmd_to_wire,
+    CommandResult: _result_to_wire,
 }
 
 
@@ -1068,7 +1228,7 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX) -> Message:
     return from_wire(obj, v)
 
 
-M = TypeVar("M", Batch, Ack, ResendRequest, Status, Event, Nack)
+M = TypeVar("M", Batch, Ack, ResendRequest, Status, Event, Nack, Command, CommandResult)
 
 
 def _decode_as(cls: type[M], data: bytes, max_size: int) -> M:
@@ -1102,6 +1262,14 @@ def decode_nack(data: bytes, *, max_size: int = DEFAULT_MAX) -> Nack:
     return _decode_as(Nack, data, max_size)
 
 
+def decode_command(data: bytes, *, max_size: int = DEFAULT_MAX) -> Command:
+    return _decode_as(Command, data, max_size)
+
+
+def decode_result(data: bytes, *, max_size: int = DEFAULT_MAX) -> CommandResult:
+    return _decode_as(CommandResult, data, max_size)
+
+
 # --------------------------------------------------------------------------------------------
 # JSON form (golden vectors, ``sanduan wire decode --json``)
 
@@ -1112,6 +1280,8 @@ _CLASSES: dict[str, type[Message]] = {
     Kind.STATUS.value: Status,
     Kind.EVENT.value: Event,
     Kind.NACK.value: Nack,
+    Kind.CMD.value: Command,
+    Kind.RESULT.value: CommandResult,
 }
 
 

@@ -19,8 +19,11 @@ import msgpack
 
 from sanduan.shared.model import Flag, Reading
 from sanduan.shared.wire import (
+    MAX_CONFIG_BYTES,
     Ack,
     Batch,
+    Command,
+    CommandResult,
     Event,
     Message,
     Nack,
@@ -110,6 +113,35 @@ def valid_messages() -> dict[str, Message]:
             T0 + 3_606_000,
             "seq 1005..1006 stored before with other content",
         ),
+        # remote commands (v2 only)
+        "cmd-resend": Command(
+            STATION,
+            "c-20260101-0001",
+            "resend",
+            T0 + 3_700_000,
+            T0 + 4_300_000,
+            {"first": 1004, "last": 1009},
+        ),
+        "cmd-push-config": Command(
+            STATION,
+            "c-20260101-0002",
+            "push-config",
+            T0 + 3_800_000,
+            T0 + 4_400_000,
+            body='[station]\nid = "js-taihu-07"\n\n[commands]\nconfirm_s = 120.0\n',
+        ),
+        "result-applied": CommandResult(
+            STATION,
+            "c-20260101-0002",
+            T0 + 3_830_000,
+            True,
+            "applied",
+            "station file applied and confirmed",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ),
+        "result-refused": CommandResult(
+            STATION, "c-20260101-0003", T0 + 3_900_000, False, "expired", "expired 12 s ago"
+        ),
     }
 
 
@@ -144,6 +176,7 @@ def bad_vectors() -> dict[str, tuple[bytes, str]]:
     m = valid_messages()
     b, ack, rs, st = m["batch"], m["ack"], m["resend"], m["status"]
     b2, nack, ev = m["v2-batch"], m["v2-nack"], m["event"]
+    cmd, res = m["cmd-push-config"], m["result-applied"]
     good = encode(b)
 
     def put(key: str, value: object) -> Callable[[dict[str, Any]], None]:
@@ -210,6 +243,23 @@ def bad_vectors() -> dict[str, tuple[bytes, str]]:
         "nack-v1": (_mutated(nack, put("v", 1)), "a nack is a v2 message"),
         "nack-reason": (_mutated(nack, put("reason", "nope")), "unknown nack reason 'nope'"),
         "event-nul": (_mutated(ev, put("msg", "NH3-N\x00high")), "control character"),
+        "cmd-v1": (_mutated(cmd, put("v", 1)), "a cmd is a v2 message"),
+        "cmd-expiry": (
+            _mutated(cmd, lambda o: o.__setitem__("expires", o["issued"])),
+            "is not after issued",
+        ),
+        "cmd-body-size": (
+            _mutated(cmd, put("body", "#" * (MAX_CONFIG_BYTES + 1))),
+            "above the maximum of 262144",
+        ),
+        "cmd-body-control": (
+            _mutated(cmd, put("body", "[station]\r\nid = 'x'\n")),
+            "field 'body' holds the control character",
+        ),
+        "cmd-id": (_mutated(cmd, put("id", "a/b")), "field 'id' = 'a/b' must match"),
+        "cmd-name": (_mutated(cmd, put("name", "Push Config")), "field 'name'"),
+        "result-sha": (_mutated(res, put("sha256", "ABC")), "64 lower-case hex digits"),
+        "result-ok": (_mutated(res, put("ok", "yes")), "field 'ok' must be a bool"),
         "ranges-count": (
             _mutated(ack, put("ranges", [[i, i] for i in range(1001, 1001 + 257, 1)][:257])),
             "above the maximum 256",

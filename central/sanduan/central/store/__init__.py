@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from sanduan.central.store.base import (
     DEAD_LETTER_KEEP,
+    CommandRow,
     DeadLetterRow,
     ReadingColumns,
     ResendClaim,
@@ -25,6 +26,7 @@ from sanduan.shared.errors import StoreError
 
 __all__ = [
     "DEAD_LETTER_KEEP",
+    "CommandRow",
     "DeadLetterRow",
     "ReadingColumns",
     "ResendClaim",

@@ -51,7 +51,15 @@ from sanduan.central.store.migrations import (
     Dialect,
 )
 from sanduan.shared.errors import StoreError
-from sanduan.shared.wire import Batch, Event, SeqRange, Status, seq_ranges, to_json_obj
+from sanduan.shared.wire import (
+    Batch,
+    CommandResult,
+    Event,
+    SeqRange,
+    Status,
+    seq_ranges,
+    to_json_obj,
+)
 
 
 def redact_url(url: str) -> str:
@@ -114,6 +122,28 @@ class DeadLetterRow:
     size_bytes: int | None
     sha256: str | None
     received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """One row of ``station_commands``: a command sent to a station and its result."""
+
+    id: str
+    station: str
+    name: str
+    args: str
+    issued: int
+    expires: int
+    state: str
+    result: bool | None = None
+    message: str | None = None
+    config_sha256: str | None = None
+    answered_at: int | None = None
+
+
+_COMMAND_COLS = (
+    "id, station, name, args, issued, expires, state, result, message, config_sha256, answered_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +316,23 @@ class Store(Protocol):
         ...
 
     def stations(self) -> list[StationRow]: ...
+
+    def record_command(self, row: CommandRow) -> None:
+        """Record a command sent to a station (state ``sent``)."""
+        ...
+
+    def record_result(self, result: CommandResult, received_ms: int) -> bool:
+        """Store a station's answer to a command; False if the command is another station's
+        (left alone). An answer to a command this store does not know is kept too."""
+        ...
+
+    def commands(self, station: str | None = None, limit: int = 50) -> list[CommandRow]:
+        """Recent commands, newest first, optionally of one station."""
+        ...
+
+    def last_commands(self) -> dict[str, CommandRow]:
+        """The latest command of every station that has had one."""
+        ...
 
     def claim_resend(
         self,
@@ -863,6 +910,82 @@ class SqlStore:
             "list stations", f"SELECT {_STATION_COLS} FROM stations ORDER BY station"
         )
         return [self._to_station(r) for r in rows]
+
+    def record_command(self, row: CommandRow) -> None:
+        with self._tx(f"record command {row.id} for station {row.station}") as cur:
+            self._x(
+                cur,
+                f"INSERT INTO station_commands ({_COMMAND_COLS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    row.station,
+                    row.name,
+                    row.args,
+                    row.issued,
+                    row.expires,
+                    row.state,
+                    row.result,
+                    row.message,
+                    row.config_sha256,
+                    row.answered_at,
+                ),
+            )
+
+    def record_result(self, result: CommandResult, received_ms: int) -> bool:
+        values = (result.state, result.ok, result.message, result.config_sha256, received_ms)
+        with self._tx(f"record the result of command {result.command_id}") as cur:
+            self._x(
+                cur,
+                "UPDATE station_commands SET state = ?, result = ?, message = ?,"
+                " config_sha256 = ?, answered_at = ? WHERE id = ? AND station = ?",
+                (*values, result.command_id, result.station),
+            )
+            if cur.rowcount == 1:
+                return True
+            self._x(
+                cur,
+                f"INSERT INTO station_commands ({_COMMAND_COLS})"
+                " VALUES (?, ?, '-', '{}', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (result.command_id, result.station, result.time_ms, result.time_ms, *values),
+            )
+            return bool(cur.rowcount == 1)
+
+    def _command_rows(self, sql: str, params: Sequence[object]) -> list[CommandRow]:
+        rows = self._fetchall("list station commands", sql, params)
+        return [
+            CommandRow(
+                id=str(r[0]),
+                station=str(r[1]),
+                name=str(r[2]),
+                args=str(r[3]),
+                issued=int(r[4]),
+                expires=int(r[5]),
+                state=str(r[6]),
+                result=None if r[7] is None else bool(r[7]),
+                message=r[8],
+                config_sha256=r[9],
+                answered_at=None if r[10] is None else int(r[10]),
+            )
+            for r in rows
+        ]
+
+    def commands(self, station: str | None = None, limit: int = 50) -> list[CommandRow]:
+        where = " WHERE station = ?" if station is not None else ""
+        params: list[object] = [station] if station is not None else []
+        return self._command_rows(
+            f"SELECT {_COMMAND_COLS} FROM station_commands{where}"
+            " ORDER BY issued DESC, id DESC LIMIT ?",
+            [*params, int(limit)],
+        )
+
+    def last_commands(self) -> dict[str, CommandRow]:
+        rows = self._command_rows(
+            f"SELECT {_COMMAND_COLS} FROM station_commands c WHERE issued = (SELECT MAX(issued)"
+            " FROM station_commands d WHERE d.station = c.station) ORDER BY station, id",
+            [],
+        )
+        return {r.station: r for r in rows}
 
     def claim_resend(
         self,

@@ -330,6 +330,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX readings_flagged ON readings (station, code, ts_ms) WHERE flag <> 'N'",
         ),
     ),
+    Migration(
+        7,
+        "remote commands and their results",
+        (
+            # One row per command sent to a station (sanduan central station ID ...); the
+            # collector fills in the station's result. ``state`` is "sent" until it answers.
+            """CREATE TABLE station_commands (
+                id {key} PRIMARY KEY,
+                station {key} NOT NULL,
+                name TEXT NOT NULL,
+                args TEXT NOT NULL,
+                issued BIGINT NOT NULL,
+                expires BIGINT NOT NULL,
+                state TEXT NOT NULL,
+                result {bool},
+                message TEXT,
+                config_sha256 TEXT,
+                answered_at BIGINT
+            )""",
+            "CREATE INDEX station_commands_station ON station_commands (station, issued)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -437,6 +459,19 @@ TABLES: dict[str, tuple[str, ...]] = {
         "details",
     ),
     "problem_events": ("id", "problem_id", "time_ms", "action", "actor", "note", "details"),
+    "station_commands": (
+        "id",
+        "station",
+        "name",
+        "args",
+        "issued",
+        "expires",
+        "state",
+        "result",
+        "message",
+        "config_sha256",
+        "answered_at",
+    ),
     "review_marks": (
         "id",
         "time_ms",

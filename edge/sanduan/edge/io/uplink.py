@@ -127,6 +127,7 @@ class Uplink:
         self.ack_topic = topics.ack_topic(station)
         self.resend_topic = topics.resend_topic(station)
         self.nack_topic = topics.nack_topic(station)
+        self.cmd_topic = topics.cmd_topic(station)
         self.status_topic = topics.status_topic(station)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -258,7 +259,9 @@ class Uplink:
         self.ever_connected = True
         self.connects += 1
         self._early_closes = 0
-        client.subscribe([(self.ack_topic, QOS), (self.resend_topic, QOS), (self.nack_topic, QOS)])
+        client.subscribe(
+            [(t, QOS) for t in (self.ack_topic, self.resend_topic, self.nack_topic, self.cmd_topic)]
+        )
         log.info(
             "connected to %s:%d (MQTT %s, session present: %s)",
             self.host,
