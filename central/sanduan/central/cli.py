@@ -100,23 +100,27 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
 @app.command("check-config")
 def check_config_command(
     config: Annotated[Path, typer.Argument(help="Collector config (central.toml).")],
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also connect to the broker (with the configured credentials and TLS) and to"
+            " the database, and report its schema version.",
+        ),
+    ] = False,
 ) -> None:
-    """Validate a collector config and show what it will use."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Check a collector config and what `run` needs: files, directories, and with --online the
+    broker and the database. One line per check; exit 1 on any error."""
     from sanduan.central.app import check_config
+    from sanduan.shared.preflight import count, summary
 
     with errors():
-        checks = check_config(config)
-    table = Table(title=f"{config}", show_header=True)
-    for col in ("", "setting", "value", "note"):
-        table.add_column(col)
+        checks = check_config(config, online=online)
     for c in checks:
-        table.add_row("[green]ok[/]" if c.ok else "[red]!![/]", c.name, c.value, c.note)
-    Console().print(table)
-    if not all(c.ok for c in checks):
-        bad = ", ".join(c.name for c in checks if not c.ok)
+        typer.echo(c.line())
+    typer.echo(summary(checks))
+    if count(checks, "error"):
+        bad = ", ".join(c.what for c in checks if c.status == "error")
         typer.echo(f"sanduan central: check-config found problems: {bad}", err=True)
         raise typer.Exit(1)
 
