@@ -79,7 +79,6 @@ def check_config(path: Path, probes: Probes | None = None, *, online: bool = Fal
     sec, m, ing = cfg.central, cfg.mqtt, cfg.ingest
     probes = probes or Probes(database=database_probe)
     out = [ok("central.store", redact_url(sec.store))]
-    out.extend(preflight.store_checks(cfg))
     out.append(ok("mqtt.broker", f"{m.broker}, protocol {m.protocol}"))
     group = f"{m.group}: shared subscription $share/{m.group}" if m.group else "-: one collector"
     out.append(ok("mqtt.group", group))

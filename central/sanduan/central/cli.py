@@ -120,7 +120,7 @@ def check_config_command(
         typer.echo(c.line())
     typer.echo(summary(checks))
     if count(checks, "error"):
-        bad = ", ".join(c.what for c in checks if c.status == "error")
+        bad = ", ".join(dict.fromkeys(c.what for c in checks if c.status == "error"))
         typer.echo(f"sanduan central: check-config found problems: {bad}", err=True)
         raise typer.Exit(1)
 

@@ -99,7 +99,7 @@ def check_config(
     warnings += count(checks, "warning")
     errors = count(checks, "error")
     if errors:
-        bad = ", ".join(c.what for c in checks if c.status == "error")
+        bad = ", ".join(dict.fromkeys(c.what for c in checks if c.status == "error"))
         _fail("check-config", f"{bad}: fix {'these' if errors > 1 else 'this'} before `run`")
     if strict and warnings:
         raise typer.Exit(1)

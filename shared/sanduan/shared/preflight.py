@@ -330,10 +330,14 @@ def hj212_password_check(what: str, c: Hj212Credentials) -> Check | None:
     return ok(what, f"{c.password_file} readable, a valid HJ 212 password")
 
 
-def online_mqtt(prefix: str, m: MqttConfig, probes: Probes) -> Check:
+def online_mqtt(prefix: str, m: MqttConfig, probes: Probes, files: Sequence[Check]) -> Check:
+    """Connect to the broker, unless its password or TLS files (``files``) have errors."""
+    what = f"{prefix}.broker"
     if m.broker == "embedded":
-        return ok(f"{prefix}.broker", "embedded (started by the agent itself)")
-    return _probe(f"{prefix}.broker", lambda: probes.mqtt(m, probes.timeout_s))
+        return ok(what, "embedded (started by the agent itself)")
+    if count(files, "error"):
+        return warning(what, "not tried: its password or TLS files have errors (above)")
+    return _probe(what, lambda: probes.mqtt(m, probes.timeout_s))
 
 
 def station_checks(cfg: StationConfig, probes: Probes, *, online: bool = False) -> list[Check]:
@@ -346,7 +350,8 @@ def station_checks(cfg: StationConfig, probes: Probes, *, online: bool = False) 
             " StateDirectory= does), or set buffer.path",
         )
     ]
-    out.extend(mqtt_checks("uplink", cfg.uplink))
+    mqtt_files = mqtt_checks("uplink", cfg.uplink)
+    out.extend(mqtt_files)
     for i, p in enumerate(cfg.hj212):
         c = hj212_password_check(f"hj212[{i}].password_file", p)
         if c is not None:
@@ -354,7 +359,7 @@ def station_checks(cfg: StationConfig, probes: Probes, *, online: bool = False) 
     for i, bus in enumerate(cfg.bus):
         out.append(_probe(f"bus[{i}].port", functools.partial(probes.serial, bus)))
     if online:
-        out.append(online_mqtt("uplink", cfg.uplink, probes))
+        out.append(online_mqtt("uplink", cfg.uplink, probes, mqtt_files))
     return out
 
 
@@ -392,8 +397,9 @@ def central_checks(cfg: CentralConfig, probes: Probes, *, online: bool = False) 
     """What ``sanduan central run`` needs of a loaded collector configuration (the county and
     rules files are checked with the topology, by ``sanduan.central.app.check_config``)."""
     sec = cfg.central
-    out = store_checks(cfg)
-    out.extend(mqtt_checks("mqtt", cfg.mqtt))
+    store = store_checks(cfg)
+    mqtt_files = mqtt_checks("mqtt", cfg.mqtt)
+    out = store + mqtt_files
     if cfg.console.secret_file is not None:
         out.append(check_secret_file("console.secret_file", cfg.console.secret_file))
     if cfg.hj212 is not None:
@@ -408,8 +414,12 @@ def central_checks(cfg: CentralConfig, probes: Probes, *, online: bool = False) 
             if c is not None:
                 out.append(c)
     if online:
-        out.append(online_mqtt("mqtt", cfg.mqtt, probes))
-        if probes.database is not None:
+        out.append(online_mqtt("mqtt", cfg.mqtt, probes, mqtt_files))
+        if probes.database is None:
+            pass
+        elif count(store, "error"):
+            out.append(warning("central.store", "not opened: see the errors above"))
+        else:
             db = probes.database
             out.append(_probe("central.store", lambda: db(sec.store_url())))
     return out
