@@ -124,3 +124,19 @@ def test_env_store_url_and_password_file_reach_postgresql(
     assert f"schema version {LATEST}" in line[0]
     assert _lines(r.output)["central.store_password_file"].startswith("ok")
     assert "s3cr" not in r.output
+
+
+def test_the_units_login_overrides_are_checked(tmp_path: Path) -> None:
+    """``run --mqtt-user central-2 --mqtt-password-file ...`` in the systemd unit: check-config
+    takes the same options and checks that file instead of the config's."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(url, migrate=True).close()
+    cfg = _config(tmp_path, url)  # its mqtt.password_file mqtt.pass does not exist
+    (tmp_path / "central-2.password").write_text("pw\n", encoding="utf-8")
+    args = ["central", "check-config", str(cfg), "--mqtt-user", "central-2"]
+    r = runner.invoke(app, [*args, "--mqtt-password-file", str(tmp_path / "central-2.password")])
+    assert r.exit_code == 0, r.output
+    assert str(tmp_path / "central-2.password") in _lines(r.output)["mqtt.password_file"]
+    r = runner.invoke(app, [*args, "--mqtt-password-file", str(tmp_path / "central-3.password")])
+    assert r.exit_code == 1
+    assert "central-3.password does not exist" in _lines(r.output)["mqtt.password_file"]

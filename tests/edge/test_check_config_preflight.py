@@ -78,6 +78,10 @@ def test_missing_password_file_buffer_dir_and_port_each_named(tmp_path: Path) ->
     assert "3 errors, 0 warnings" in r.output
     assert "buffer.path, uplink.password_file, bus[0].port" in r.output  # stderr summary
     assert "timing rs485-1" in r.output  # the plan is still shown
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    r = runner.invoke(app, ["edge", "check-config", "--no-ports", str(cfg)], env=env)
+    assert r.exit_code == 2
+    assert "bus[0].port" not in r.output and "2 errors, 0 warnings" in r.output
 
 
 def test_all_present_is_exit_0(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sanduan.shared import preflight
 from sanduan.shared.config import CentralConfig, load_central_config
@@ -67,15 +68,38 @@ def serve(
             hj212.stop()
 
 
-def check_config(path: Path, probes: Probes | None = None, *, online: bool = False) -> list[Check]:
+def with_login(
+    cfg: CentralConfig, mqtt_user: str | None, mqtt_password_file: Path | None
+) -> CentralConfig:
+    """``cfg`` with the MQTT login of the command line (``--mqtt-user``,
+    ``--mqtt-password-file``) instead of the file's."""
+    login: dict[str, Any] = {}
+    if mqtt_user is not None:
+        login["username"] = mqtt_user
+    if mqtt_password_file is not None:
+        login |= {"password_file": mqtt_password_file, "password": None}
+    if not login:
+        return cfg
+    return cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=login)})
+
+
+def check_config(
+    path: Path,
+    probes: Probes | None = None,
+    *,
+    online: bool = False,
+    mqtt_user: str | None = None,
+    mqtt_password_file: Path | None = None,
+) -> list[Check]:
     """What ``sanduan central check-config`` prints: the settings that matter, and whether what
     ``run`` needs is there (files, directories; with ``online``, the broker and the database).
+    ``mqtt_user`` and ``mqtt_password_file`` are ``run``'s overrides of the login.
 
     Raises ConfigError for a file that does not load at all.
     """
     from sanduan.central.store import redact_url
 
-    cfg = load_central_config(path)
+    cfg = with_login(load_central_config(path), mqtt_user, mqtt_password_file)
     sec, m, ing = cfg.central, cfg.mqtt, cfg.ingest
     probes = probes or Probes(database=database_probe)
     out = [ok("central.store", redact_url(sec.store))]

@@ -56,6 +56,14 @@ def check_config(
             help="Also connect to the broker with the configured credentials and TLS.",
         ),
     ] = False,
+    no_ports: Annotated[
+        bool,
+        typer.Option(
+            "--no-ports",
+            help="Do not open the serial ports (the agent retries a missing port by itself and"
+            " keeps the other buses running).",
+        ),
+    ] = False,
     plan_only: Annotated[
         bool,
         typer.Option(
@@ -92,7 +100,7 @@ def check_config(
         if strict and warnings:
             raise typer.Exit(1)
         return
-    checks += station_checks(cfg, Probes(), online=online)
+    checks += station_checks(cfg, Probes(), online=online, ports=not no_ports)
     for c in checks:
         typer.echo(c.line())
     typer.echo(summary(checks, warnings))

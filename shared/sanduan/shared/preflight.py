@@ -340,8 +340,11 @@ def online_mqtt(prefix: str, m: MqttConfig, probes: Probes, files: Sequence[Chec
     return _probe(what, lambda: probes.mqtt(m, probes.timeout_s))
 
 
-def station_checks(cfg: StationConfig, probes: Probes, *, online: bool = False) -> list[Check]:
-    """What ``sanduan edge run`` needs of a loaded station configuration."""
+def station_checks(
+    cfg: StationConfig, probes: Probes, *, online: bool = False, ports: bool = True
+) -> list[Check]:
+    """What ``sanduan edge run`` needs of a loaded station configuration; ``ports``: open the
+    serial ports too."""
     out = [
         check_database_file(
             "buffer.path",
@@ -356,7 +359,7 @@ def station_checks(cfg: StationConfig, probes: Probes, *, online: bool = False) 
         c = hj212_password_check(f"hj212[{i}].password_file", p)
         if c is not None:
             out.append(c)
-    for i, bus in enumerate(cfg.bus):
+    for i, bus in enumerate(cfg.bus if ports else []):
         out.append(_probe(f"bus[{i}].port", functools.partial(probes.serial, bus)))
     if online:
         out.append(online_mqtt("uplink", cfg.uplink, probes, mqtt_files))
