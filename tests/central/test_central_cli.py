@@ -38,7 +38,7 @@ def test_check_config_reports_settings_and_missing_files(tmp_path: Path) -> None
     assert "postgresql://u:***@db.example/sanduan" in r.stdout
     assert "secret" not in r.stdout
     assert "collectors" in r.stdout
-    assert "file not found" in r.stdout  # rules.toml
+    assert "rules.toml does not exist" in r.stdout
     (tmp_path / "rules.toml").write_text(
         (DEPLOY / "rules.example.toml").read_text(encoding="utf-8"), encoding="utf-8"
     )

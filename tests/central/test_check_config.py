@@ -27,16 +27,16 @@ def _setup(tmp_path: Path, target: str = "3") -> Path:
 
 
 def test_check_config_validates_county_and_rules(tmp_path: Path) -> None:
-    checks = {c.name: c for c in check_config(_setup(tmp_path))}
-    assert checks["topology"].ok
-    assert "sections" in checks["topology"].note
+    checks = {c.what: c for c in check_config(_setup(tmp_path))}
+    assert checks["topology"].status == "ok"
+    assert "sections" in checks["topology"].detail
 
 
 def test_bad_county_is_reported_with_file_and_key(tmp_path: Path) -> None:
     cfg = _setup(tmp_path, target="9")
-    checks = {c.name: c for c in check_config(cfg)}
-    assert not checks["topology"].ok
-    assert "county.toml" in checks["topology"].note
+    checks = {c.what: c for c in check_config(cfg)}
+    assert checks["topology"].status == "error"
+    assert "county.toml" in checks["topology"].detail
     with pytest.raises(ConfigError) as info:
         validate_topology(load_central_config(cfg))
     assert info.value.file.endswith("county.toml")

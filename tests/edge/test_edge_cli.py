@@ -149,7 +149,7 @@ def test_check_config_strict_fails_on_warnings(tmp_path: Path) -> None:
     path = write(tmp_path, "/dev/ttyUSB0").read_text(encoding="utf-8")
     busy = tmp_path / "busy.toml"
     busy.write_text(path.replace("baudrate = 115200", "baudrate = 1200"), encoding="utf-8")
-    ok = runner.invoke(app, ["edge", "check-config", str(busy)])
+    ok = runner.invoke(app, ["edge", "check-config", "--plan-only", str(busy)])
     assert ok.exit_code == 0
     assert "warning: bus rs485-1: utilisation" not in ok.output  # 60 s periods still fit
     fast = tmp_path / "fast.toml"
@@ -159,7 +159,7 @@ def test_check_config_strict_fails_on_warnings(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    result = runner.invoke(app, ["edge", "check-config", "--strict", str(fast)])
+    result = runner.invoke(app, ["edge", "check-config", "--plan-only", "--strict", str(fast)])
     assert result.exit_code == 1
     assert "warning: bus rs485-1: utilisation" in result.output
     assert "1200 8N1" in result.output

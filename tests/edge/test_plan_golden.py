@@ -54,7 +54,9 @@ def test_plan_matches_golden(name: str) -> None:
 
 def test_check_config_prints_the_golden_text() -> None:
     case = GOLDEN / "builtin-gap10"
-    result = CliRunner().invoke(app, ["edge", "check-config", str(case / "config.toml")])
+    result = CliRunner().invoke(
+        app, ["edge", "check-config", "--plan-only", str(case / "config.toml")]
+    )
     assert result.exit_code == 0, result.output
     assert result.output == (case / "expected.txt").read_text(encoding="utf-8")
 

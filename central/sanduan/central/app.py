@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from sanduan.shared import preflight
 from sanduan.shared.config import CentralConfig, load_central_config
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.preflight import Check, ProbeFailed, Probes, error, ok
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -27,7 +29,7 @@ def resolve_store_url(config: Path | None, store: str | None) -> str:
         return store
     if config is None:
         raise ConfigError("<command line>", "", "give --config central.toml or --store URL")
-    return load_central_config(config).central.store
+    return load_central_config(config).central.store_url()
 
 
 def serve(
@@ -41,7 +43,7 @@ def serve(
     from sanduan.central.ingest import Collector
     from sanduan.central.store import open_store
 
-    url = store_url or cfg.central.store
+    url = store_url or cfg.central.store_url()
     validate_topology(cfg)
     if migrate:
         open_store(url, migrate=True).close()
@@ -66,77 +68,76 @@ def serve(
             hj212.stop()
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigCheck:
-    """One line of ``check-config``: what, the value, and whether it is usable."""
+def with_login(
+    cfg: CentralConfig, mqtt_user: str | None, mqtt_password_file: Path | None
+) -> CentralConfig:
+    """``cfg`` with the MQTT login of the command line (``--mqtt-user``,
+    ``--mqtt-password-file``) instead of the file's."""
+    login: dict[str, Any] = {}
+    if mqtt_user is not None:
+        login["username"] = mqtt_user
+    if mqtt_password_file is not None:
+        login |= {"password_file": mqtt_password_file, "password": None}
+    if not login:
+        return cfg
+    return cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=login)})
 
-    name: str
-    value: str
-    ok: bool
-    note: str = ""
 
+def check_config(
+    path: Path,
+    probes: Probes | None = None,
+    *,
+    online: bool = False,
+    mqtt_user: str | None = None,
+    mqtt_password_file: Path | None = None,
+) -> list[Check]:
+    """What ``sanduan central check-config`` prints: the settings that matter, and whether what
+    ``run`` needs is there (files, directories; with ``online``, the broker and the database).
+    ``mqtt_user`` and ``mqtt_password_file`` are ``run``'s overrides of the login.
 
-def check_config(path: Path) -> list[ConfigCheck]:
-    """Validate a collector config; report the settings that matter and whether files exist."""
+    Raises ConfigError for a file that does not load at all.
+    """
     from sanduan.central.store import redact_url
 
-    cfg = load_central_config(path)
+    cfg = with_login(load_central_config(path), mqtt_user, mqtt_password_file)
     sec, m, ing = cfg.central, cfg.mqtt, cfg.ingest
-    out = [ConfigCheck("store", redact_url(sec.store), True)]
-    if sec.store.startswith("sqlite:"):
-        from sanduan.central.store.sqlite import sqlite_path
-
-        p = sqlite_path(sec.store)
-        if p != ":memory:":
-            f = Path(p).absolute()
-            exists = f.exists()
-            parent_ok = f.parent.is_dir()
-            note = (
-                "exists"
-                if exists
-                else ("will be created by `sanduan central migrate`" if parent_ok else "")
-            )
-            out.append(
-                ConfigCheck(
-                    "store file",
-                    str(f),
-                    exists or parent_ok,
-                    note or f"directory {f.parent} does not exist",
-                )
-            )
-    out.append(ConfigCheck("broker", m.broker, True, f"protocol {m.protocol}"))
-    out.append(
-        ConfigCheck(
-            "group",
-            m.group or "-",
-            True,
-            "shared subscription $share/" + m.group if m.group else "one collector",
-        )
-    )
-    out.append(ConfigCheck("client id", m.client_id or "(default)", True))
+    probes = probes or Probes(database=database_probe)
+    out = [ok("central.store", redact_url(sec.store))]
+    out.append(ok("mqtt.broker", f"{m.broker}, protocol {m.protocol}"))
+    group = f"{m.group}: shared subscription $share/{m.group}" if m.group else "-: one collector"
+    out.append(ok("mqtt.group", group))
+    out.append(ok("mqtt.client_id", m.client_id or "(default)"))
     out.extend(_topology_checks(cfg))
     out.append(
-        ConfigCheck(
+        ok(
             "ingest",
             f"max {ing.max_message_bytes} B, gap timeout {ing.gap_timeout_s:g} s,"
             f" resend every {ing.resend_interval_s:g} s, workers {ing.workers},"
             f" stamps {ing.earliest_reading} .. now + {ing.future_margin_s:g} s,"
             f" dead letters {ing.dead_letters_per_hour}/h and"
             f" {ing.dead_letter_bytes_per_hour} B/h per station",
-            True,
         )
     )
-    out.append(ConfigCheck("timezone", sec.timezone, True))
-    if cfg.hj212 is not None:
-        from sanduan.central.hj212.server import load_loggers
-
-        try:
-            n = len(load_loggers(cfg.hj212))
-        except ConfigError as e:
-            out.append(ConfigCheck("hj212", cfg.hj212.listen, False, str(e)))
-        else:
-            out.append(ConfigCheck("hj212", cfg.hj212.listen, True, f"{n} logger(s)"))
+    out.append(ok("central.timezone", sec.timezone))
+    out.extend(preflight.central_checks(cfg, probes, online=online))
     return out
+
+
+def database_probe(url: str) -> str:
+    """Open the store at ``url`` (check-config --online): its schema version, or ProbeFailed."""
+    from sanduan.central.store import open_store
+    from sanduan.shared.errors import StoreError
+
+    try:
+        store = open_store(url)
+    except StoreError as e:
+        raise ProbeFailed(
+            str(e), "start the database, check the URL and password, run `sanduan central migrate`"
+        ) from None
+    try:
+        return f"{store.url} answers, schema version {store.schema_version()}"
+    finally:
+        store.close()
 
 
 def validate_topology(cfg: CentralConfig) -> tuple[int, int, int]:
@@ -160,25 +161,24 @@ def validate_topology(cfg: CentralConfig) -> tuple[int, int, int]:
     return len(county.sections), len(county.towns), n_rules
 
 
-def _topology_checks(cfg: CentralConfig) -> list[ConfigCheck]:
+def _topology_checks(cfg: CentralConfig) -> list[Check]:
     sec = cfg.central
-    out: list[ConfigCheck] = []
+    out: list[Check] = []
     missing = False
     for name, value in (("county", sec.county), ("rules", sec.rules)):
         if value is None:
-            out.append(ConfigCheck(name, "-", True, "not set"))
-        elif not value.is_file():
-            missing = True
-            out.append(ConfigCheck(name, str(value), False, "file not found"))
-        else:
-            out.append(ConfigCheck(name, str(value), True, "exists"))
+            out.append(ok(f"central.{name}", "not set"))
+            continue
+        c = preflight.check_file(f"central.{name}", value)
+        missing = missing or c.status != "ok"
+        out.append(c)
     if missing or sec.county is None:
         return out
     try:
         sections, towns, rules = validate_topology(cfg)
     except ConfigError as e:
-        out.append(ConfigCheck("topology", "invalid", False, str(e)))
+        out.append(error("topology", f"invalid: {e}", "correct the file and key named"))
     else:
         note = f"{sections} sections, {towns} towns" + (f", {rules} rules" if sec.rules else "")
-        out.append(ConfigCheck("topology", "valid", True, note))
+        out.append(ok("topology", f"valid: {note}"))
     return out

@@ -44,6 +44,20 @@ StoreOpt = Annotated[
 ]
 
 
+MqttUserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mqtt-user",
+        help="MQTT user name of this collector process (overrides mqtt.username): each"
+        " collector of a group has its own, e.g. central-%i in the systemd unit.",
+    ),
+]
+MqttPasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option("--mqtt-password-file", help="Its password file (overrides mqtt.password_file)."),
+]
+
+
 @contextmanager
 def errors() -> Iterator[None]:
     """Turn sanduan's errors into one line on stderr and exit status 2."""
@@ -63,20 +77,8 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     client_id: Annotated[
         str | None, typer.Option("--client-id", help="MQTT client id (overrides mqtt.client_id).")
     ] = None,
-    mqtt_user: Annotated[
-        str | None,
-        typer.Option(
-            "--mqtt-user",
-            help="MQTT user name of this collector process (overrides mqtt.username): each"
-            " collector of a group has its own, e.g. central-%i in the systemd unit.",
-        ),
-    ] = None,
-    mqtt_password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--mqtt-password-file", help="Its password file (overrides mqtt.password_file)."
-        ),
-    ] = None,
+    mqtt_user: MqttUserOpt = None,
+    mqtt_password_file: MqttPasswordFileOpt = None,
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Create or upgrade the database schema first.")
     ] = False,
@@ -91,45 +93,50 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM."""
-    from sanduan.central.app import serve, setup_logging
+    from sanduan.central.app import serve, setup_logging, with_login
     from sanduan.shared.config import MetricsConfig, load_central_config, parse_model
 
     setup_logging(verbose)
     with errors():
-        cfg = load_central_config(config)
+        cfg = with_login(load_central_config(config), mqtt_user, mqtt_password_file)
         if metrics_listen is not None:
             m = parse_model(MetricsConfig, {"listen": metrics_listen}, "--metrics-listen")
             cfg = cfg.model_copy(update={"metrics": m})
-        login: dict[str, Any] = {}
-        if mqtt_user is not None:
-            login["username"] = mqtt_user
-        if mqtt_password_file is not None:
-            login |= {"password_file": mqtt_password_file, "password": None}
-        if login:
-            cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=login)})
         serve(cfg, store_url=store, client_id=client_id, migrate=migrate)
 
 
 @app.command("check-config")
 def check_config_command(
     config: Annotated[Path, typer.Argument(help="Collector config (central.toml).")],
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also connect to the broker (with the configured credentials and TLS) and to"
+            " the database, and report its schema version.",
+        ),
+    ] = False,
+    mqtt_user: MqttUserOpt = None,
+    mqtt_password_file: MqttPasswordFileOpt = None,
 ) -> None:
-    """Validate a collector config and show what it will use."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Check a collector config and what `run` needs: files, directories, and with --online the
+    broker and the database. One line per check; exit 1 on any error. Give the same
+    --mqtt-user/--mqtt-password-file as `run`."""
     from sanduan.central.app import check_config
+    from sanduan.shared.preflight import count, summary
 
     with errors():
-        checks = check_config(config)
-    table = Table(title=f"{config}", show_header=True)
-    for col in ("", "setting", "value", "note"):
-        table.add_column(col)
+        checks = check_config(
+            config,
+            online=online,
+            mqtt_user=mqtt_user,
+            mqtt_password_file=mqtt_password_file,
+        )
     for c in checks:
-        table.add_row("[green]ok[/]" if c.ok else "[red]!![/]", c.name, c.value, c.note)
-    Console().print(table)
-    if not all(c.ok for c in checks):
-        bad = ", ".join(c.name for c in checks if not c.ok)
+        typer.echo(c.line())
+    typer.echo(summary(checks))
+    if count(checks, "error"):
+        bad = ", ".join(dict.fromkeys(c.what for c in checks if c.status == "error"))
         typer.echo(f"sanduan central: check-config found problems: {bad}", err=True)
         raise typer.Exit(1)
 

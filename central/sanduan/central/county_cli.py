@@ -85,7 +85,7 @@ def _ctx(
     from sanduan.shared.config import CentralConfig, load_central_config
 
     cfg = load_central_config(config) if config is not None else CentralConfig()
-    url = store or (cfg.central.store if config is not None else None)
+    url = store or (cfg.central.store_url() if config is not None else None)
     if url is None:
         _fail(command, "no store: give --store URL or --config central.toml")
     county_path = county or cfg.central.county

@@ -56,6 +56,7 @@ import logging
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 import zlib
@@ -81,6 +82,7 @@ from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
 from sanduan.shared.config import CentralConfig, IngestConfig
 from sanduan.shared.errors import SanduanError, StoreError, WireFormatError
+from sanduan.shared.logs import RateLimitedLog, describe_connect_error
 from sanduan.shared.metrics import Histogram
 from sanduan.shared.topics import Kind
 from sanduan.shared.wire import (
@@ -104,6 +106,8 @@ log = logging.getLogger("sanduan.central.ingest")
 
 FAULT_ENV = "SANDUAN_CENTRAL_FAULT"
 MAINTAIN_INTERVAL_S = 3600.0
+CONNECT_FAIL_LOG_S = 60.0
+"""A broker that stays unreachable is reported at most once per this many seconds."""
 """How often the collector runs the store's upkeep (partitions ahead on PostgreSQL)."""
 
 T = TypeVar("T")
@@ -692,7 +696,7 @@ class Collector:
         clock: Clock | None = None,
     ) -> None:
         self.cfg = cfg
-        self.store_url = store_url or cfg.central.store
+        self.store_url = store_url or cfg.central.store_url()
         self.clock = clock or clock_from_env()
         self.client_id = client_id or cfg.mqtt.client_id or default_client_id(cfg.mqtt.group)
         self.workers = cfg.ingest.workers
@@ -715,6 +719,8 @@ class Collector:
         self.failure: str | None = None
         """Why a collector thread died (the process must then end with a failure)."""
         self.metrics: MetricsServer | None = None
+        self.connect_failures = 0
+        self._say = RateLimitedLog(log, CONNECT_FAIL_LOG_S, time.monotonic)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -877,6 +883,7 @@ class Collector:
                 client.tls_insecure_set(True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
@@ -898,6 +905,7 @@ class Collector:
             log.error("broker %s refused the connection: %s", self.cfg.mqtt.broker, reason)
             return
         self._session += 1
+        self._say.reset("connect")
         if self._v5:
             from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -905,6 +913,17 @@ class Collector:
         else:
             client.subscribe([(f, 1) for f in self._filters()])
         log.info("connected to %s as %s", self.cfg.mqtt.broker, self.client_id)
+
+    def _on_connect_fail(self, client: Any, userdata: object) -> None:
+        # paho calls this inside its ``except OSError`` around the connection attempt.
+        self.connect_failures += 1
+        self._say(
+            logging.WARNING,
+            "connect",
+            "cannot reach the broker %s: %s; retrying",
+            self.cfg.mqtt.broker,
+            describe_connect_error(sys.exc_info()[1]),
+        )
 
     def _on_subscribe(
         self, client: Any, userdata: object, mid: int, reasons: list[Any], props: object

@@ -49,17 +49,66 @@ def check_config(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when there are warnings.")
     ] = False,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Also connect to the broker with the configured credentials and TLS.",
+        ),
+    ] = False,
+    no_ports: Annotated[
+        bool,
+        typer.Option(
+            "--no-ports",
+            help="Do not open the serial ports (the agent retries a missing port by itself and"
+            " keeps the other buses running).",
+        ),
+    ] = False,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan-only",
+            help="Only validate the file and print the read plans (on a machine without the"
+            " station's ports and directories).",
+        ),
+    ] = False,
 ) -> None:
-    """Validate a station file; print each bus's read plan and bus timing, with warnings."""
+    """Validate a station file; print each bus's read plan and bus timing, with warnings; then
+    check what `run` needs: the buffer directory, secret and TLS files, the serial ports, and
+    with --online the broker. Exit 2 on any error."""
+    from sanduan.shared.config import load_station_config
     from sanduan.shared.errors import ConfigError
+    from sanduan.shared.preflight import Probes, count, error, station_checks, summary
 
+    try:
+        cfg = load_station_config(config)
+    except ConfigError as exc:
+        _fail("check-config", str(exc))
     try:
         lines, warnings = station_report(config)
     except ConfigError as exc:
-        _fail("check-config", str(exc))
+        if plan_only:
+            _fail("check-config", str(exc))
+        lines, warnings = [], 0
+        checks = [error("registers", str(exc), "correct the file and key named")]
+    else:
+        checks = []
     for line in lines:
         typer.echo(line)
-    typer.echo(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    if plan_only:
+        typer.echo(f"{warnings} warning{'s' if warnings != 1 else ''}")
+        if strict and warnings:
+            raise typer.Exit(1)
+        return
+    checks += station_checks(cfg, Probes(), online=online, ports=not no_ports)
+    for c in checks:
+        typer.echo(c.line())
+    typer.echo(summary(checks, warnings))
+    warnings += count(checks, "warning")
+    errors = count(checks, "error")
+    if errors:
+        bad = ", ".join(dict.fromkeys(c.what for c in checks if c.status == "error"))
+        _fail("check-config", f"{bad}: fix {'these' if errors > 1 else 'this'} before `run`")
     if strict and warnings:
         raise typer.Exit(1)
 

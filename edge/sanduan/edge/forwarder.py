@@ -55,6 +55,7 @@ from sanduan.shared import topics, wire
 from sanduan.shared.clock import Clock, wait_event
 from sanduan.shared.config import UplinkConfig
 from sanduan.shared.errors import StoreError, WireFormatError
+from sanduan.shared.logs import RateLimitedLog
 from sanduan.shared.topics import Kind
 from sanduan.shared.wire import Ack, Batch, Command, Nack, ResendRequest, Status
 
@@ -91,32 +92,6 @@ class DbThread:
     def close(self) -> None:
         self._ex.submit(self.outbox.close).result()
         self._ex.shutdown(wait=True)
-
-
-class RateLimitedLog:
-    """Says a recurring problem at most once per ``every_s`` (of ``now()``), with how often it
-    happened in between."""
-
-    def __init__(self, logger: logging.Logger, every_s: float, now: Callable[[], float]) -> None:
-        self.logger = logger
-        self.every_s = every_s
-        self.now = now
-        self._last: dict[str, float] = {}
-        self._since: collections.Counter[str] = collections.Counter()
-
-    def __call__(self, level: int, key: str, msg: str, *args: Any) -> bool:
-        """Log ``msg`` unless ``key`` was logged less than ``every_s`` ago; True if logged."""
-        t = self.now()
-        last = self._last.get(key)
-        if last is not None and t - last < self.every_s:
-            self._since[key] += 1
-            return False
-        more = self._since.pop(key, 0)
-        self._last[key] = t
-        if more:
-            msg += f" ({more} more since the last report)"
-        self.logger.log(level, msg, *args)
-        return True
 
 
 StatsFn = Callable[[], tuple[dict[str, int], dict[str, float]]]

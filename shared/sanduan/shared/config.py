@@ -6,11 +6,13 @@ Every mistake becomes a :class:`~sanduan.shared.errors.ConfigError` naming the f
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +23,7 @@ from sanduan.shared.model import WaterBody
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 M = TypeVar("M", bound=BaseModel)
+MQ = TypeVar("MQ", bound="MqttConfig")
 C = TypeVar("C", bound="Hj212Credentials")
 
 
@@ -105,8 +108,10 @@ class MqttConfig(Strict):
         return self.tls is not None or urlsplit(self.broker).scheme == "mqtts"
 
     def resolved_password(self) -> str | None:
+        """The password, read from ``password_file`` if that is given (ConfigError if the file
+        cannot be read)."""
         if self.password_file is not None:
-            return self.password_file.read_text(encoding="utf-8").strip()
+            return read_secret(self.password_file, "password_file")
         return self.password
 
 
@@ -140,6 +145,114 @@ def parse_model(model: type[M], data: dict[str, Any], source: str) -> M:
         raise ConfigError(source, key, msg) from None
 
 
+# --- ${ENV} substitution and secret files ---------------------------------------------------
+
+_ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+"""``$${`` (a literal ``${``), ``${NAME}`` / ``${NAME:-default}``, or a malformed ``${``."""
+
+
+def expand_env(text: str, env: Mapping[str, str], file: str, key: str) -> str:
+    """``text`` with ``${NAME}`` and ``${NAME:-default}`` replaced from ``env``; ``$${`` stands
+    for a literal ``${``. ``:-`` uses the default when the variable is unset or empty.
+
+    An unset variable without a default, or a ``${`` that is not a reference, is a ConfigError
+    naming ``file``, ``key`` and the variable.
+    """
+    if "${" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        whole = m.group(0)
+        if whole == "$${":
+            return "${"
+        name, default = m.group(1), m.group(2)
+        if name is None:
+            raise ConfigError(
+                file,
+                key,
+                "'${' must start a reference like ${NAME} or ${NAME:-default}"
+                " (write $${ for a literal '${')",
+            )
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    file,
+                    key,
+                    f"environment variable {name} is not set: set it (for a systemd service:"
+                    f" Environment= or EnvironmentFile= in the unit) or give a default,"
+                    f" ${{{name}:-value}}",
+                )
+            return default
+        return value
+
+    return _ENV_RE.sub(one, text)
+
+
+def substitute_env(data: Any, env: Mapping[str, str], file: str, key: str = "") -> Any:
+    """``data`` (parsed TOML) with :func:`expand_env` applied to every string value; keys and
+    non-string values are kept."""
+    if isinstance(data, str):
+        return expand_env(data, env, file, key)
+    if isinstance(data, dict):
+        return {
+            k: substitute_env(v, env, file, f"{key}.{k}" if key else str(k))
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [substitute_env(v, env, file, f"{key}[{i}]") for i, v in enumerate(data)]
+    return data
+
+
+def read_secret(path: Path, key: str) -> str:
+    """The secret held in the file ``path`` (given as config key ``key``), without one
+    trailing newline; ConfigError naming the file and the fix if it cannot be read or is
+    empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(
+            str(path),
+            "",
+            f"cannot read the secret file given as {key}: {reason}; create it, readable by the"
+            " service's user, or correct the path",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "", f"secret file given as {key} is not UTF-8") from None
+    if text.endswith("\r\n"):
+        text = text[:-2]
+    elif text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        raise ConfigError(str(path), "", f"the secret file given as {key} is empty")
+    return text
+
+
+def rebase(path: Path | None, base: Path) -> Path | None:
+    """A relative ``path`` taken from the config file's directory ``base``."""
+    if path is None or path.is_absolute():
+        return path
+    return base / path
+
+
+def _rebase_mqtt(m: MQ, base: Path) -> MQ:
+    """``password_file`` and the TLS files of an MQTT section relative to ``base``."""
+    update: dict[str, Any] = {}
+    if m.password_file is not None:
+        update["password_file"] = rebase(m.password_file, base)
+    if m.tls is not None:
+        t = m.tls
+        update["tls"] = t.model_copy(
+            update={
+                "ca_file": rebase(t.ca_file, base),
+                "cert_file": rebase(t.cert_file, base),
+                "key_file": rebase(t.key_file, base),
+            }
+        )
+    return m.model_copy(update=update) if update else m
+
+
 def read_toml(path: Path | str) -> dict[str, Any]:
     """Read a TOML file; a missing or malformed file becomes a ConfigError naming it."""
     p = Path(path)
@@ -154,8 +267,11 @@ def read_toml(path: Path | str) -> dict[str, Any]:
         raise ConfigError(str(p), "", f"not valid TOML: {exc}") from None
 
 
-def load_model(model: type[M], path: Path | str) -> M:
-    return parse_model(model, read_toml(path), str(path))
+def load_model(model: type[M], path: Path | str, env: Mapping[str, str] | None = None) -> M:
+    """Read a configuration file, substitute ``${ENV}`` references in its string values
+    (from ``env``, default the process environment) and validate it into ``model``."""
+    data = substitute_env(read_toml(path), os.environ if env is None else env, str(path))
+    return parse_model(model, data, str(path))
 
 
 # --- station -----------------------------------------------------------------------------
@@ -330,10 +446,7 @@ class Hj212Credentials(Strict):
         if self.password is not None:
             return self.password
         assert self.password_file is not None
-        try:
-            pw = self.password_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise ConfigError(str(self.password_file), "", f"cannot read: {e.strerror}") from None
+        pw = read_secret(self.password_file, "password_file")
         if not HJ212_PW_RE.match(pw) or set(pw) & set(";,=&"):
             raise ConfigError(
                 str(self.password_file),
@@ -442,10 +555,14 @@ def _relative_password_files(items: list[C], base: Path) -> list[C]:
     ]
 
 
-def load_station_config(path: Path | str) -> StationConfig:
-    cfg = load_model(StationConfig, path)
+def load_station_config(path: Path | str, env: Mapping[str, str] | None = None) -> StationConfig:
+    """Load a station file (``${ENV}`` substituted); the secret and TLS files it names are
+    taken relative to its directory."""
+    cfg = load_model(StationConfig, path, env)
+    base = Path(path).parent
+    cfg = cfg.model_copy(update={"uplink": _rebase_mqtt(cfg.uplink, base)})
     if cfg.hj212:
-        platforms = _relative_password_files(cfg.hj212, Path(path).parent)
+        platforms = _relative_password_files(cfg.hj212, base)
         cfg = cfg.model_copy(update={"hj212": platforms})
     return cfg
 
@@ -455,6 +572,9 @@ def load_station_config(path: Path | str) -> StationConfig:
 
 class CentralSection(Strict):
     store: str = "sqlite:///sanduan-central.db"
+    store_password_file: Path | None = None
+    """A file holding the PostgreSQL password, put into the store URL when connecting (so it
+    is neither in the configuration nor in a log)."""
     county: Path | None = None
     rules: Path | None = None
     timezone: TimeZoneName = "Asia/Shanghai"
@@ -473,6 +593,38 @@ class CentralSection(Strict):
     @classmethod
     def _tz(cls, v: str) -> str:
         return _check_timezone(v)
+
+    @model_validator(mode="after")
+    def _password_file(self) -> CentralSection:
+        if self.store_password_file is not None:
+            parts = urlsplit(self.store)
+            if parts.scheme == "sqlite":
+                raise ValueError("store_password_file is for a PostgreSQL store, not SQLite")
+            if parts.password is not None:
+                raise ValueError(
+                    "the store URL holds a password and store_password_file is given too:"
+                    " keep only one"
+                )
+        return self
+
+    def store_url(self) -> str:
+        """The URL to connect to the store with: ``store`` with the password of
+        ``store_password_file`` put in (ConfigError if the file cannot be read). Never log
+        it; ``sanduan.central.store.redact_url`` hides the password."""
+        if self.store_password_file is None:
+            return self.store
+        return with_password(
+            self.store, read_secret(self.store_password_file, "store_password_file")
+        )
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (percent-encoded) as the password of its user."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0] if at else ""  # as written (already percent-encoded)
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class CollectorMqttConfig(MqttConfig):
@@ -606,12 +758,15 @@ class CentralConfig(Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
-def load_central_config(path: Path | str) -> CentralConfig:
-    cfg = load_model(CentralConfig, path)
+def load_central_config(path: Path | str, env: Mapping[str, str] | None = None) -> CentralConfig:
+    """Load a collector file (``${ENV}`` substituted); the files it names are taken relative
+    to its directory."""
+    cfg = load_model(CentralConfig, path, env)
     base = Path(path).parent
+    cfg = cfg.model_copy(update={"mqtt": _rebase_mqtt(cfg.mqtt, base)})
     sec = cfg.central
     updates: dict[str, Path] = {}
-    for key in ("county", "rules"):
+    for key in ("county", "rules", "store_password_file"):
         value: Path | None = getattr(sec, key)
         if value is not None and not value.is_absolute():
             updates[key] = base / value

@@ -134,7 +134,7 @@ class Hj212Server:
         self.loggers = load_loggers(self.hcfg)
         self.tz = ZoneInfo(cfg.central.timezone)
         self.clock = clock or clock_from_env()
-        self._store_url = store_url or cfg.central.store
+        self._store_url = store_url or cfg.central.store_url()
         self._own_store = store is None
         self._store = store
         self._proc: Processor | None = None

@@ -72,7 +72,7 @@ def _run(command: str, o: _Options, quiet: bool) -> AnalyticsResult:
         if (o.month is not None) != (period.kind == "month"):
             _fail(command, f"{o.month or o.year!r} is not a {'month' if o.month else 'year'}")
         cfg = load_central_config(o.config) if o.config is not None else CentralConfig()
-        store_url = o.store or (cfg.central.store if o.config is not None else None)
+        store_url = o.store or (cfg.central.store_url() if o.config is not None else None)
         county_path = o.county or cfg.central.county
         rules_path = o.rules or cfg.central.rules
         if store_url is None:
@@ -121,7 +121,7 @@ def _extras(o: _Options, result: AnalyticsResult) -> dict[str, Any]:
 
     url = o.store
     if url is None and o.config is not None:
-        url = load_central_config(o.config).central.store
+        url = load_central_config(o.config).central.store_url()
     if url is None:
         return {}
     s = open_store(url)

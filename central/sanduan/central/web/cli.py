@@ -45,7 +45,7 @@ def console_command(
 
     try:
         cfg = load_central_config(config) if config is not None else CentralConfig()
-        url = store or (cfg.central.store if config is not None else None)
+        url = store or (cfg.central.store_url() if config is not None else None)
         county_path = county or cfg.central.county
         if url is None:
             raise _fail("no store: give --store URL or --config central.toml")

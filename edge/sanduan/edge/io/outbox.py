@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,30 @@ def store_error(path: Path, what: str, e: sqlite3.Error) -> StoreError:
     return StoreError(f"buffer {path}: {what}: {text}")
 
 
+def check_buffer_place(path: Path) -> None:
+    """StoreError naming the path and the fix if the buffer file cannot be made or written
+    there: its directory is missing or not writable, or the path is a directory."""
+    if str(path) == ":memory:":
+        return
+    parent = path.absolute().parent
+    if path.is_dir():
+        raise StoreError(f"buffer {path} is a directory: set buffer.path to a file in it")
+    if not parent.is_dir():
+        raise StoreError(
+            f"buffer {path}: the directory {parent} does not exist: create it, writable by the"
+            " agent's user (the systemd unit's StateDirectory= does), or set buffer.path"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"buffer {path}: the directory {parent} is not writable by this user: change its"
+            " owner or mode, or set buffer.path"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(
+            f"buffer {path} is not readable and writable by this user: change its owner or mode"
+        )
+
+
 _UPSERT_LAST = (
     "INSERT INTO last_ts (device, code, ts) VALUES (?, ?, ?)"
     " ON CONFLICT (device, code) DO UPDATE SET ts = excluded.ts"
@@ -310,6 +335,7 @@ class Outbox:
         self.tz = ZoneInfo(timezone)
         self.grader = grader or Grader(water_body, target_class)
         self.streaks = StreakTracker(target_class, alarm_consecutive)
+        check_buffer_place(self.path)
         try:
             self.db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,9 +42,13 @@ from sanduan.shared import topics, wire
 from sanduan.shared.clock import Clock
 from sanduan.shared.config import UplinkConfig
 from sanduan.shared.errors import LinkError, WireFormatError
+from sanduan.shared.logs import RateLimitedLog, describe_connect_error
 from sanduan.shared.topics import Kind
 
 log = logging.getLogger("sanduan.edge.uplink")
+
+CONNECT_FAIL_LOG_S = 60.0
+"""A broker that stays unreachable is reported at most once per this many seconds."""
 
 QOS = 1
 _V5_UNSUPPORTED = (1, 132)  # 3.1.1 "unacceptable protocol version", 5 "unsupported protocol"
@@ -118,6 +123,8 @@ class Uplink:
         self.connected = False
         self.ever_connected = False
         self.connects = 0
+        self.connect_failures = 0
+        self._say = RateLimitedLog(log, CONNECT_FAIL_LOG_S, clock.monotonic)
         self.disconnects = 0
         self._early_closes = 0
         self._sockets = 0
@@ -258,6 +265,7 @@ class Uplink:
         self.connected = True
         self.ever_connected = True
         self.connects += 1
+        self._say.reset("connect")
         self._early_closes = 0
         client.subscribe(
             [(t, QOS) for t in (self.ack_topic, self.resend_topic, self.nack_topic, self.cmd_topic)]
@@ -294,8 +302,19 @@ class Uplink:
         self._restart_as_311()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        if client is self._client:
-            log.debug("cannot reach %s:%d; retrying", self.host, self.port)
+        if client is not self._client:
+            return
+        # paho calls this inside its ``except OSError`` around the connection attempt.
+        self.connect_failures += 1
+        reason = describe_connect_error(sys.exc_info()[1])
+        self._say(
+            logging.WARNING,
+            "connect",
+            "cannot reach the broker %s:%d: %s; retrying (readings stay in the buffer)",
+            self.host,
+            self.port,
+            reason,
+        )
 
     def _on_disconnect(
         self,
