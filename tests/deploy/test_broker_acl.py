@@ -406,7 +406,8 @@ def test_systemd_instance_logs_in_as_its_own_user(broker: TlsBroker, tmp_path: P
     """``sanduan central run --mqtt-user central-N --mqtt-password-file ...`` as the systemd unit
     runs it: the example config's login replaced by the instance's."""
     unit = (DEPLOY.parent / "systemd" / "sanduan-central@.service").read_text(encoding="utf-8")
-    assert "--mqtt-user central-%i --mqtt-password-file /etc/sanduan/central-%i.password" in unit
+    assert "--mqtt-user central-%i --mqtt-password-file %d/mqtt-password" in unit
+    assert "LoadCredential=mqtt-password:/etc/sanduan/central-%i.password" in unit
     user = "central-2"
     assert user in _collector_users()
     pw = tmp_path / f"{user}.password"

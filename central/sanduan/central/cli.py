@@ -57,17 +57,26 @@ MqttPasswordFileOpt = Annotated[
     typer.Option("--mqtt-password-file", help="Its password file (overrides mqtt.password_file)."),
 ]
 
+CONFIG_ERROR = 2
+"""Exit status of a configuration error: an operator must act (systemd does not restart)."""
+RUN_FAILED = 1
+"""Exit status of a collector that stopped on a failure (systemd restarts it)."""
+
 
 @contextmanager
-def errors() -> Iterator[None]:
-    """Turn sanduan's errors into one line on stderr and exit status 2."""
-    from sanduan.shared.errors import SanduanError
+def errors(failure: int = CONFIG_ERROR) -> Iterator[None]:
+    """Turn sanduan's errors into one line on stderr: exit status 2 for a configuration error,
+    ``failure`` for any other (the store or the broker failed)."""
+    from sanduan.shared.errors import ConfigError, SanduanError
 
     try:
         yield
+    except ConfigError as e:
+        typer.echo(f"sanduan central: {e}", err=True)
+        raise typer.Exit(CONFIG_ERROR) from None
     except SanduanError as e:
         typer.echo(f"sanduan central: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(failure) from None
 
 
 @app.command("run")
@@ -75,7 +84,12 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     config: Annotated[Path, typer.Option("--config", "-c", help="Collector config.")],
     store: StoreOpt = None,
     client_id: Annotated[
-        str | None, typer.Option("--client-id", help="MQTT client id (overrides mqtt.client_id).")
+        str | None,
+        typer.Option(
+            "--client-id",
+            help="MQTT client id (overrides mqtt.client_id): one per collector process, e.g."
+            " sanduan-central-%i in the systemd unit, so its broker session survives a restart.",
+        ),
     ] = None,
     mqtt_user: MqttUserOpt = None,
     mqtt_password_file: MqttPasswordFileOpt = None,
@@ -92,12 +106,15 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM."""
+    """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM.
+
+    Exits 2 on a configuration error (systemd leaves it stopped), 1 when the store or the
+    broker failed (systemd starts it again)."""
     from sanduan.central.app import serve, setup_logging, with_login
     from sanduan.shared.config import MetricsConfig, load_central_config, parse_model
 
     setup_logging(verbose)
-    with errors():
+    with errors(RUN_FAILED):
         cfg = with_login(load_central_config(config), mqtt_user, mqtt_password_file)
         if metrics_listen is not None:
             m = parse_model(MetricsConfig, {"listen": metrics_listen}, "--metrics-listen")

@@ -242,10 +242,18 @@ def poll(
 
 
 @app.command("run")
-def run_command(
+def run_command(  # noqa: PLR0917 (typer: one parameter per option)
     config: Annotated[Path, typer.Option("--config", "-c", help="The station TOML file.")],
     db: Annotated[
         Path | None, typer.Option("--db", help="Buffer file (default: buffer.path).")
+    ] = None,
+    mqtt_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqtt-password-file",
+            help="The MQTT password file (overrides uplink.password_file), e.g. the systemd"
+            " credential %d/mqtt-password.",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING.")] = "INFO",
     log_format: Annotated[str, typer.Option("--log-format", help="json or text.")] = "json",
@@ -269,6 +277,9 @@ def run_command(
     configure_logging(log_level, log_format)
     try:
         cfg = load_station_config(config)
+        if mqtt_password_file is not None:
+            login = {"password_file": mqtt_password_file, "password": None}
+            cfg = cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
         clock = clock_from_env()
         source = (
             FakeSource.parse(fake_source, clock)
