@@ -33,6 +33,9 @@ Phases:
    4-hourly cadence for 31 days, through aggregation, assessment and compensation (three rules).
 
 ``--quick``: 1,000 stations, 20 s, 1,000 sections (a smoke run of under a minute).
+``--assessment-only``: phase 4 alone. ``--former``: phase 4 also settles the month through the
+lookups compensation used before they were indexed (quadratic in the number of towns), checks
+that the ledger is the same and prints the ratio of the two times.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +359,7 @@ def bare_copy(batches: list[Batch], base: str, now_ms: int, connections: int) ->
         drop()
 
 
-def assessment(n_sections: int) -> dict[str, float]:
+def assessment(n_sections: int, *, former: bool = False) -> dict[str, float]:
     spec = importlib.util.spec_from_file_location(
         "bench_assessment", Path(__file__).parent / "assessment.py"
     )
@@ -400,9 +404,82 @@ def assessment(n_sections: int) -> dict[str, float]:
     out["assess_s"] = time.perf_counter() - t
     t = time.perf_counter()
     means = means_by_section(county, agg, "month", 0)
-    settle(county, rules, ba.PERIOD, means)
+    ledger = settle(county, rules, ba.PERIOD, means)
     out["compensate_s"] = time.perf_counter() - t
+    if former:
+        # The same settlement through the former lookups (scans of every boundary / town per
+        # town, each section graded again by every rule), on a county with nothing memoised.
+        again = ba.make_county(n_sections)
+        with former_lookups():
+            t = time.perf_counter()
+            means = means_by_section(again, agg, "month", 0)
+            old = settle(again, rules, ba.PERIOD, means)
+            out["compensate_former_s"] = time.perf_counter() - t
+        if [e.to_json() for e in old] != [e.to_json() for e in ledger]:
+            sys.exit("compensation: the former and the indexed lookups settle differently")
     return out
+
+
+@contextmanager
+def former_lookups() -> Iterator[None]:
+    """Swap in the lookups compensation used before they were indexed (for the same-run
+    comparison of ``--former``): every boundary scanned for each town, every town for each
+    section's owner, every section for each river, each section graded again at each use."""
+    from sanduan.central.core.assessment import factor_classes
+    from sanduan.central.core.compensation.base import SettlementContext
+    from sanduan.central.core.county import Boundary, County
+
+    def boundaries_of(county: County, town: str) -> tuple[Boundary, ...]:
+        return tuple(b for b in county.boundaries() if b.town == town)
+
+    def owner_of(county: County, section: str) -> str | None:
+        s = county.sections[section]
+        if s.owner is not None:
+            return s.owner
+        for t in county.towns.values():
+            if t.outflow == section:
+                return t.id
+        for t in county.towns.values():
+            if any(i.section == section for i in t.inflows):
+                return t.id
+        return None
+
+    def assessed_sections_on(county: County, river: str) -> tuple[str, ...]:
+        return tuple(s.id for s in county.assessed_sections if s.river == river)
+
+    def classes(ctx: SettlementContext, section: str, factors: Any) -> dict[str, int]:
+        s = ctx.county.sections[section]
+        return factor_classes(ctx.means.get(section, {}), factors, s.water_body)
+
+    saved = [
+        (County, "boundaries_of", boundaries_of),
+        (County, "owner_of", owner_of),
+        (County, "assessed_sections_on", assessed_sections_on),
+        (SettlementContext, "classes", classes),
+    ]
+    originals = [(cls, name, cls.__dict__[name]) for cls, name, _ in saved]
+    try:
+        for cls, name, fn in saved:
+            setattr(cls, name, fn)
+        yield
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
+
+
+def report_assessment(n_sections: int, *, former: bool) -> None:
+    a = assessment(n_sections, former=former)
+    print(
+        f"province-month: {a['sections']:,.0f} sections, {a['values']:,.0f} values"
+        f" (6 parameters, 4-hourly, 31 days): aggregation {a['aggregate_s']:.1f} s,"
+        f" assessment {a['assess_s']:.2f} s, compensation {a['compensate_s']:.2f} s"
+    )
+    if former:
+        print(
+            f"compensation through the former lookups: {a['compensate_former_s']:.2f} s;"
+            f" indexed/former ratio {a['compensate_s'] / a['compensate_former_s']:.3f}"
+            " (same ledger)"
+        )
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -421,7 +498,18 @@ def main() -> int:
     ap.add_argument("--pg", default=PG_BASE)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-assessment", action="store_true")
+    ap.add_argument(
+        "--former",
+        action="store_true",
+        help="also time compensation through the former (quadratic) lookups, same run",
+    )
+    ap.add_argument(
+        "--assessment-only", action="store_true", help="only the province-month assessment"
+    )
     args = ap.parse_args()
+    if args.assessment_only:
+        report_assessment(args.sections, former=args.former)
+        return 0
     if args.quick:
         args.stations, args.duration, args.sections = 1000, 20.0, 1000
         args.period = 10.0
@@ -526,12 +614,7 @@ def main() -> int:
         store.close()
         drop()
     if not args.skip_assessment:
-        a = assessment(args.sections)
-        print(
-            f"province-month: {a['sections']:,.0f} sections, {a['values']:,.0f} values"
-            f" (6 parameters, 4-hourly, 31 days): aggregation {a['aggregate_s']:.1f} s,"
-            f" assessment {a['assess_s']:.2f} s, compensation {a['compensate_s']:.2f} s"
-        )
+        report_assessment(args.sections, former=args.former)
     shutil.rmtree(work, ignore_errors=True)
     return status
 

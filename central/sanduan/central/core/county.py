@@ -200,6 +200,9 @@ class County:
     monitoring: Monitoring
     source: str = "<county>"
     _by_station: Mapping[str, str] = field(default_factory=dict, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Lookups derived from the topology on first use (boundaries by town, section owners,
+    assessed sections by river), so that settling every town is linear in the county's size."""
 
     @property
     def section_stations(self) -> tuple[str, ...]:
@@ -220,13 +223,38 @@ class County:
         return self.fund if d is None else d
 
     def boundaries(self) -> tuple[Boundary, ...]:
-        out: list[Boundary] = []
-        for t in self.towns.values():
-            for inf in t.inflows:
-                if inf.upstream is not None:
-                    up = self.towns[inf.upstream]
-                    out.append(Boundary(t.id, up.id, up.outflow, inf.section, t.outflow))
-        return tuple(out)
+        """Every boundary, town by town in file order."""
+        found: tuple[Boundary, ...] | None = self._memo.get("boundaries")
+        if found is None:
+            out: list[Boundary] = []
+            for t in self.towns.values():
+                for inf in t.inflows:
+                    if inf.upstream is not None:
+                        up = self.towns[inf.upstream]
+                        out.append(Boundary(t.id, up.id, up.outflow, inf.section, t.outflow))
+            found = self._memo["boundaries"] = tuple(out)
+        return found
+
+    def boundaries_of(self, town: str) -> tuple[Boundary, ...]:
+        """The boundaries of ``town`` (its inflows from upstream towns), in file order: the
+        boundaries whose ``town`` is ``town``, without scanning every boundary."""
+        by_town: dict[str, tuple[Boundary, ...]] | None = self._memo.get("boundaries_of")
+        if by_town is None:
+            grouped: dict[str, list[Boundary]] = {}
+            for b in self.boundaries():
+                grouped.setdefault(b.town, []).append(b)
+            by_town = self._memo["boundaries_of"] = {k: tuple(v) for k, v in grouped.items()}
+        return by_town.get(town, ())
+
+    def assessed_sections_on(self, river: str) -> tuple[str, ...]:
+        """The ids of the assessed sections on ``river``, in file order."""
+        by_river: dict[str, tuple[str, ...]] | None = self._memo.get("assessed_on")
+        if by_river is None:
+            grouped: dict[str, list[str]] = {}
+            for s in self.assessed_sections:
+                grouped.setdefault(s.river, []).append(s.id)
+            by_river = self._memo["assessed_on"] = {k: tuple(v) for k, v in grouped.items()}
+        return by_river.get(river, ())
 
     def towns_upstream_first(self) -> tuple[Town, ...]:
         """Towns ordered so that every town comes after the towns upstream of it."""
@@ -252,13 +280,18 @@ class County:
         s = self.sections[section]
         if s.owner is not None:
             return s.owner
-        for t in self.towns.values():
-            if t.outflow == section:
-                return t.id
-        for t in self.towns.values():
-            if any(i.section == section for i in t.inflows):
-                return t.id
-        return None
+        found: tuple[dict[str, str], dict[str, str]] | None = self._memo.get("owners")
+        if found is None:
+            # The first town (in file order) whose outflow / one of whose inflows it is.
+            outflow_of: dict[str, str] = {}
+            inflow_of: dict[str, str] = {}
+            for t in self.towns.values():
+                outflow_of.setdefault(t.outflow, t.id)
+                for i in t.inflows:
+                    inflow_of.setdefault(i.section, t.id)
+            found = self._memo["owners"] = (outflow_of, inflow_of)
+        outflow_of, inflow_of = found
+        return outflow_of.get(section, inflow_of.get(section))
 
 
 def _param_names(file: str, key: str, names: list[str]) -> tuple[str, ...]:

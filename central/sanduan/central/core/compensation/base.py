@@ -134,9 +134,20 @@ class SettlementContext:
     def mean(self, section: str, factor: str) -> Mean:
         return self.means.get(section, {}).get(factor) or Mean(None, 0, 0, False)
 
+    _classes: dict[tuple[str, tuple[str, ...]], dict[str, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Factor classes already graded, by (section, factors): every rule and component of a
+    period grades a section's means once."""
+
     def classes(self, section: str, factors: Sequence[str]) -> dict[str, int]:
-        s = self.county.sections[section]
-        return factor_classes(self.means.get(section, {}), factors, s.water_body)
+        key = (section, tuple(factors))
+        per = self._classes.get(key)
+        if per is None:
+            s = self.county.sections[section]
+            per = factor_classes(self.means.get(section, {}), factors, s.water_body)
+            self._classes[key] = per
+        return dict(per)
 
     def section_class(self, section: str, factors: Sequence[str]) -> tuple[int, dict[str, int]]:
         """Single-factor class over ``factors`` (the worst), with each factor's class."""

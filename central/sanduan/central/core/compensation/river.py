@@ -70,7 +70,7 @@ class Params(RuleParams):
     def sections_of(self, county: County, r: River) -> list[str]:
         if r.sections is not None:
             return list(r.sections)
-        return [s.id for s in county.assessed_sections if s.river == r.river]
+        return list(county.assessed_sections_on(r.river))
 
     def check(self, county: County, file: str, key: str) -> None:
         super().check(county, file, key)

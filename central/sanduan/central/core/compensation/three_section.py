@@ -88,9 +88,7 @@ def _reach(p: Params, ctx: SettlementContext, town: str) -> list[LedgerEntry]:
     out: list[LedgerEntry] = []
     price = p.price_per_class if p.reach_price_per_class is None else p.reach_price_per_class
     payee = county.fund if p.reach_payee == "fund" else county.downstream_party(town)
-    for b in county.boundaries():
-        if b.town != town:
-            continue
+    for b in county.boundaries_of(town):
         sections = [b.upstream_outflow, b.inflow]
         ev: dict[str, Any] = {
             "component": "reach",
