@@ -821,7 +821,7 @@ class Collector:
     def stats(self) -> Counter[str]:
         total: Counter[str] = Counter()
         for p in self._processors:
-            total.update(p.counts)
+            total.update(dict(p.counts))  # a copy in one step: a worker may add a key meanwhile
         with self._counts_lock:
             total.update(self.counts)
         return total

@@ -213,7 +213,7 @@ class CollectorProbe:
         procs = list(col.processors)
         dead: Counter[str] = Counter()
         for p in procs:
-            dead.update(p.dead_reasons)
+            dead.update(dict(p.dead_reasons))  # copied in one step while a worker may add
         lags = [p.lag.snapshot() for p in procs]
         lag = Histogram.merge(lags) if lags else Histogram(LAG_BUCKETS_S).snapshot()
         figures, error = self._store_figures()
