@@ -2,8 +2,8 @@
 # Install sanduan on a Debian station gateway or county centre. See docs/deploy.md.
 #
 #   deploy/install.sh --role edge                  a station gateway: the edge agent
-#   deploy/install.sh --role central               a county centre: the collector and the
-#                                                  broker's files (the centre runs Mosquitto)
+#   deploy/install.sh --role central               a county centre: the collector and (where
+#                                                  Mosquitto is) the broker's files
 #   deploy/install.sh --role broker                only the broker's files (a broker host)
 #
 # Options:
@@ -89,7 +89,10 @@ has_role() {
     esac
 }
 
-# A centre runs the broker next to the collector (central.example.toml connects to 127.0.0.1).
+# A centre runs the broker next to the collector (central.example.toml connects to 127.0.0.1):
+# its files are installed too where Mosquitto is.
+BROKER_ASKED=no
+if has_role broker; then BROKER_ASKED=yes; fi
 if has_role central; then ROLES="$ROLES broker"; fi
 
 if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
@@ -162,7 +165,8 @@ if has_role edge || has_role central; then
         fi
         "$ROOT$PREFIX/bin/pip" install --quiet --upgrade pip
         "$ROOT$PREFIX/bin/pip" install --quiet "$SOURCE[$extras]"
-        say "installed $("$ROOT$PREFIX/bin/sanduan" --version 2>/dev/null || echo sanduan) into $PREFIX"
+        version=$("$ROOT$PREFIX/bin/sanduan" --version 2>/dev/null || echo sanduan)
+        say "installed $version into $PREFIX"
     else
         say "--no-pip: not installing sanduan into $PREFIX"
     fi
@@ -198,10 +202,14 @@ if has_role central; then
 fi
 
 # 5. The broker's files: Debian's mosquitto reads /etc/mosquitto/conf.d/*.conf.
-if has_role broker; then
-    if [ -z "$ROOT" ] && ! command -v mosquitto >/dev/null; then
+if has_role broker && [ -z "$ROOT" ] && ! command -v mosquitto >/dev/null; then
+    if [ "$BROKER_ASKED" = yes ]; then
         die "Mosquitto is not installed: apt-get install mosquitto, then run this again"
     fi
+    say "Mosquitto is not installed here: not installing the broker's files"
+    ROLES=$(echo "$ROLES" | sed 's/ broker//g')
+fi
+if has_role broker; then
     install_new "$KIT/mosquitto/sanduan.conf" "$ROOT/etc/mosquitto/conf.d/sanduan.conf" 0644
     install_new "$KIT/mosquitto/sanduan.acl" "$ROOT/etc/mosquitto/sanduan.acl" 0600
     owned mosquitto: "$ROOT/etc/mosquitto/sanduan.acl"
@@ -222,7 +230,8 @@ fi
 if has_role central; then
     say "  edit /etc/sanduan/central.toml; for each collector N put its MQTT password in"
     say "  /etc/sanduan/central-N.password (root only, mode 0600);"
-    say "  runuser -u sanduan -- $PREFIX/bin/sanduan central migrate --config /etc/sanduan/central.toml;"
+    say "  runuser -u sanduan -- $PREFIX/bin/sanduan central migrate \\"
+    say "      --config /etc/sanduan/central.toml;"
     say "  systemctl enable --now sanduan-central@1"
 fi
 if has_role broker; then

@@ -62,7 +62,6 @@ def test_restart_policy_follows_the_exit_codes(name: str, config_error: int) -> 
     (pre,) = unit.command("ExecStartPre")
     assert pre.ignore_failure and "check-config" in pre.argv
     assert unit.value("User") == "sanduan"
-    assert "MALLOC_ARENA_MAX=2" in unit.values("Environment")
 
 
 def test_edge_may_open_serial_ports() -> None:

@@ -66,7 +66,7 @@ RUN_FAILED = 1
 @contextmanager
 def errors(failure: int = CONFIG_ERROR) -> Iterator[None]:
     """Turn sanduan's errors into one line on stderr: exit status 2 for a configuration error,
-    ``failure`` for any other (the store or the broker failed)."""
+    ``failure`` for any other (a store that cannot be opened, for one)."""
     from sanduan.shared.errors import ConfigError, SanduanError
 
     try:
@@ -108,8 +108,8 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
 ) -> None:
     """Run the collector: subscribe, store, acknowledge, ask for gaps. Stops on SIGTERM.
 
-    Exits 2 on a configuration error (systemd leaves it stopped), 1 when the store or the
-    broker failed (systemd starts it again)."""
+    Exits 2 on a configuration error (systemd leaves it stopped), 1 on any other failure, such
+    as a store it cannot open (systemd starts it again)."""
     from sanduan.central.app import serve, setup_logging, with_login
     from sanduan.shared.config import MetricsConfig, load_central_config, parse_model
 
