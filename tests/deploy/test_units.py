@@ -127,6 +127,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     station = (etc / "station.toml").read_text(encoding="utf-8")
     station = station.replace("mqtts://centre.example.org:8883", f"mqtts://localhost:{broker.port}")
     (etc / "station.toml").write_text(_move_paths(station, root), encoding="utf-8")
+    # The RS-485 adapters of the example: pseudo-terminals stand in (check-config opens them).
+    ptys: list[int] = []
+    (root / "dev").mkdir(exist_ok=True)
+    for name in sorted(set(re.findall(r"/dev/(tty\w+)", station))):
+        master, slave = os.openpty()
+        ptys += [master, slave]
+        (root / "dev" / name).symlink_to(os.ttyname(slave))
     central = (etc / "central.toml").read_text(encoding="utf-8")
     central = central.replace("mqtts://127.0.0.1:8883", f"mqtts://127.0.0.1:{broker.port}")
     (etc / "central.toml").write_text(_move_paths(central, root), encoding="utf-8")
@@ -140,6 +147,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     open_store(f"sqlite:///{root}/var/lib/sanduan/central.db", migrate=True).close()
     yield Installed(root, broker, tmp)
     broker.stop()
+    for fd in ptys:
+        os.close(fd)
 
 
 def _unit(inst: Installed, name: str, instance: str = "") -> tuple[Unit, dict[str, str]]:

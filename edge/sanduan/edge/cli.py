@@ -44,7 +44,7 @@ def station_report(path: Path) -> tuple[list[str], int]:
 
 
 @app.command("check-config")
-def check_config(
+def check_config(  # noqa: PLR0917 (typer: one parameter per option)
     config: Annotated[Path, typer.Argument(help="The station TOML file.")],
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 when there are warnings.")
@@ -72,6 +72,13 @@ def check_config(
             " station's ports and directories).",
         ),
     ] = False,
+    mqtt_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--mqtt-password-file",
+            help="The MQTT password file `run` is given (overrides uplink.password_file).",
+        ),
+    ] = None,
 ) -> None:
     """Validate a station file; print each bus's read plan and bus timing, with warnings; then
     check what `run` needs: the buffer directory, secret and TLS files, the serial ports, and
@@ -84,6 +91,9 @@ def check_config(
         cfg = load_station_config(config)
     except ConfigError as exc:
         _fail("check-config", str(exc))
+    if mqtt_password_file is not None:
+        login = {"password_file": mqtt_password_file, "password": None}
+        cfg = cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
     try:
         lines, warnings = station_report(config)
     except ConfigError as exc:
