@@ -221,6 +221,7 @@ def test_mqtt_probe_tells_bad_credentials_from_tls_failures(tmp_path: Path) -> N
         tls = TlsConfig(ca_file=broker.ca)
         m = MqttConfig(broker=url, username="S1", password_file=good, tls=tls)
         assert "accepted the connection as S1" in preflight.mqtt_connect(m, 5.0)
+        assert preflight.tls_load_check("uplink.tls", m).status == "ok"
 
         bad = m.model_copy(update={"password_file": None, "password": "wrong"})
         with pytest.raises(ProbeFailed) as info:
@@ -243,3 +244,13 @@ def test_mqtt_probe_times_out_on_a_silent_port() -> None:
         port = server.getsockname()[1]
         with pytest.raises(ProbeFailed, match=r"no answer to CONNECT within 0\.5 s"):
             preflight.mqtt_connect(MqttConfig(broker=f"mqtt://127.0.0.1:{port}"), 0.5)
+
+
+def test_tls_files_that_are_not_pem_are_an_error_offline(tmp_path: Path) -> None:
+    (tmp_path / "buf").mkdir()
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    cfg = _station(tmp_path, bus=[], uplink={"tls": {"ca_file": str(tmp_path / "ca.pem")}})
+    by = _by_what(preflight.station_checks(cfg, Probes()))
+    assert by["uplink.tls.ca_file"].status == "ok"  # readable ...
+    assert by["uplink.tls"].status == "error"  # ... but no certificate
+    assert "PEM" in by["uplink.tls"].fix

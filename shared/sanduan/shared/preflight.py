@@ -32,6 +32,7 @@ from sanduan.shared.config import (
     Hj212Credentials,
     MqttConfig,
     StationConfig,
+    configure_tls,
     read_secret,
     split_hostport,
 )
@@ -208,20 +209,10 @@ def mqtt_connect(cfg: MqttConfig, timeout_s: float) -> str:
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.resolved_password())
     if cfg.use_tls:
-        tls = cfg.tls
         try:
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        except (OSError, ValueError) as e:
-            raise ProbeFailed(
-                f"TLS set-up failed: {e}", "check the tls.ca_file, cert_file and key_file"
-            ) from None
-        if tls is not None and tls.insecure:
-            client.tls_insecure_set(True)
+            configure_tls(client, cfg, "")
+        except ConfigError as e:
+            raise ProbeFailed(f"TLS set-up failed: {e}", "correct the TLS files") from None
     answered = threading.Event()
     result: list[Any] = []
 
@@ -314,7 +305,28 @@ def mqtt_checks(prefix: str, m: MqttConfig) -> list[Check]:
                     "give both (client certificate) or neither",
                 )
             )
+        elif not count(out, "error"):
+            out.append(tls_load_check(f"{prefix}.tls", m))
     return out
+
+
+def tls_load_check(what: str, m: MqttConfig) -> Check:
+    """The TLS files load as the MQTT client will load them (PEM, key matching certificate)."""
+    tls = m.tls
+    assert tls is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls.ca_file is not None:
+            ctx.load_verify_locations(str(tls.ca_file))
+        if tls.cert_file is not None:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        return error(
+            what,
+            f"cannot load: {e}",
+            "give PEM files: the CA certificate, and a client certificate with its key",
+        )
+    return ok(what, "certificates load")
 
 
 def hj212_password_check(what: str, c: Hj212Credentials) -> Check | None:
