@@ -140,3 +140,11 @@ def test_the_units_login_overrides_are_checked(tmp_path: Path) -> None:
     r = runner.invoke(app, [*args, "--mqtt-password-file", str(tmp_path / "central-3.password")])
     assert r.exit_code == 1
     assert "central-3.password does not exist" in _lines(r.output)["mqtt.password_file"]
+
+
+def test_a_store_in_a_missing_directory_names_it(tmp_path: Path) -> None:
+    from sanduan.shared.errors import StoreError
+
+    with pytest.raises(StoreError) as info:
+        open_store(f"sqlite:///{tmp_path / 'nodir' / 'c.db'}", migrate=True)
+    assert f"the directory {tmp_path / 'nodir'} does not exist" in str(info.value)
