@@ -140,3 +140,40 @@ def test_the_units_login_overrides_are_checked(tmp_path: Path) -> None:
     r = runner.invoke(app, [*args, "--mqtt-password-file", str(tmp_path / "central-3.password")])
     assert r.exit_code == 1
     assert "central-3.password does not exist" in _lines(r.output)["mqtt.password_file"]
+
+
+def test_a_store_in_a_missing_directory_names_it(tmp_path: Path) -> None:
+    from sanduan.shared.errors import StoreError
+
+    with pytest.raises(StoreError) as info:
+        open_store(f"sqlite:///{tmp_path / 'nodir' / 'c.db'}", migrate=True)
+    assert f"the directory {tmp_path / 'nodir'} does not exist" in str(info.value)
+
+
+def test_collector_says_an_unreachable_broker_at_warning_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import time
+
+    from sanduan.central.ingest import Collector
+    from sanduan.shared.config import CentralConfig
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    open_store(url, migrate=True).close()
+    cfg = CentralConfig.model_validate(
+        {"mqtt": {"broker": f"mqtt://127.0.0.1:{_closed_port()}", "protocol": "3.1.1"}}
+    )
+    c = Collector(cfg, store_url=url)
+    with caplog.at_level(logging.WARNING, logger="sanduan.central.ingest"):
+        c.start()
+        try:
+            deadline = time.monotonic() + 10
+            while c.connect_failures < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            c.stop(timeout=2)
+    said = [r for r in caplog.records if "cannot reach the broker" in r.getMessage()]
+    assert c.connect_failures >= 2
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "connection refused" in said[0].getMessage()

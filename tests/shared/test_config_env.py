@@ -162,3 +162,20 @@ def test_store_password_file_refused_where_it_makes_no_sense(
 def test_with_password_keeps_an_encoded_user() -> None:
     assert with_password("postgresql://a%40b@h/db", "x") == "postgresql://a%40b:x@h/db"
     assert with_password("postgresql://h/db?x=1", "p w") == "postgresql://:p%20w@h/db?x=1"
+
+
+def test_tls_files_that_cannot_load_are_config_errors_naming_the_key(tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from sanduan.shared.config import TlsConfig, configure_tls
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    m = MqttConfig(broker="mqtts://h:8883", tls=TlsConfig(ca_file=tmp_path / "ca.pem"))
+    with pytest.raises(ConfigError) as info:
+        configure_tls(client, m, "uplink")
+    assert info.value.key == "uplink.tls.ca_file" and info.value.file == str(tmp_path / "ca.pem")
+    (tmp_path / "ca.pem").write_text("garbage\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        configure_tls(mqtt.Client(CallbackAPIVersion.VERSION2), m, "mqtt")
+    assert info.value.key == "mqtt.tls" and "cannot load" in info.value.reason

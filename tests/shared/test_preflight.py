@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -213,7 +215,7 @@ def test_mqtt_probe_against_the_local_broker_and_a_closed_port() -> None:
 def test_mqtt_probe_tells_bad_credentials_from_tls_failures(tmp_path: Path) -> None:
     if not have_mosquitto_tls():
         pytest.skip("needs mosquitto, mosquitto_passwd and openssl")
-    broker = TlsBroker.start(tmp_path, {"S1": "s1-pw"})
+    broker = TlsBroker.start(tmp_path, {"S1": "s1-pw", "central": "c-pw"})
     try:
         url = f"mqtts://127.0.0.1:{broker.port}"
         good = tmp_path / "good"
@@ -221,6 +223,8 @@ def test_mqtt_probe_tells_bad_credentials_from_tls_failures(tmp_path: Path) -> N
         tls = TlsConfig(ca_file=broker.ca)
         m = MqttConfig(broker=url, username="S1", password_file=good, tls=tls)
         assert "accepted the connection as S1" in preflight.mqtt_connect(m, 5.0)
+        assert preflight.tls_load_check("uplink.tls", m).status == "ok"
+        _probe_keeps_the_services_session(broker, m)
 
         bad = m.model_copy(update={"password_file": None, "password": "wrong"})
         with pytest.raises(ProbeFailed) as info:
@@ -243,3 +247,81 @@ def test_mqtt_probe_times_out_on_a_silent_port() -> None:
         port = server.getsockname()[1]
         with pytest.raises(ProbeFailed, match=r"no answer to CONNECT within 0\.5 s"):
             preflight.mqtt_connect(MqttConfig(broker=f"mqtt://127.0.0.1:{port}"), 0.5)
+
+
+def test_tls_files_that_are_not_pem_are_an_error_offline(tmp_path: Path) -> None:
+    (tmp_path / "buf").mkdir()
+    (tmp_path / "ca.pem").write_text("not a certificate\n", encoding="utf-8")
+    cfg = _station(tmp_path, bus=[], uplink={"tls": {"ca_file": str(tmp_path / "ca.pem")}})
+    by = _by_what(preflight.station_checks(cfg, Probes()))
+    assert by["uplink.tls.ca_file"].status == "ok"  # readable ...
+    assert by["uplink.tls"].status == "error"  # ... but no certificate
+    assert "PEM" in by["uplink.tls"].fix
+
+
+def _client(broker: TlsBroker, user: str, pw: str) -> Any:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=user, protocol=MQTTProtocolVersion.MQTTv5
+    )
+    c.username_pw_set(user, pw)
+    c.tls_set(ca_certs=str(broker.ca))
+    return c
+
+
+def _probe_keeps_the_services_session(broker: TlsBroker, m: MqttConfig) -> None:
+    """The shipped broker binds client ids to user names: the probe gets the station's own
+    session. What the broker queued for the station must still reach the station afterwards."""
+    import threading
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from sanduan.shared.topics import ack_topic
+
+    def props() -> Properties:
+        p = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        p.SessionExpiryInterval = 600
+        return p
+
+    got: list[bytes] = []
+    present: list[bool] = []
+    ready = threading.Event()
+    station = _client(broker, "S1", "s1-pw")
+
+    def on_connect(c: Any, u: Any, flags: Any, rc: Any, p: Any) -> None:
+        present.append(bool(flags.session_present))
+        c.subscribe(ack_topic("S1"), qos=1)
+
+    station.on_connect = on_connect
+    station.on_subscribe = lambda *a: ready.set()
+    station.on_message = lambda c, u, msg: got.append(msg.payload)
+    station.connect("127.0.0.1", broker.port, clean_start=False, properties=props())
+    station.loop_start()
+    assert ready.wait(5)
+    station.disconnect()
+    station.loop_stop()
+
+    centre = _client(broker, "central", "c-pw")
+    centre.connect("127.0.0.1", broker.port)
+    centre.loop_start()
+    centre.publish(ack_topic("S1"), b"queued while offline", qos=1).wait_for_publish(5)
+    centre.disconnect()
+    centre.loop_stop()
+
+    assert "accepted" in preflight.mqtt_connect(m, 5.0)  # takes S1's session for a moment
+
+    station = _client(broker, "S1", "s1-pw")
+    station.on_connect = lambda c, u, flags, rc, p: present.append(bool(flags.session_present))
+    station.on_message = lambda c, u, msg: got.append(msg.payload)
+    station.connect("127.0.0.1", broker.port, clean_start=False, properties=props())
+    station.loop_start()
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.05)
+    station.disconnect()
+    station.loop_stop()
+    assert present == [False, True]
+    assert got == [b"queued while offline"]

@@ -80,7 +80,7 @@ from sanduan.central.metrics import LAG_BUCKETS_S, MetricsServer
 from sanduan.central.store import DEAD_LETTER_KEEP, Store, StoreResult, open_store
 from sanduan.shared import topics
 from sanduan.shared.clock import Clock, clock_from_env
-from sanduan.shared.config import CentralConfig, IngestConfig
+from sanduan.shared.config import CentralConfig, IngestConfig, configure_tls
 from sanduan.shared.errors import SanduanError, StoreError, WireFormatError
 from sanduan.shared.logs import RateLimitedLog, describe_connect_error
 from sanduan.shared.metrics import Histogram
@@ -873,14 +873,7 @@ class Collector:
         if m.username:
             client.username_pw_set(m.username, m.resolved_password())
         if m.use_tls:
-            tls = m.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-            )
-            if tls is not None and tls.insecure:
-                client.tls_insecure_set(True)
+            configure_tls(client, m, "mqtt")
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

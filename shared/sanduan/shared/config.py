@@ -115,6 +115,47 @@ class MqttConfig(Strict):
         return self.password
 
 
+def configure_tls(client: Any, m: MqttConfig, section: str) -> None:
+    """Set up TLS on the paho ``client`` from ``m.tls`` (the system's CAs without ``ca_file``).
+
+    A TLS file that is missing or not a certificate/key is a ConfigError naming the key
+    (``section.tls.ca_file``) and the file, not a traceback from the ssl module.
+    """
+    import ssl
+
+    tls = m.tls
+    files = {
+        "ca_file": tls.ca_file if tls else None,
+        "cert_file": tls.cert_file if tls else None,
+        "key_file": tls.key_file if tls else None,
+    }
+    prefix = f"{section}.tls" if section else "tls"
+    for key, path in files.items():
+        if path is not None and not path.is_file():
+            raise ConfigError(
+                str(path),
+                f"{prefix}.{key}",
+                "no such file: put it there, readable by the service's user, or correct the path",
+            )
+    try:
+        client.tls_set(
+            ca_certs=str(files["ca_file"]) if files["ca_file"] else None,
+            certfile=str(files["cert_file"]) if files["cert_file"] else None,
+            keyfile=str(files["key_file"]) if files["key_file"] else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ssl.SSLError, ValueError) as e:
+        named = [str(v) for v in files.values() if v is not None]
+        raise ConfigError(
+            ", ".join(named) or "the system CA certificates",
+            prefix,
+            f"cannot load: {e}; check that they are PEM certificates (and that the key matches"
+            " the certificate)",
+        ) from None
+    if tls is not None and tls.insecure:
+        client.tls_insecure_set(True)
+
+
 def _model_key(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:

@@ -32,6 +32,7 @@ from sanduan.shared.config import (
     Hj212Credentials,
     MqttConfig,
     StationConfig,
+    configure_tls,
     read_secret,
     split_hostport,
 )
@@ -84,10 +85,12 @@ def summary(checks: Sequence[Check], more_warnings: int = 0) -> str:
 class ProbeFailed(Exception):
     """A probe could not do what ``run`` will do; ``reason`` and ``fix`` are for the operator."""
 
-    def __init__(self, reason: str, fix: str) -> None:
+    def __init__(self, reason: str, fix: str, *, retry_311: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.fix = fix
+        self.retry_311 = retry_311
+        """The broker may not speak MQTT 5: worth trying 3.1.1."""
 
 
 # --- files and directories -------------------------------------------------------------------
@@ -190,48 +193,70 @@ _CREDENTIAL_CODES = {4, 5, 134, 135}
 
 
 def mqtt_connect(cfg: MqttConfig, timeout_s: float) -> str:
+    """Connect to the broker as :func:`mqtt_try` says; with ``protocol = "auto"``, MQTT 5 and
+    then 3.1.1 if the broker does not speak 5 (as the agent and the collector do)."""
+    if cfg.protocol != "auto":
+        return mqtt_try(cfg, timeout_s, v5=cfg.protocol == "5")
+    try:
+        return mqtt_try(cfg, timeout_s, v5=True)
+    except ProbeFailed as e:
+        if not e.retry_311:
+            raise
+    return mqtt_try(cfg, timeout_s, v5=False) + " (MQTT 3.1.1)"
+
+
+_V5_UNSUPPORTED = {1, 132}
+"""CONNACK codes of a broker that does not speak MQTT 5 (3.1.1 "unacceptable protocol")."""
+
+
+def mqtt_try(cfg: MqttConfig, timeout_s: float, *, v5: bool) -> str:
     """Connect to the broker with the section's credentials and TLS, then disconnect.
 
-    Uses a client id of its own, so a running agent or collector keeps its session.
+    It asks for a client id of its own, but a broker that binds client ids to user names (the
+    shipped Mosquitto configuration) gives it the service's id, and with it the service's
+    session. So it never starts a clean session: it resumes (``clean_start`` false, the
+    session's expiry kept), acknowledges nothing (what the broker had queued is delivered again
+    to the service), and removes only a session that did not exist before it connected.
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     where = f"{cfg.host}:{cfg.port}"
-    v5 = cfg.protocol == "5"
+    client_id = f"sanduan-check-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"sanduan-check-{os.getpid()}-{time.monotonic_ns() % 1_000_000}",
+        client_id=client_id,
+        clean_session=None if v5 else False,
         protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        manual_ack=True,
     )
     client.connect_timeout = timeout_s
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.resolved_password())
     if cfg.use_tls:
-        tls = cfg.tls
         try:
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        except (OSError, ValueError) as e:
-            raise ProbeFailed(
-                f"TLS set-up failed: {e}", "check the tls.ca_file, cert_file and key_file"
-            ) from None
-        if tls is not None and tls.insecure:
-            client.tls_insecure_set(True)
+            configure_tls(client, cfg, "")
+        except ConfigError as e:
+            raise ProbeFailed(f"TLS set-up failed: {e}", "correct the TLS files") from None
     answered = threading.Event()
     result: list[Any] = []
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        result.append(reason)
+        result.append((reason, bool(flags.session_present)))
         answered.set()
 
     client.on_connect = on_connect
+    kw: dict[str, Any] = {}
+    if v5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        # A resumed session keeps the service's expiry.
+        props.SessionExpiryInterval = int(getattr(cfg, "session_expiry_s", 86_400))
+        props.ReceiveMaximum = 1
+        kw = {"clean_start": False, "properties": props}
     try:
-        client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout_s) + 5))
+        client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout_s) + 5), **kw)
     except (OSError, ValueError) as e:
         reason = describe_connect_error(e)
         fix = "check that the broker runs there and the address in the config"
@@ -244,10 +269,15 @@ def mqtt_connect(cfg: MqttConfig, timeout_s: float) -> str:
     try:
         while not answered.is_set() and time.monotonic() < deadline:
             client.loop(timeout=0.1)
-    finally:
-        if result and not result[0].is_failure:
-            client.disconnect()
+        if result and not result[0][0].is_failure:
+            if v5 and not result[0][1]:  # a session of its own: remove it when leaving
+                gone = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+                gone.SessionExpiryInterval = 0
+                client.disconnect(properties=gone)
+            else:
+                client.disconnect()
             client.loop(timeout=0.1)
+    finally:
         sock = client.socket()
         if sock is not None:
             sock.close()
@@ -255,14 +285,54 @@ def mqtt_connect(cfg: MqttConfig, timeout_s: float) -> str:
         raise ProbeFailed(
             f"{where}: no answer to CONNECT within {timeout_s:g} s",
             "check that this port speaks MQTT (TLS on mqtts://, plain on mqtt://)",
+            retry_311=v5,
         )
-    reason = result[0]
+    reason, present = result[0]
     if reason.is_failure:
         fix = "check the broker's log"
         if int(reason.value) in _CREDENTIAL_CODES:
             fix = "check username and the password (file) against the broker's password file/ACL"
-        raise ProbeFailed(f"{where}: the broker refused: {reason}", fix)
+        raise ProbeFailed(
+            f"{where}: the broker refused: {reason}",
+            fix,
+            retry_311=v5 and int(reason.value) in _V5_UNSUPPORTED,
+        )
+    if not v5 and not present:
+        _forget_311_session(cfg, client_id, timeout_s)
     return f"{where} accepted the connection" + (f" as {cfg.username}" if cfg.username else "")
+
+
+def _forget_311_session(cfg: MqttConfig, client_id: str, timeout_s: float) -> None:
+    """Remove the MQTT 3.1.1 session the probe made (a clean-session connection on its id)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=True,
+        protocol=MQTTProtocolVersion.MQTTv311,
+    )
+    client.connect_timeout = timeout_s
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.resolved_password())
+    if cfg.use_tls:
+        configure_tls(client, cfg, "")
+    done = threading.Event()
+    client.on_connect = lambda *a: done.set()
+    try:
+        client.connect(cfg.host, cfg.port)
+        deadline = time.monotonic() + timeout_s
+        while not done.is_set() and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+        client.disconnect()
+        client.loop(timeout=0.1)
+    except (OSError, ValueError):
+        pass  # it connected a moment ago; at worst an empty session is left behind
+    finally:
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
 
 
 @dataclass(frozen=True)
@@ -314,7 +384,28 @@ def mqtt_checks(prefix: str, m: MqttConfig) -> list[Check]:
                     "give both (client certificate) or neither",
                 )
             )
+        elif not count(out, "error"):
+            out.append(tls_load_check(f"{prefix}.tls", m))
     return out
+
+
+def tls_load_check(what: str, m: MqttConfig) -> Check:
+    """The TLS files load as the MQTT client will load them (PEM, key matching certificate)."""
+    tls = m.tls
+    assert tls is not None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls.ca_file is not None:
+            ctx.load_verify_locations(str(tls.ca_file))
+        if tls.cert_file is not None:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        return error(
+            what,
+            f"cannot load: {e}",
+            "give PEM files: the CA certificate, and a client certificate with its key",
+        )
+    return ok(what, "certificates load")
 
 
 def hj212_password_check(what: str, c: Hj212Credentials) -> Check | None:

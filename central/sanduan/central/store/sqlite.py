@@ -53,6 +53,12 @@ class SqliteStore(SqlStore):
                 f"{self.url}: there is no database file {Path(self.path).resolve()};"
                 " create it with `sanduan central migrate`"
             )
+        parent = Path(self.path).absolute().parent
+        if not memory and not parent.is_dir():
+            raise StoreError(
+                f"{self.url}: the directory {parent} does not exist: create it, writable by the"
+                " collector's user, or change central.store"
+            )
         mode = "rwc" if create else "rw"
         target = self.path if memory else f"{Path(self.path).absolute().as_uri()}?mode={mode}"
         with self._guard("open the database"):

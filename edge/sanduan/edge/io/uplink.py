@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from sanduan.shared import topics, wire
 from sanduan.shared.clock import Clock
-from sanduan.shared.config import UplinkConfig
+from sanduan.shared.config import UplinkConfig, configure_tls
 from sanduan.shared.errors import LinkError, WireFormatError
 from sanduan.shared.logs import RateLimitedLog, describe_connect_error
 from sanduan.shared.topics import Kind
@@ -151,15 +150,7 @@ class Uplink:
         if self.username is not None:
             client.username_pw_set(self.username, self.cfg.resolved_password())
         if self.cfg.use_tls and not self.embedded:
-            tls = self.cfg.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls is not None and tls.insecure:
-                client.tls_insecure_set(True)
+            configure_tls(client, self.cfg, "uplink")
         will = wire.encode(
             wire.Status.last_will(
                 self.station, self._now_ms(), self.agent_version, stream=self.stream
