@@ -194,6 +194,10 @@ class Agent:
     forwarding what the buffer holds, stops taking new readings (each one not stored is counted
     in :attr:`not_stored` and the heartbeat; one ERROR a minute says so) and tries again every
     ``commit_interval_s``; it resumes by itself when the disk takes writes again.
+
+    :meth:`request_reload` (``push-config``, SIGHUP; see :mod:`sanduan.edge.commands`) ends the
+    task group as a stop does and runs it again on the new configuration, in the same process
+    and with the same buffer file.
     """
 
     def __init__(

@@ -283,7 +283,10 @@ class CommandService:
         if not ranges:
             return Outcome(False, "refused", f"resend: {note or 'nothing to resend'}")
         req = ResendRequest(self.station, tuple(ranges), self._now_ms(), "command", fwd.stream)
-        fwd.inbox.put_nowait(("msg", req))
+        try:
+            fwd.inbox.put_nowait(("msg", req))
+        except asyncio.QueueFull:
+            return Outcome(False, "failed", "resend: the agent's inbox is full; ask again later")
         shown = ",".join(f"{a}-{b}" for a, b in ranges)
         return Outcome(True, "done", f"resending seq {shown}" + (f" ({note})" if note else ""))
 
