@@ -331,7 +331,7 @@ class Agent:
                 await self._run_once(stop)
                 new = self._next_config
                 if stop.is_set() or new is None:
-                    return
+                    break
                 self._reload.clear()
                 self._next_config = None
                 self.config = new
@@ -341,6 +341,11 @@ class Agent:
                 log.info("reloaded the configuration of station %s", new.station.id)
         finally:
             self.commands.close()
+        if self.write_error is not None or self._pending:
+            raise AgentFailed(
+                f"stopped with the buffer not writable ({self.write_error});"
+                f" {self.not_stored} readings were not stored"
+            )
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -420,11 +425,6 @@ class Agent:
             if isinstance(first, CorruptBufferError):
                 raise first
             raise AgentFailed(f"the agent stopped on a failure: {first}") from first
-        if self.write_error is not None or self._pending:
-            raise AgentFailed(
-                f"stopped with the buffer not writable ({self.write_error});"
-                f" {self.not_stored} readings were not stored"
-            )
 
     def _hj212_links(self) -> list[Any]:
         """One link per ``[[hj212]]`` platform; cursors of platforms no longer configured are

@@ -145,7 +145,7 @@ class Forwarder:
     ) -> None:
         self.db = db
         self.on_command = on_command
-        """Runs the centre's commands (:mod:`sanduan.edge.commands`); None: refused."""
+        """Runs the centre's commands (:mod:`sanduan.edge.commands`); None: they are ignored."""
         self.cfg = cfg
         self.station = station
         self.stream = db.outbox.stream
