@@ -147,6 +147,9 @@ if has_role edge || has_role central; then
     # (StateDirectory=, CacheDirectory=); logs go to the journal (journalctl -u 'sanduan-*').
     mkdir -p "$ETC" "$ROOT/var/lib/sanduan" "$ROOT/var/cache/sanduan"
     chmod 0755 "$ETC"
+    # The agent's push-config (docs/commands.md) replaces station.toml in place: the group
+    # sanduan may write the directory on a gateway.
+    if has_role edge; then chmod 0775 "$ETC"; fi
     chmod 0750 "$ROOT/var/lib/sanduan" "$ROOT/var/cache/sanduan"
     owned root:sanduan "$ETC"
     owned sanduan:sanduan "$ROOT/var/lib/sanduan" "$ROOT/var/cache/sanduan"

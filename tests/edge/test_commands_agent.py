@@ -244,3 +244,28 @@ def test_sighup_reloads_and_refuses_an_invalid_file(
             proc.terminate()
             proc.wait(20)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_a_push_on_trial_at_a_stop_is_tried_again_after_the_restart(
+    tmp_path: Path, station_id: str, mosquitto: int
+) -> None:
+    from sanduan.edge.commands import CommandLog
+
+    cfg = tmp_path / "station.toml"
+    text = station_toml(station_id, tmp_path / "buffer.db", mosquitto, confirm_s=5)
+    cfg.write_text(text, encoding="utf-8")
+    log = CommandLog(tmp_path / "buffer.db")  # as left by a power cut during the trial
+    log.start("c-before", "push-config", int(time.time() * 1000))
+    log.start("c-other", "poll-now", int(time.time() * 1000))
+    log.close()
+    st = Station(cfg, station_id, period_s=0.1)
+    st.acker.start()
+    st.agent.start()
+    try:
+        assert st.acker.wait_for(lambda a: len(a.results) >= 2, 10)
+        got = {r.command_id: r for r in st.acker.results}
+        assert (got["c-before"].state, got["c-before"].config_sha256) == ("applied", sha(text))
+        assert got["c-other"].state == "failed" and "stopped" in got["c-other"].message
+    finally:
+        st.agent.stop()
+        st.acker.stop()

@@ -196,6 +196,10 @@ class Agent:
     forwarding what the buffer holds, stops taking new readings (each one not stored is counted
     in :attr:`not_stored` and the heartbeat; one ERROR a minute says so) and tries again every
     ``commit_interval_s``; it resumes by itself when the disk takes writes again.
+
+    :meth:`request_reload` (``push-config``, SIGHUP; see :mod:`sanduan.edge.commands`) ends the
+    task group as a stop does and runs it again on the new configuration, in the same process
+    and with the same buffer file.
     """
 
     def __init__(
@@ -333,7 +337,7 @@ class Agent:
                 await self._run_once(stop)
                 new = self._next_config
                 if stop.is_set() or new is None:
-                    return
+                    break
                 self._reload.clear()
                 self._next_config = None
                 self.config = new
@@ -343,6 +347,11 @@ class Agent:
                 log.info("reloaded the configuration of station %s", new.station.id)
         finally:
             self.commands.close()
+        if self.write_error is not None or self._pending:
+            raise AgentFailed(
+                f"stopped with the buffer not writable ({self.write_error});"
+                f" {self.not_stored} readings were not stored"
+            )
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         cfg = self.config
@@ -425,11 +434,6 @@ class Agent:
             if isinstance(first, CorruptBufferError):
                 raise first
             raise AgentFailed(f"the agent stopped on a failure: {first}") from first
-        if self.write_error is not None or self._pending:
-            raise AgentFailed(
-                f"stopped with the buffer not writable ({self.write_error});"
-                f" {self.not_stored} readings were not stored"
-            )
 
     def _hj212_links(self) -> list[Any]:
         """One link per ``[[hj212]]`` platform; cursors of platforms no longer configured are

@@ -156,7 +156,6 @@ class CommandService:
         self.trial_name = ""
         self._level_revert: tuple[float, int] | None = None
         self.config_sha256: str | None = self._file_sha()
-        self.counts: dict[str, int] = {}
         self._resumed = False
 
     # -- helpers ---------------------------------------------------------------------------
@@ -190,7 +189,6 @@ class CommandService:
         result = outcome.result(self.station, cmd_id, self._now_ms())
         lg = self._open_log()
         await asyncio.to_thread(lg.answer, result, name)
-        self.counts[outcome.state] = self.counts.get(outcome.state, 0) + 1
         level = logging.INFO if outcome.ok else logging.WARNING
         log.log(level, "command %s (%s): %s: %s", cmd_id, name, outcome.state, outcome.message)
         await self._send_unsent()
@@ -283,7 +281,10 @@ class CommandService:
         if not ranges:
             return Outcome(False, "refused", f"resend: {note or 'nothing to resend'}")
         req = ResendRequest(self.station, tuple(ranges), self._now_ms(), "command", fwd.stream)
-        fwd.inbox.put_nowait(("msg", req))
+        try:
+            fwd.inbox.put_nowait(("msg", req))
+        except asyncio.QueueFull:
+            return Outcome(False, "failed", "resend: the agent's inbox is full; ask again later")
         shown = ",".join(f"{a}-{b}" for a, b in ranges)
         return Outcome(True, "done", f"resending seq {shown}" + (f" ({note})" if note else ""))
 

@@ -19,6 +19,9 @@ Every ack also carries the centre's clock at commit (``time_ms``): the forwarder
 station clock's offset from it (:meth:`Forwarder.clock_sample`), reports it in every heartbeat
 (``clock_offset_s``) and sends one "clock" event when it exceeds ``clock_offset_max_s``.
 
+A :class:`~sanduan.shared.wire.Command` from the centre is handed to ``on_command`` (the
+agent's :class:`~sanduan.edge.commands.CommandService`).
+
 Messages from the link are queued (bounded) and handled one at a time by one task; the sender,
 the message handler and the heartbeat run in one :class:`asyncio.TaskGroup` (:meth:`run`), so a
 failure of any of them ends :meth:`run` with that error. A buffer that cannot be written (a full
@@ -117,7 +120,7 @@ class Forwarder:
     ) -> None:
         self.db = db
         self.on_command = on_command
-        """Runs the centre's commands (:mod:`sanduan.edge.commands`); None: refused."""
+        """Runs the centre's commands (:mod:`sanduan.edge.commands`); None: they are ignored."""
         self.cfg = cfg
         self.station = station
         self.stream = db.outbox.stream
