@@ -18,7 +18,7 @@ from tests.edge.agent_harness import AgentThread, fake, wait_until
 from tests.edge.conftest import free_port
 
 from sanduan.shared import wire
-from sanduan.shared.config import load_station_config
+from sanduan.shared.config import StationConfig, load_station_config
 from sanduan.shared.wire import Command, CommandResult
 
 pytestmark = pytest.mark.mosquitto
@@ -269,3 +269,25 @@ def test_a_push_on_trial_at_a_stop_is_tried_again_after_the_restart(
     finally:
         st.agent.stop()
         st.acker.stop()
+
+
+def test_a_reloaded_file_keeps_the_command_line_overrides(tmp_path: Path) -> None:
+    """``run --mqtt-password-file`` (the systemd credential) holds for every reloaded file too:
+    a SIGHUP or a push must not fall back to the file's own ``password_file``."""
+    from sanduan.edge.app import Agent
+    from sanduan.shared.clock import SystemClock
+
+    path = tmp_path / "station.toml"
+    path.write_text(station_toml("t-overrides", tmp_path / "b.db", 1883), encoding="utf-8")
+    secret = tmp_path / "credential"
+
+    def overrides(cfg: StationConfig) -> StationConfig:
+        login = {"password_file": secret, "password": None}
+        return cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+
+    cfg = overrides(load_station_config(path))
+    agent = Agent(cfg, source=fake(1.0), clock=SystemClock(), config_path=path, overrides=overrides)
+    got = agent.commands._validate(path, str(path))
+    assert not isinstance(got, str), got
+    assert got.uplink.password_file == secret
+    assert load_station_config(path).uplink.password_file is None

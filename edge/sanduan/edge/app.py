@@ -212,6 +212,7 @@ class Agent:
         version: str | None = None,
         config_path: Path | str | None = None,
         source_factory: Callable[[StationConfig], ReadingSource] | None = None,
+        overrides: Callable[[StationConfig], StationConfig] | None = None,
     ) -> None:
         from sanduan.edge.commands import CommandService
 
@@ -219,6 +220,9 @@ class Agent:
         self.source = source
         self.source_factory = source_factory
         """Makes the reading source of a reloaded configuration (None: keep ``source``)."""
+        self.overrides = overrides or (lambda c: c)
+        """What the command line changes in a station file (``--mqtt-password-file``): applied
+        to every file reloaded (SIGHUP, push-config), as it was at start-up."""
         self.clock = clock or clock_from_env()
         self.db_path = Path(db_path) if db_path is not None else config.buffer.path
         self.version = version or agent_version()
@@ -532,6 +536,7 @@ def run_agent(
     db_path: Path | str | None = None,
     config_path: Path | str | None = None,
     source_factory: Callable[[StationConfig], ReadingSource] | None = None,
+    overrides: Callable[[StationConfig], StationConfig] | None = None,
 ) -> None:
     """Run the agent until SIGTERM or SIGINT, then shut down cleanly; SIGHUP reloads the
     station file ``config_path``."""
@@ -549,6 +554,7 @@ def run_agent(
             db_path=db_path,
             config_path=config_path,
             source_factory=source_factory,
+            overrides=overrides,
         )
         loop.add_signal_handler(signal.SIGHUP, agent.reload_from_file)
         await agent.run(stop)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from sanduan.shared.config import StationConfig
 
 app = typer.Typer(
     help="The station edge agent: poll, buffer, grade, forward.", no_args_is_help=True
@@ -91,9 +94,7 @@ def check_config(  # noqa: PLR0917 (typer: one parameter per option)
         cfg = load_station_config(config)
     except ConfigError as exc:
         _fail("check-config", str(exc))
-    if mqtt_password_file is not None:
-        login = {"password_file": mqtt_password_file, "password": None}
-        cfg = cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+    cfg = _login_overrides(mqtt_password_file)(cfg)
     try:
         lines, warnings = station_report(config)
     except ConfigError as exc:
@@ -121,6 +122,18 @@ def check_config(  # noqa: PLR0917 (typer: one parameter per option)
         _fail("check-config", f"{bad}: fix {'these' if errors > 1 else 'this'} before `run`")
     if strict and warnings:
         raise typer.Exit(1)
+
+
+def _login_overrides(password_file: Path | None) -> Callable[[StationConfig], StationConfig]:
+    """What ``--mqtt-password-file`` changes in a station file (for ``run``, every reload too)."""
+
+    def apply(cfg: StationConfig) -> StationConfig:
+        if password_file is None:
+            return cfg
+        login = {"password_file": password_file, "password": None}
+        return cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+
+    return apply
 
 
 def _parameter_name(code: str) -> str:
@@ -286,10 +299,8 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
 
     configure_logging(log_level, log_format)
     try:
-        cfg = load_station_config(config)
-        if mqtt_password_file is not None:
-            login = {"password_file": mqtt_password_file, "password": None}
-            cfg = cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+        overrides = _login_overrides(mqtt_password_file)
+        cfg = overrides(load_station_config(config))
         clock = clock_from_env()
         source = (
             FakeSource.parse(fake_source, clock)
@@ -299,7 +310,13 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
         # A reload (SIGHUP, push-config) makes the buses anew; a fake source stays.
         factory = None if fake_source is not None else (lambda _: BusSource(config, clock))
         run_agent(
-            cfg, source=source, clock=clock, db_path=db, config_path=config, source_factory=factory
+            cfg,
+            source=source,
+            clock=clock,
+            db_path=db,
+            config_path=config,
+            source_factory=factory,
+            overrides=overrides,
         )
     except AgentFailed as exc:
         _fail("run", str(exc), RUN_FAILED)

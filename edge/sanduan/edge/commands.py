@@ -292,7 +292,7 @@ class CommandService:
 
     def _validate(self, path: Path, shown: str) -> StationConfig | str:
         try:
-            new = load_station_config(path)
+            new = self.agent.overrides(load_station_config(path))
         except ConfigError as e:
             return str(e).replace(str(path), shown)
         why = check_push(self.agent.config, new)
