@@ -210,28 +210,15 @@ def run_command(
     ] = None,
 ) -> None:
     """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT."""
-    from sanduan.edge.app import AgentFailed, BusSource, FakeSource, configure_logging, run_agent
-    from sanduan.edge.io.outbox import BufferWriteError
-    from sanduan.shared.clock import clock_from_env
-    from sanduan.shared.config import load_station_config
-    from sanduan.shared.errors import SanduanError
+    # ``sanduan edge run`` normally starts in sanduan.edge.runner without typer; this command
+    # is the same agent for what that fast path leaves to typer (see sanduan.edge.runner).
+    from sanduan.edge.runner import run
 
-    configure_logging(log_level, log_format)
-    try:
-        cfg = load_station_config(config)
-        clock = clock_from_env()
-        source = (
-            FakeSource.parse(fake_source, clock)
-            if fake_source is not None
-            else BusSource(config, clock)
-        )
-        run_agent(cfg, source=source, clock=clock, db_path=db)
-    except AgentFailed as exc:
-        _fail("run", str(exc), RUN_FAILED)
-    except BufferWriteError as exc:
-        _fail("run", str(exc), RUN_FAILED)
-    except SanduanError as exc:  # configuration, a damaged buffer: an operator must act
-        _fail("run", str(exc))
+    code, message = run(
+        config, db=db, log_level=log_level, log_format=log_format, fake_source=fake_source
+    )
+    if code:
+        _fail("run", message, code)
 
 
 @app.command("outbox")
