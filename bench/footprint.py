@@ -11,8 +11,10 @@ each every second, buffers in SQLite (synchronous FULL) and forwards to the MQTT
 
 One run per grading set-up: ``aot`` (``grading.engine = "numba"`` with the kernels compiled ahead
 of time, the default), ``jit`` (the same engine on numba's JIT, the fallback where the package
-was built without a C compiler; ``SANDUAN_KERNELS=jit``) and ``numpy``
-(``grading.engine = "numpy"``). "Grading ready" is what the agent logs when it has created its
+was built without a C compiler; ``SANDUAN_KERNELS=jit``), ``numpy``
+(``grading.engine = "numpy"``) and ``aot-OO`` (``aot`` with ``PYTHONOPTIMIZE=2``, the interpreter
+keeping no docstrings or asserts: an option of the service's environment, docs/benchmarks.md).
+"Grading ready" is what the agent logs when it has created its
 :class:`~sanduan.edge.grader.Grader`: the time to build the grading tables and to load (and
 call once) the kernel, i.e. how long the first batch after start waits for grading; its CPU time
 too, the figure to read on a loaded machine. The bench byte-compiles sanduan first, as
@@ -58,12 +60,26 @@ TARGET_HWM_MIB = 64.0
 TARGET_FIRST_MS = 10.0
 TARGET_CPU = 3.0
 
-SETUPS = {
-    # name: (grading.engine, SANDUAN_KERNELS)
-    "aot": ("numba", "aot"),
-    "jit": ("numba", "jit"),
-    "numpy": ("numpy", "auto"),
+SETUPS: dict[str, tuple[str, str, int]] = {
+    # name: (grading.engine, SANDUAN_KERNELS, PYTHONOPTIMIZE)
+    "aot": ("numba", "aot", 0),
+    "jit": ("numba", "jit", 0),
+    "numpy": ("numpy", "auto", 0),
+    "aot-OO": ("numba", "aot", 2),
 }
+AGENT_PACKAGES = (
+    "numpy",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_inspection",
+    "typing_extensions",
+    "paho",
+    "pymodbus",
+    "serial",
+    "msgpack",
+)
+"""What the agent imports besides the standard library and sanduan (byte-compiled for -OO)."""
 
 
 def station_toml(station: str, port: str, db: Path, broker_port: int, engine: str) -> str:
@@ -121,16 +137,28 @@ def first_grading(log_text: str) -> tuple[float, float, str]:
     return float(m.group(1)), float(m.group(2)), m.group(3)
 
 
-def compile_sources() -> None:
+def compile_sources(optimize: int = 0) -> None:
     """Byte-compile sanduan as an installed package is (pip writes the .pyc files at install),
     so that the agent does not compile its modules at every start where the environment says
-    PYTHONDONTWRITEBYTECODE."""
+    PYTHONDONTWRITEBYTECODE. With ``optimize`` 2 (``-OO``, which pip does not write) also the
+    libraries the agent imports, as a deployment that sets PYTHONOPTIMIZE=2 would."""
     for part in ("edge", "central", "shared", "hil"):
-        compileall.compile_dir(ROOT / part / "sanduan", quiet=1)
+        compileall.compile_dir(ROOT / part / "sanduan", quiet=1, optimize=optimize)
+    if optimize:
+        import importlib.util
+
+        for name in AGENT_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.origin is not None:
+                origin = Path(spec.origin)
+                if origin.name == "__init__.py":
+                    compileall.compile_dir(origin.parent, quiet=1, optimize=optimize)
+                else:
+                    compileall.compile_file(origin, quiet=1, optimize=optimize)
 
 
 def measure(
-    seconds: float, broker_port: int, engine: str, kernels: str
+    seconds: float, broker_port: int, engine: str, kernels: str, optimize: int = 0
 ) -> tuple[float, float, int, float, str]:
     """(peak RSS MiB, CPU % of one core, readings acknowledged, start-up high-water mark MiB,
     the agent's log) of one agent run."""
@@ -155,7 +183,11 @@ def measure(
                 [sanduan, "edge", "run", "--config", str(cfg)],
                 stdout=log,
                 stderr=log,
-                env={**os.environ, "SANDUAN_KERNELS": kernels},
+                env={
+                    **os.environ,
+                    "SANDUAN_KERNELS": kernels,
+                    "PYTHONOPTIMIZE": str(optimize) if optimize else "",
+                },
             )
             p = psutil.Process(proc.pid)
             time.sleep(WARMUP_S)
@@ -188,8 +220,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=1883, help="MQTT broker port")
     ap.add_argument(
         "--kernels",
-        default="aot,jit,numpy",
-        help="comma-separated set-ups: aot (default engine), jit (its fallback), numpy",
+        default="aot,jit,numpy,aot-OO",
+        help="comma-separated set-ups: aot (default engine), jit (its fallback), numpy,"
+        " aot-OO (aot with PYTHONOPTIMIZE=2: no docstrings or asserts in memory)",
     )
     a = ap.parse_args()
     setups = [k.strip() for k in a.kernels.split(",") if k.strip()]
@@ -197,16 +230,18 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown set-up(s) {unknown}; choose from {sorted(SETUPS)}")
     compile_sources()
+    if any(SETUPS[k][2] for k in setups):
+        compile_sources(optimize=2)
     print(
         f"sanduan edge run, 3 simulated devices polled every 1 s, {a.seconds:.0f} s each;"
         f" peer (ThingsBoard IoT Gateway 3.8.5): {PEER_MIB:.0f} MiB peak RSS"
     )
     for name in setups:
-        engine, kernels = SETUPS[name]
-        peak, cpu, received, hwm, log_text = measure(a.seconds, a.port, engine, kernels)
+        engine, kernels, optimize = SETUPS[name]
+        peak, cpu, received, hwm, log_text = measure(a.seconds, a.port, engine, kernels, optimize)
         first, first_cpu, graded_by = first_grading(log_text)
         print(
-            f"  {name:5s}  steady peak RSS {peak:5.1f} MiB (target <= {TARGET_PEAK_MIB:.0f}:"
+            f"  {name:6s}  steady peak RSS {peak:5.1f} MiB (target <= {TARGET_PEAK_MIB:.0f}:"
             f" {verdict(peak, TARGET_PEAK_MIB)}; vs peer {peak / PEER_MIB:.2f})"
             f"   start-up high-water {hwm:5.1f} MiB (target <= {TARGET_HWM_MIB:.0f}:"
             f" {verdict(hwm, TARGET_HWM_MIB)})"

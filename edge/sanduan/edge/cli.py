@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from sanduan.shared.config import StationConfig
+    pass
 
 app = typer.Typer(
     help="The station edge agent: poll, buffer, grade, forward.", no_args_is_help=True
@@ -94,7 +94,9 @@ def check_config(  # noqa: PLR0917 (typer: one parameter per option)
         cfg = load_station_config(config)
     except ConfigError as exc:
         _fail("check-config", str(exc))
-    cfg = _login_overrides(mqtt_password_file)(cfg)
+    from sanduan.edge.runner import login_overrides
+
+    cfg = login_overrides(mqtt_password_file)(cfg)
     try:
         lines, warnings = station_report(config)
     except ConfigError as exc:
@@ -122,18 +124,6 @@ def check_config(  # noqa: PLR0917 (typer: one parameter per option)
         _fail("check-config", f"{bad}: fix {'these' if errors > 1 else 'this'} before `run`")
     if strict and warnings:
         raise typer.Exit(1)
-
-
-def _login_overrides(password_file: Path | None) -> Callable[[StationConfig], StationConfig]:
-    """What ``--mqtt-password-file`` changes in a station file (for ``run``, every reload too)."""
-
-    def apply(cfg: StationConfig) -> StationConfig:
-        if password_file is None:
-            return cfg
-        login = {"password_file": password_file, "password": None}
-        return cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
-
-    return apply
 
 
 def _parameter_name(code: str) -> str:
@@ -291,39 +281,20 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
 ) -> None:
     """Run the station agent: poll, buffer, grade, forward. Stops cleanly on SIGTERM/SIGINT;
     SIGHUP reloads the station file (a file that does not validate is refused, logged)."""
-    from sanduan.edge.app import AgentFailed, BusSource, FakeSource, configure_logging, run_agent
-    from sanduan.edge.io.outbox import BufferWriteError
-    from sanduan.shared.clock import clock_from_env
-    from sanduan.shared.config import load_station_config
-    from sanduan.shared.errors import SanduanError
+    # ``sanduan edge run`` normally starts in sanduan.edge.runner without typer; this command
+    # is the same agent for what that fast path leaves to typer (see sanduan.edge.runner).
+    from sanduan.edge.runner import run
 
-    configure_logging(log_level, log_format)
-    try:
-        overrides = _login_overrides(mqtt_password_file)
-        cfg = overrides(load_station_config(config))
-        clock = clock_from_env()
-        source = (
-            FakeSource.parse(fake_source, clock)
-            if fake_source is not None
-            else BusSource(config, clock)
-        )
-        # A reload (SIGHUP, push-config) makes the buses anew; a fake source stays.
-        factory = None if fake_source is not None else (lambda _: BusSource(config, clock))
-        run_agent(
-            cfg,
-            source=source,
-            clock=clock,
-            db_path=db,
-            config_path=config,
-            source_factory=factory,
-            overrides=overrides,
-        )
-    except AgentFailed as exc:
-        _fail("run", str(exc), RUN_FAILED)
-    except BufferWriteError as exc:
-        _fail("run", str(exc), RUN_FAILED)
-    except SanduanError as exc:  # configuration, a damaged buffer: an operator must act
-        _fail("run", str(exc))
+    code, message = run(
+        config,
+        db=db,
+        log_level=log_level,
+        log_format=log_format,
+        fake_source=fake_source,
+        mqtt_password_file=mqtt_password_file,
+    )
+    if code:
+        _fail("run", message, code)
 
 
 @app.command("outbox")

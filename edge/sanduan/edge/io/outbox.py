@@ -327,7 +327,7 @@ class Outbox:
         target_class: int = 3,
         alarm_consecutive: int = 3,
         grader: Grader | None = None,
-        cache_kib: int = 2048,
+        cache_kib: int = 512,
     ) -> None:
         self.path = Path(path)
         self.station = station
@@ -343,6 +343,8 @@ class Outbox:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA journal_size_limit=8388608")
+            # 512 KiB: draining a 300k-reading backlog holds 1.5 MiB less than with 2 MiB, at
+            # the same CPU (the OS page cache keeps the file's pages anyway).
             self.db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self.db.execute("PRAGMA temp_store=MEMORY")
             fresh = self._one("SELECT count(*) FROM sqlite_master WHERE name = 'meta'") == 0
