@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.edge.agent_harness import fake, station_config
@@ -43,6 +46,39 @@ def test_a_failed_task_stops_the_agent_with_an_error(tmp_path: Path) -> None:
         asyncio.run(go())
     with Outbox(db, station="t-fail") as ob:  # what was polled before is committed
         assert ob.next_seq - 1 == agent.committed == 5 * 4
+
+
+def test_a_commit_in_flight_when_the_agent_stops_is_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task fails while the buffer's thread is committing: the commit cannot be interrupted,
+    so the shutdown must not commit the same values again (they would go out twice, with new
+    seqs the centre cannot recognise as repeats)."""
+    db = tmp_path / "b.db"
+    cfg = station_config("t-inflight", db, free_port())
+    started = threading.Event()
+    original = Outbox.commit
+
+    def slow_commit(self: Outbox, values: list[PolledValue]) -> Any:
+        started.set()
+        time.sleep(0.3)
+        return original(self, values)
+
+    monkeypatch.setattr(Outbox, "commit", slow_commit)
+
+    class Source(FakeSource):
+        async def run(self, sink: Sink) -> None:
+            sink([PolledValue("fake", c, 1_767_225_600_000, 1.0, Flag.N) for c in self.codes])
+            while not started.is_set():  # noqa: ASYNC110 (set by the buffer's thread)
+                await asyncio.sleep(0.01)
+            raise RuntimeError("the poller broke")
+
+    src = fake(0.01)
+    agent = Agent(cfg, source=Source(src.clock, src.period_s, src.codes), clock=src.clock)
+    with pytest.raises(AgentFailed, match="the poller broke"):
+        asyncio.run(agent.run(asyncio.Event()))
+    with Outbox(db, station="t-inflight") as ob:
+        assert ob.next_seq - 1 == agent.committed == len(src.codes)
 
 
 @pytest.fixture

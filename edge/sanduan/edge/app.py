@@ -32,7 +32,7 @@ from sanduan.edge.core.metrics import heartbeat_extra
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
 from sanduan.edge.io.metrics_http import AgentProbe, serve_metrics
-from sanduan.edge.io.outbox import CorruptBufferError, Outbox, salvage, store_error
+from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared.clock import Clock, clock_from_env, wait_event
 from sanduan.shared.config import StationConfig
@@ -292,15 +292,12 @@ class Agent:
         while self._pending:
             chunk = self._pending[:rows]
             try:
-                result = await self.db.run(self.db.outbox.commit, chunk)
+                await self._commit_chunk(chunk)
             except CorruptBufferError:
                 raise
             except StoreError as e:
                 self._cannot_write(str(e))
                 return
-            del self._pending[: len(chunk)]
-            self.committed += result.count
-            self.forwarder.committed(result)
             if self.write_error is not None:
                 log.warning(
                     "the buffer takes writes again after %.0f s; %d readings were not stored",
@@ -308,6 +305,29 @@ class Agent:
                     self.not_stored - self._not_stored_at_error,
                 )
                 self.write_error = None
+
+    async def _commit_chunk(self, chunk: list[PolledValue]) -> CommitResult:
+        """Commit the first ``len(chunk)`` pending values and take them out of memory.
+
+        The commit runs on the buffer's thread, which a cancellation (a stop, a reload) cannot
+        interrupt: the commit is shielded and, when cancelled, awaited to its end and accounted
+        for before the cancellation goes on, so what it stored is never stored a second time."""
+        assert self.db is not None and self.forwarder is not None
+        task = asyncio.ensure_future(self.db.run(self.db.outbox.commit, chunk))
+
+        def done(result: CommitResult) -> CommitResult:
+            assert self.forwarder is not None
+            del self._pending[: len(chunk)]
+            self.committed += result.count
+            self.forwarder.committed(result)
+            return result
+
+        try:
+            return done(await asyncio.shield(task))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                done(await task)
+            raise
 
     def _cannot_write(self, why: str) -> None:
         if self.write_error is None:
