@@ -558,6 +558,17 @@ class Processor:
                 ch.retired.lost,
             )
         held = batch.seq
+        self.counts["readings_reread"] += result.reread
+        if result.sample_conflicts:
+            # Held (the first value kept) and acknowledged: a dead letter, no nack.
+            self.counts["readings_sample_conflict"] += result.sample_conflicting
+            self._dead(
+                src, client, "conflict", payload, at, station=msg.station, kind="batch",
+                detail=f"{result.sample_conflicting} reading(s) of batch {msg.batch_seq} (stream"
+                f" {msg.stream}) are samples another stream of the station holds with another"
+                f" value: seqs {_shown(result.sample_conflicts)}; the first stored is kept",
+            )  # fmt: skip
+            dead = "conflict"
         if result.conflicts:
             self.counts["readings_conflict"] += result.conflicting
             detail = (

@@ -30,15 +30,19 @@ import numpy as np
 import numpy.typing as npt
 
 from sanduan.central.core.dedupe import (
+    CrossStream,
     Gap,
     ReadingContent,
     Retired,
+    SampleKey,
     SeqState,
     advance,
     conflicts,
+    cross_stream,
     gaps_from_json,
     gaps_to_json,
     give_up,
+    held_before,
     resend_due,
     retire,
 )
@@ -87,7 +91,12 @@ class StoreResult:
     same content (``duplicate``), seq ranges held with different content (``conflicts``: the
     originals kept, nothing stored over them), the station's seq state after the batch, and
     the stream change the batch caused, if any (``late``: the batch belongs to a stream
-    retired before)."""
+    retired before).
+
+    Samples another stream of the station already holds (a replacement gateway reading its
+    analyzers again) are not stored: ``reread`` counts those with the same value,
+    ``sample_conflicts`` the seqs of those with another value (the first kept). Both are held
+    for the station (acknowledged); a redelivered batch counts them as ``duplicate``."""
 
     new: int
     duplicate: int
@@ -95,10 +104,16 @@ class StoreResult:
     conflicts: tuple[SeqRange, ...] = ()
     stream_change: StreamChange | None = None
     late: bool = False
+    reread: int = 0
+    sample_conflicts: tuple[SeqRange, ...] = ()
 
     @property
     def conflicting(self) -> int:
         return sum(b - a + 1 for a, b in self.conflicts)
+
+    @property
+    def sample_conflicting(self) -> int:
+        return sum(b - a + 1 for a, b in self.sample_conflicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +147,9 @@ class StationRow:
     stream: int | None = None
     lost_with_buffer: int = 0
     rejects_over_budget: int = 0
+    reread: int = 0
+    """Readings of a replacement gateway not stored because an earlier stream of the station
+    held the same sample."""
 
     @property
     def seq_state(self) -> SeqState:
@@ -337,8 +355,15 @@ def _json_dump(obj: Mapping[str, object]) -> str:
 
 
 _STATION_COLS = ", ".join(TABLES["stations"])
+_HORIZON = len(TABLES["stations"])
+"""Index, in a row of ``_station_row``, of the latest sample time of the station's retired
+streams (None: none retired)."""
 _UNTRACKED_CHUNK = 500
 """Rows per multi-row INSERT of :meth:`SqlStore.store_untracked`."""
+
+
+def _shown(ranges: Sequence[SeqRange]) -> str:
+    return ", ".join(f"{a}..{b}" for a, b in ranges[:5]) + (", ..." if len(ranges) > 5 else "")
 
 
 def _new_above(row: StationRow, stream: int) -> int | None:
@@ -384,11 +409,18 @@ class SqlStore:
         return cur
 
     def _insert_readings(
-        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
+        self,
+        cur: Any,
+        batch: Batch,
+        received_ms: int,
+        new_above: int | None = None,
+        *,
+        cross: bool = False,
     ) -> int:
         """Insert the batch's readings, skipping (station, stream, seq) already stored; returns
         new. ``new_above``: no reading of this station and stream with a higher seq is stored
-        (None: not known)."""
+        (None: not known). ``cross``: skip too the readings whose (station, code, ts_ms)
+        another stream of the station holds."""
         raise NotImplementedError
 
     def _bulk_insert(
@@ -508,7 +540,11 @@ class SqlStore:
     def _station_row(self, cur: Any, station: str) -> tuple[Any, ...]:
         """Make sure the station's row exists and lock it for this transaction (one round trip
         for a known station: the insert is tried only when the row is not there)."""
-        select = f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}"
+        select = (
+            f"SELECT {_STATION_COLS}, (SELECT MAX(s.last_ts_ms) FROM streams s"
+            " WHERE s.station = stations.station)"
+            f" FROM stations WHERE station = ?{self._for_update}"
+        )
         row: tuple[Any, ...] | None = self._x(cur, select, (station,)).fetchone()
         if row is None:
             self._x(
@@ -535,19 +571,33 @@ class SqlStore:
             stream=row[9],
             lost_with_buffer=int(row[10] or 0),
             rejects_over_budget=int(row[11] or 0),
+            reread=int(row[12] or 0),
         )
 
     def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
         ranges = seq_ranges(batch.seq)
         stream = batch.stream
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
-            row = self._to_station(self._station_row(cur, batch.station))
-            new = self._insert_readings(cur, batch, received_ms, _new_above(row, stream))
+            raw = self._station_row(cur, batch.station)
+            row = self._to_station(raw)
+            # Another stream of the station may hold some of these samples: the batch is of
+            # another stream than the current one, or reaches back to a retired one's times.
+            cross = (row.stream is not None and stream != row.stream) or (
+                raw[_HORIZON] is not None and min(batch.ts_ms) <= raw[_HORIZON]
+            )
+            new = self._insert_readings(
+                cur, batch, received_ms, _new_above(row, stream), cross=cross
+            )
             bad: tuple[SeqRange, ...] = ()
+            xs = CrossStream()
             if new < batch.count:
-                bad = self._conflicts(cur, batch, stream)
+                bad, here = self._conflicts(cur, batch, stream)
                 if bad:
                     self._conflict_event(cur, batch, stream, bad, received_ms)
+                if cross:
+                    known = row.seq_state if row.stream == stream else SeqState()
+                    xs = self._fresh(self._cross_stream(cur, batch, stream, here), known)
+                    self._record_cross(cur, batch, stream, xs, received_ms)
             change: StreamChange | None = None
             late = False
             before = row.seq_state
@@ -564,6 +614,14 @@ class SqlStore:
                     "UPDATE stations SET last_seen_ms = ? WHERE station = ?",
                     (max(row.last_seen_ms or 0, received_ms), batch.station),
                 )
+                if new:
+                    top = max(batch.ts_ms)
+                    self._x(
+                        cur,
+                        "UPDATE streams SET last_ts_ms = ? WHERE station = ? AND stream = ?"
+                        " AND (last_ts_ms IS NULL OR last_ts_ms < ?)",
+                        (top, batch.station, stream, top),
+                    )
             else:
                 after = advance(before, ranges, received_ms)
                 gaps = gaps_to_json(after.gaps) if after.gaps != row.gaps else None
@@ -584,17 +642,105 @@ class SqlStore:
                     ),
                 )
         n_bad = sum(b - a + 1 for a, b in bad)
+        n_reread = sum(b - a + 1 for a, b in xs.reread)
+        n_xbad = sum(b - a + 1 for a, b in xs.conflicts)
         return StoreResult(
             new=new,
-            duplicate=batch.count - new - n_bad,
+            duplicate=batch.count - new - n_bad - n_reread - n_xbad,
             state=after,
             conflicts=bad,
             stream_change=change,
             late=late,
+            reread=n_reread,
+            sample_conflicts=xs.conflicts,
         )
 
-    def _conflicts(self, cur: Any, batch: Batch, stream: int) -> tuple[SeqRange, ...]:
-        """Seq ranges of ``batch`` held with other content (read back in the transaction)."""
+    @staticmethod
+    def _fresh(xs: CrossStream, known: SeqState) -> CrossStream:
+        """``xs`` without the seqs ``known`` says were stored before (a redelivered batch: its
+        re-reads were counted, its conflicts recorded, the first time)."""
+
+        def keep(ranges: Sequence[SeqRange]) -> tuple[SeqRange, ...]:
+            return seq_ranges(
+                q for a, b in ranges for q in range(a, b + 1) if not held_before(known, q)
+            )
+
+        return CrossStream(keep(xs.reread), keep(xs.conflicts))
+
+    def _cross_stream(self, cur: Any, batch: Batch, stream: int, here: set[int]) -> CrossStream:
+        """Which readings of ``batch`` whose seq the stream does not hold (``here``) another
+        stream of the station holds the sample of (read back in the transaction)."""
+        missing = [i for i, q in enumerate(batch.seq) if q not in here]
+        if not missing:
+            return CrossStream()
+        codes = sorted({batch.codes[batch.code_idx[i]] for i in missing})
+        times = [batch.ts_ms[i] for i in missing]
+        rows = self._x(
+            cur,
+            "SELECT code, ts_ms, value FROM readings WHERE station = ? AND stream <> ?"
+            f" AND code IN ({', '.join('?' * len(codes))}) AND ts_ms >= ? AND ts_ms <= ?",
+            (batch.station, stream, *codes, min(times), max(times)),
+        ).fetchall()
+        elsewhere: dict[SampleKey, list[float]] = {}
+        for c, t, v in rows:
+            elsewhere.setdefault((str(c), int(t)), []).append(math.nan if v is None else float(v))
+        sent = (
+            (batch.seq[i], batch.codes[batch.code_idx[i]], batch.ts_ms[i], batch.values[i])
+            for i in missing
+        )
+        return cross_stream(sent, here, elsewhere)
+
+    def _record_cross(self, cur: Any, batch: Batch, stream: int, xs: CrossStream, at: int) -> None:
+        """Count re-reads on the station, and raise a station event for each kind."""
+        n = sum(b - a + 1 for a, b in xs.reread)
+        if n:
+            self._x(
+                cur, "UPDATE stations SET reread = reread + ? WHERE station = ?", (n, batch.station)
+            )
+            self._event(
+                cur,
+                batch.station,
+                at,
+                "reread",
+                f"{n} reading(s) of stream {stream} (seqs {_shown(xs.reread)}, batch"
+                f" {batch.batch_seq}) are samples an earlier stream of the station holds with"
+                " the same value (a replacement gateway read them again); not stored twice,"
+                " acknowledged",
+                {
+                    "stream": stream,
+                    "batch_seq": batch.batch_seq,
+                    "readings": n,
+                    "first_seq": xs.reread[0][0],
+                    "last_seq": xs.reread[-1][1],
+                },
+                severity="info",
+            )
+        n = sum(b - a + 1 for a, b in xs.conflicts)
+        if n:
+            self._event(
+                cur,
+                batch.station,
+                at,
+                "conflict",
+                f"{n} reading(s) of stream {stream} (seqs {_shown(xs.conflicts)}, batch"
+                f" {batch.batch_seq}) are samples (parameter, sample time) another stream of"
+                " the station holds with another value; the first stored is kept, the new"
+                " value is a dead letter (acknowledged, so the station does not send it again)",
+                {
+                    "stream": stream,
+                    "batch_seq": batch.batch_seq,
+                    "readings": n,
+                    "first_seq": xs.conflicts[0][0],
+                    "last_seq": xs.conflicts[-1][1],
+                    "cross_stream": True,
+                },
+            )
+
+    def _conflicts(
+        self, cur: Any, batch: Batch, stream: int
+    ) -> tuple[tuple[SeqRange, ...], set[int]]:
+        """Seq ranges of ``batch`` held with other content, and the seqs of the batch's range
+        the stream holds (read back in the transaction)."""
         rows = self._x(
             cur,
             "SELECT seq, ts_ms, code, value, flag, grade FROM readings"
@@ -617,7 +763,7 @@ class SqlStore:
                 strict=True,
             )
         )
-        return conflicts(sent, held)
+        return conflicts(sent, held), set(held)
 
     def _event(  # noqa: PLR0917
         self,
@@ -627,6 +773,8 @@ class SqlStore:
         kind: str,
         message: str,
         details: Mapping[str, object],
+        *,
+        severity: str = "critical",
     ) -> None:
         """A station event raised by the centre itself: negative event ids (-1, -2, ...), so
         they never collide with the station's own (positive) ids. The station row is locked."""
@@ -636,8 +784,8 @@ class SqlStore:
         self._x(
             cur,
             "INSERT INTO events (station, event_id, time_ms, kind, code, severity, message,"
-            " details) VALUES (?, ?, ?, ?, NULL, 'critical', ?, ?)",
-            (station, int(low or 0) - 1, time_ms, kind, message, _json_dump(details)),
+            " details) VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
+            (station, int(low or 0) - 1, time_ms, kind, severity, message, _json_dump(details)),
         )
 
     def _conflict_event(
@@ -670,11 +818,16 @@ class SqlStore:
 
     def _retire(self, cur: Any, station: str, change: StreamChange, at: int) -> None:
         r = change.retired
+        (last_ts,) = self._x(
+            cur,
+            "SELECT MAX(ts_ms) FROM readings WHERE station = ? AND stream = ?",
+            (station, change.old_stream),
+        ).fetchone()
         self._x(
             cur,
             "INSERT INTO streams (station, stream, closed_ms, next_stream, max_seq,"
-            " contiguous_seq, lost_gaps, lost_with_buffer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (station, stream) DO NOTHING",
+            " contiguous_seq, lost_gaps, lost_with_buffer, last_ts_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, stream) DO NOTHING",
             (
                 station,
                 change.old_stream,
@@ -684,6 +837,7 @@ class SqlStore:
                 r.contiguous_seq,
                 gaps_to_json(r.lost_gaps),
                 r.lost,
+                last_ts,
             ),
         )
         self._x(
