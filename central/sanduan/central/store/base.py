@@ -14,6 +14,7 @@ store URL (password hidden), the operation and, where there is one, the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -362,6 +363,24 @@ _UNTRACKED_CHUNK = 500
 """Rows per multi-row INSERT of :meth:`SqlStore.store_untracked`."""
 
 
+def _samples(batch: Batch) -> list[SampleKey]:
+    """``(code, ts_ms)`` of each reading of ``batch``."""
+    return [(batch.codes[i], t) for i, t in zip(batch.code_idx, batch.ts_ms, strict=True)]
+
+
+def _subset(batch: Batch, keep: Sequence[int]) -> Batch:
+    """The readings of ``batch`` at indices ``keep`` (same header)."""
+    return dataclasses.replace(
+        batch,
+        seq=tuple(batch.seq[i] for i in keep),
+        ts_ms=tuple(batch.ts_ms[i] for i in keep),
+        code_idx=tuple(batch.code_idx[i] for i in keep),
+        values=tuple(batch.values[i] for i in keep),
+        flags=tuple(batch.flags[i] for i in keep),
+        grades=tuple(batch.grades[i] for i in keep),
+    )
+
+
 def _shown(ranges: Sequence[SeqRange]) -> str:
     return ", ".join(f"{a}..{b}" for a, b in ranges[:5]) + (", ..." if len(ranges) > 5 else "")
 
@@ -409,18 +428,11 @@ class SqlStore:
         return cur
 
     def _insert_readings(
-        self,
-        cur: Any,
-        batch: Batch,
-        received_ms: int,
-        new_above: int | None = None,
-        *,
-        cross: bool = False,
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
     ) -> int:
         """Insert the batch's readings, skipping (station, stream, seq) already stored; returns
         new. ``new_above``: no reading of this station and stream with a higher seq is stored
-        (None: not known). ``cross``: skip too the readings whose (station, code, ts_ms)
-        another stream of the station holds."""
+        (None: not known)."""
         raise NotImplementedError
 
     def _bulk_insert(
@@ -585,18 +597,33 @@ class SqlStore:
             cross = (row.stream is not None and stream != row.stream) or (
                 raw[_HORIZON] is not None and min(batch.ts_ms) <= raw[_HORIZON]
             )
-            new = self._insert_readings(
-                cur, batch, received_ms, _new_above(row, stream), cross=cross
-            )
+            elsewhere: dict[SampleKey, list[float]] = {}
+            stored = batch
+            if cross:
+                upto = raw[_HORIZON] if stream == row.stream else None
+                elsewhere = self._elsewhere(cur, batch, stream, upto)
+                if elsewhere:  # left out of the insert, sorted out below
+                    stored = _subset(
+                        batch, [i for i, k in enumerate(_samples(batch)) if k not in elsewhere]
+                    )
+            new = 0
+            if stored.count:
+                new = self._insert_readings(cur, stored, received_ms, _new_above(row, stream))
             bad: tuple[SeqRange, ...] = ()
             xs = CrossStream()
             if new < batch.count:
                 bad, here = self._conflicts(cur, batch, stream)
                 if bad:
                     self._conflict_event(cur, batch, stream, bad, received_ms)
-                if cross:
+                if elsewhere:
+                    sent = (
+                        (q, c, t, v)
+                        for q, (c, t), v in zip(
+                            batch.seq, _samples(batch), batch.values, strict=True
+                        )
+                    )
                     known = row.seq_state if row.stream == stream else SeqState()
-                    xs = self._fresh(self._cross_stream(cur, batch, stream, here), known)
+                    xs = self._fresh(cross_stream(sent, here, elsewhere), known)
                     self._record_cross(cur, batch, stream, xs, received_ms)
             change: StreamChange | None = None
             late = False
@@ -667,28 +694,32 @@ class SqlStore:
 
         return CrossStream(keep(xs.reread), keep(xs.conflicts))
 
-    def _cross_stream(self, cur: Any, batch: Batch, stream: int, here: set[int]) -> CrossStream:
-        """Which readings of ``batch`` whose seq the stream does not hold (``here``) another
-        stream of the station holds the sample of (read back in the transaction)."""
-        missing = [i for i, q in enumerate(batch.seq) if q not in here]
-        if not missing:
-            return CrossStream()
-        codes = sorted({batch.codes[batch.code_idx[i]] for i in missing})
-        times = [batch.ts_ms[i] for i in missing]
+    def _elsewhere(
+        self, cur: Any, batch: Batch, stream: int, upto: int | None
+    ) -> dict[SampleKey, list[float]]:
+        """The samples of ``batch`` (no later than ``upto``) that other streams of the station
+        hold, with the values they hold: one range scan of ``readings_station_code_ts`` over
+        the batch's codes and times (read in the transaction; the station row is locked)."""
+        lo, hi = min(batch.ts_ms), max(batch.ts_ms)
+        if upto is not None:
+            hi = min(hi, upto)
+        if lo > hi:
+            return {}
+        wanted = set(_samples(batch))
+        codes = sorted({c for c, _ in wanted})
         rows = self._x(
             cur,
-            "SELECT code, ts_ms, value FROM readings WHERE station = ? AND stream <> ?"
-            f" AND code IN ({', '.join('?' * len(codes))}) AND ts_ms >= ? AND ts_ms <= ?",
-            (batch.station, stream, *codes, min(times), max(times)),
+            "SELECT code, ts_ms, value FROM readings WHERE station = ?"
+            f" AND code IN ({', '.join('?' * len(codes))}) AND ts_ms >= ? AND ts_ms <= ?"
+            " AND stream <> ?",
+            (batch.station, *codes, lo, hi, stream),
         ).fetchall()
-        elsewhere: dict[SampleKey, list[float]] = {}
+        out: dict[SampleKey, list[float]] = {}
         for c, t, v in rows:
-            elsewhere.setdefault((str(c), int(t)), []).append(math.nan if v is None else float(v))
-        sent = (
-            (batch.seq[i], batch.codes[batch.code_idx[i]], batch.ts_ms[i], batch.values[i])
-            for i in missing
-        )
-        return cross_stream(sent, here, elsewhere)
+            key = (str(c), int(t))
+            if key in wanted:
+                out.setdefault(key, []).append(math.nan if v is None else float(v))
+        return out
 
     def _record_cross(self, cur: Any, batch: Batch, stream: int, xs: CrossStream, at: int) -> None:
         """Count re-reads on the station, and raise a station event for each kind."""

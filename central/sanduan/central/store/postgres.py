@@ -12,11 +12,7 @@ commit one after another while different stations proceed in parallel, and its s
 - **Staged**: the batch may overlap what is stored (a resend, a duplicate delivery):
   binary ``COPY`` into a session-local temporary table, then
   ``INSERT ... SELECT`` of the rows whose (station, stream, seq) is not in ``readings`` yet
-  (another stream's batch, a late one of a retired stream, always goes this way). When another
-  stream of the station may hold some of the batch's samples (a stream other than the station's
-  current one, or readings no later than the last sample time of a retired stream: a
-  replacement gateway reading its analyzers again), the rows whose (station, code, ts_ms)
-  another stream holds are left out too, probing ``readings_station_code_ts``.
+  (another stream's batch, a late one of a retired stream, always goes this way).
 
 ``readings`` is partitioned by month of ``ts_ms`` (UTC), one table ``readings_pYYYYMM`` per
 month plus ``readings_default`` for months without one. :meth:`PostgresStore.maintain` (the
@@ -220,17 +216,10 @@ class PostgresStore(SqlStore):
             self._stage_only = False
 
     def _insert_readings(
-        self,
-        cur: Any,
-        batch: Batch,
-        received_ms: int,
-        new_above: int | None = None,
-        *,
-        cross: bool = False,
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
     ) -> int:
         rows = self.copy_rows(batch, received_ms)
-        direct = new_above is not None and batch.seq[0] > new_above
-        if direct and not cross and not self._stage_only:
+        if new_above is not None and batch.seq[0] > new_above and not self._stage_only:
             # Nothing of this batch can be stored yet: no staging, no per-row conflict check.
             self.copy_readings(cur, "readings", rows)
             self.write_paths["direct"] += 1
@@ -243,17 +232,11 @@ class PostgresStore(SqlStore):
         self.copy_readings(cur, _STAGE, rows)
         # (station, stream, seq) is the reading's identity; the partitioned primary key also
         # holds ts_ms, so the check is explicit. DISTINCT ON keeps one row per seq of the batch.
-        other = (
-            " AND NOT EXISTS (SELECT 1 FROM readings o WHERE o.station = s.station"
-            " AND o.code = s.code AND o.ts_ms = s.ts_ms AND o.stream <> s.stream)"
-            if cross
-            else ""
-        )
         cur.execute(
             f"INSERT INTO readings ({_READING_COLS})"
             f" SELECT DISTINCT ON (s.station, s.stream, s.seq) {_STAGE_COLS}"
             f" FROM {_STAGE} s WHERE NOT EXISTS (SELECT 1 FROM readings r WHERE"
-            f" r.station = s.station AND r.stream = s.stream AND r.seq = s.seq){other}"
+            " r.station = s.station AND r.stream = s.stream AND r.seq = s.seq)"
             " ON CONFLICT DO NOTHING"
         )
         self.write_paths["staged"] += 1

@@ -25,14 +25,6 @@ _INSERT_READINGS = (
     "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms,"
     " stream) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, stream, seq) DO NOTHING"
 )
-_INSERT_NEW_SAMPLES = (
-    "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade, batch_seq, received_ms,"
-    " stream) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE NOT EXISTS (SELECT 1 FROM"
-    " readings o WHERE o.station = ?1 AND o.code = ?4 AND o.ts_ms = ?3 AND o.stream <> ?10)"
-    " ON CONFLICT (station, stream, seq) DO NOTHING"
-)
-"""The insert when another stream of the station may hold some of the samples: a probe of
-``readings_station_code_ts`` per reading."""
 
 
 def sqlite_path(url: str) -> str:
@@ -130,17 +122,10 @@ class SqliteStore(SqlStore):
         return row is not None
 
     def _insert_readings(
-        self,
-        cur: Any,
-        batch: Batch,
-        received_ms: int,
-        new_above: int | None = None,
-        *,
-        cross: bool = False,
+        self, cur: Any, batch: Batch, received_ms: int, new_above: int | None = None
     ) -> int:
         before = self._conn.total_changes
-        sql = _INSERT_NEW_SAMPLES if cross else _INSERT_READINGS
-        cur.executemany(sql, self.reading_rows(batch, received_ms))
+        cur.executemany(_INSERT_READINGS, self.reading_rows(batch, received_ms))
         return self._conn.total_changes - before
 
     def _bulk_insert(
