@@ -10,6 +10,12 @@ per batch), batch by batch in alternating order so that the database's backgroun
 (checkpoints, autovacuum) falls on both sides alike. Both store the same readings into the same
 table with the same indexes (PostgreSQL: the monthly partitions the collector creates). The target
 is a ratio of at least 0.5 and more than 100,000 readings/s into SQLite.
+
+``--replaced``: the worst case of the check for samples a replacement gateway reads again. Every
+station first sends one batch from an earlier stream (its gateway before replacement) whose last
+sample is later than every reading of the run, stored on both sides before the clock starts; so
+every batch of the run is of a stream whose station has a retired stream reaching past it, and
+each of its readings is looked for under the station's other streams.
 """
 
 from __future__ import annotations
@@ -65,6 +71,20 @@ def make_batches(n_batches: int, per_batch: int = 1000, stations: int = 20) -> l
     return out
 
 
+def old_streams(batches: list[Batch]) -> list[Batch]:
+    """One batch per station from an earlier stream, its last sample after every batch's."""
+    last = max(max(b.ts_ms) for b in batches)
+    out = []
+    for station in sorted({b.station for b in batches}):
+        ts = [last + 60_000 * k for k in range(1, 9)]
+        b = Batch.from_columns(
+            station, 1, ts[-1], seq=list(range(1, 9)), ts_ms=ts, code=CODES,
+            values=[1.0] * 8, stream=0x0DD, flags=["N"] * 8, grades=[1] * 8,
+        )  # fmt: skip
+        out.append(decode_batch(encode(b)))
+    return out
+
+
 def timed(fn: Callable[[], object]) -> float:
     t = time.perf_counter()
     fn()
@@ -90,7 +110,7 @@ def interleaved(
     return t_store, t_bare
 
 
-def bench_sqlite(batches: list[Batch], tmp: Path) -> tuple[float, float]:
+def bench_sqlite(batches: list[Batch], tmp: Path, before: list[Batch]) -> tuple[float, float]:
     store = open_store(f"sqlite:///{tmp / 'store.db'}", migrate=True)
     bare = SqliteStore(f"sqlite:///{tmp / 'bare.db'}", create=True)
     bare.migrate()
@@ -105,6 +125,9 @@ def bench_sqlite(batches: list[Batch], tmp: Path) -> tuple[float, float]:
         conn.executemany(sql, SqliteStore.reading_rows(b, T0 + i))
         conn.execute("COMMIT")
 
+    for b in before:
+        store.store_batch(b, T0)
+        bare_insert(0, b)
     try:
         return interleaved(batches, lambda i, b: store.store_batch(b, T0 + i), bare_insert)
     finally:
@@ -127,7 +150,7 @@ def _pg_schema(base: str) -> tuple[str, Callable[[], None]]:
     return f"{base}{sep}options=-csearch_path%3D{schema}", drop
 
 
-def bench_pg(batches: list[Batch], base: str) -> tuple[float, float]:
+def bench_pg(batches: list[Batch], base: str, before: list[Batch]) -> tuple[float, float]:
     url_s, drop_s = _pg_schema(base)
     url_b, drop_b = _pg_schema(base)
     try:
@@ -142,10 +165,16 @@ def bench_pg(batches: list[Batch], base: str) -> tuple[float, float]:
             with bare._tx("bare copy") as cur:
                 bare.copy_readings(cur, "readings", PostgresStore.copy_rows(b, T0 + i))
 
+        for b in before:
+            store.store_batch(b, T0)
+            bare_copy(0, b)
+        store.write_paths.update(direct=0, staged=0)
         try:
             t = interleaved(batches, lambda i, b: store.store_batch(b, T0 + i), bare_copy)
             n_store = store.count_readings()
             n_bare = bare.count_readings()
+            if not before and n_store != sum(b.count for b in batches):
+                sys.exit(f"store_batch stored {n_store} readings of {len(batches)} batches")
             if n_store != n_bare:
                 sys.exit(f"store_batch stored {n_store} readings, the bare COPY {n_bare}")
             print(f"postgresql write paths: {store.write_paths}")
@@ -171,14 +200,23 @@ def main() -> int:
     ap.add_argument("batches", type=int, nargs="?", default=300)
     ap.add_argument("--pg", default=PG_BASE, help="PostgreSQL URL (a scratch schema is used)")
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument(
+        "--replaced",
+        action="store_true",
+        help="every station's gateway replaced, every reading checked against the old stream",
+    )
     args = ap.parse_args()
     batches = make_batches(args.batches)
+    before = old_streams(batches) if args.replaced else []
     n = sum(b.count for b in batches)
-    print(f"{len(batches)} batches, {n:,} readings, 1000 per batch, 20 stations")
+    print(
+        f"{len(batches)} batches, {n:,} readings, 1000 per batch, 20 stations"
+        + (", each with a retired stream reaching past every reading" if before else "")
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        report("sqlite", n, *bench_sqlite(batches, Path(tmp)))
+        report("sqlite", n, *bench_sqlite(batches, Path(tmp), before))
     if not args.no_pg:
-        report("postgresql", n, *bench_pg(batches, args.pg))
+        report("postgresql", n, *bench_pg(batches, args.pg, before))
     return 0
 
 

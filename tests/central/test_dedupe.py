@@ -1,19 +1,25 @@
-"""Seq-state tracking (pure): gaps open, close, split, time out and are given up."""
+"""Seq-state tracking (pure): gaps open, close, split, time out and are given up; samples
+read again under another stream are sorted into re-reads and conflicts."""
 
 from __future__ import annotations
+
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sanduan.central.core.dedupe import (
     MAX_GAPS,
+    CrossStream,
     Gap,
     SeqState,
     advance,
+    cross_stream,
     due_ranges,
     gaps_from_json,
     gaps_to_json,
     give_up,
+    held_before,
     resend_due,
 )
 from sanduan.shared.wire import seq_ranges
@@ -173,3 +179,40 @@ def test_dead_letter_budget_window() -> None:
     assert w.over == 0
     _, ok = spend(None, b, 0, 101)  # too many bytes
     assert not ok
+
+
+# --- samples read again under another stream ---------------------------------------------------
+
+
+def test_held_before_is_at_most_max_seq_and_in_no_gap() -> None:
+    s = advance(SeqState(), seq_ranges([1, 2, 3, 7, 8]), 0)  # gap 4..6
+    assert [q for q in range(1, 11) if held_before(s, q)] == [1, 2, 3, 7, 8]
+    assert not held_before(SeqState(), 1)
+
+
+def test_cross_stream_sorts_rereads_from_conflicts() -> None:
+    sent = [
+        (1, "w21003", 100, 0.42),  # held here: not looked at
+        (2, "w21003", 200, 0.5),  # same value elsewhere: re-read
+        (3, "w21011", 200, 0.07),  # same value among two held elsewhere: re-read
+        (4, "w21001", 200, 1.5),  # another value elsewhere: conflict
+        (5, "w01009", 200, math.nan),  # missing, missing elsewhere: re-read
+        (6, "w01010", 200, math.nan),  # missing here, a value elsewhere: conflict
+        (7, "w01001", 300, 7.1),  # nowhere: neither
+    ]
+    elsewhere = {
+        ("w21003", 100): [9.9],
+        ("w21003", 200): [0.5],
+        ("w21011", 200): [0.06, 0.07],
+        ("w21001", 200): [1.4],
+        ("w01009", 200): [math.nan],
+        ("w01010", 200): [20.1],
+    }
+    xs = cross_stream(sent, {1}, elsewhere)
+    assert xs == CrossStream(reread=((2, 3), (5, 5)), conflicts=((4, 4), (6, 6)))
+    assert cross_stream(sent, {1, 2, 3, 4, 5, 6, 7}, elsewhere) == CrossStream()
+
+
+def test_cross_stream_compares_values_exactly() -> None:
+    xs = cross_stream([(1, "w21003", 100, 0.1 + 0.2)], set(), {("w21003", 100): [0.3]})
+    assert xs.conflicts == ((1, 1),)  # 0.30000000000000004 is not 0.3: not the same sample

@@ -152,15 +152,28 @@ def test_migrating_a_filled_unpartitioned_database_keeps_every_reading(
             for stmt in m.sql("postgresql"):
                 c.execute(stmt)
             c.execute("INSERT INTO schema_migrations VALUES (%s, %s, 0)", (m.version, m.name))
+        # what a sanduan of schema version 2 stored (this one writes columns of later ones)
+        for b in (
+            batch("C", list(range(1, 501))),
+            batch("C", list(range(501, 601)), month_start_ms(2025, 12)),
+        ):
+            c.cursor().executemany(
+                "INSERT INTO readings (station, seq, ts_ms, code, value, flag, grade,"
+                " batch_seq, received_ms, stream) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s)",
+                list(PostgresStore.copy_rows(b, JAN_2026)),
+            )
+        c.execute(
+            "INSERT INTO stations (station, max_seq, contiguous_seq, stream)"
+            " VALUES ('C', 600, 600, 0)"
+        )
     v1 = PostgresStore(url)
     assert v1.schema_version() == 2
-    v1.store_batch(batch("C", list(range(1, 501))), JAN_2026)
-    v1.store_batch(batch("C", list(range(501, 601)), month_start_ms(2025, 12)), JAN_2026)
     assert v1.maintain(JAN_2026) == []  # not partitioned yet: nothing to do
     v1.close()
 
     s = PostgresStore(url)
-    assert s.migrate() == list(range(3, LATEST + 1))
+    assert s.migrate() == [m.version for m in MIGRATIONS[2:]]
     assert s.schema_version() == LATEST
     assert s.count_readings(["C"]) == 600
     s.maintain(JAN_2026)
@@ -250,7 +263,7 @@ def test_other_streams_take_the_checked_path(pg_url_factory: Any) -> None:
         1,
         JAN_2026,
         seq=[1, 2, 3],
-        ts_ms=b1.ts_ms,
+        ts_ms=[t + 3_600_000 for t in b1.ts_ms],  # samples of its own (not re-reads)
         code=["w01001"] * 3,
         values=[1.0] * 3,
         stream=1,

@@ -12,6 +12,7 @@ import pytest
 
 from sanduan.central.ingest import Processor
 from sanduan.central.store import DEAD_LETTER_KEEP, Store
+from sanduan.central.store.postgres import PostgresStore
 from sanduan.shared.clock import SystemClock
 from sanduan.shared.config import IngestConfig
 from sanduan.shared.errors import WireFormatError
@@ -60,6 +61,12 @@ def batch(
     )
 
 
+def later(seqs: Sequence[int]) -> list[int]:
+    """Sample times of a new gateway's readings, after every earlier stream's (a reading with
+    the sample time of one an earlier stream holds is a re-read, see below)."""
+    return [T0 + 3_600_000 + q * 60_000 for q in seqs]
+
+
 def events(store: Store, station: str) -> list[tuple[int, str, dict[str, object]]]:
     rows = store.query(
         "SELECT event_id, kind, details FROM events WHERE station = ? ORDER BY event_id DESC",
@@ -74,7 +81,7 @@ def events(store: Store, station: str) -> list[tuple[int, str, dict[str, object]
 def test_a_new_stream_retires_the_old_one_and_counts_what_was_lost(store: Store) -> None:
     old, new = new_stream_id(), new_stream_id()
     store.store_batch(batch("S1", [1, 2, 3, 7, 8], stream=old), T0)  # gap 4..6 open
-    r = store.store_batch(batch("S1", [1, 2], stream=new, value=7.5), T0 + 1)
+    r = store.store_batch(batch("S1", [1, 2], stream=new, value=7.5, ts=later([1, 2])), T0 + 1)
     # The new buffer's seq 1..2 are new readings, not duplicates of the old stream's.
     assert (r.new, r.duplicate, r.conflicts) == (2, 0, ())
     assert r.stream_change is not None
@@ -102,7 +109,7 @@ def test_a_new_stream_retires_the_old_one_and_counts_what_was_lost(store: Store)
 def test_a_late_batch_of_a_retired_stream_is_stored_and_moves_nothing(store: Store) -> None:
     old, new = 11, 22
     store.store_batch(batch("S1", [1, 2], stream=old), T0)
-    store.store_batch(batch("S1", [1], stream=new), T0 + 1)
+    store.store_batch(batch("S1", [1], stream=new, ts=later([1])), T0 + 1)
     r = store.store_batch(batch("S1", [3, 4], stream=old, bseq=2), T0 + 2)
     assert (r.new, r.late, r.stream_change) == (2, True, None)
     (row,) = store.stations()
@@ -115,7 +122,7 @@ def test_v1_batches_are_stream_0_beside_v2_streams(store: Store) -> None:
     store.store_batch(batch("S1", [1, 2]), T0)
     (row,) = store.stations()
     assert row.stream == 0
-    r = store.store_batch(batch("S1", [1, 2], stream=5), T0 + 1)
+    r = store.store_batch(batch("S1", [1, 2], stream=5, ts=later([1, 2])), T0 + 1)
     assert r.new == 2
     assert store.count_readings(["S1"]) == 4
 
@@ -147,6 +154,111 @@ def test_dead_letters_keep_the_head_the_size_and_the_digest(store: Store) -> Non
     assert store.query("SELECT raw FROM dead_letters") == [(raw[:DEAD_LETTER_KEEP],)]
     assert store.dead_letters(station="S2") == []
     assert store.dead_letters(since_ms=T0 + 1) == []
+
+
+# --- a sample read again by a replacement gateway -------------------------------------------
+
+OLD, NEW = 0x1111, 0x2222
+TP_AT = T0 + 30 * 60_000  # the sample time an analyzer reports with its result
+
+
+def analyzer(
+    seqs: Sequence[int], ts: Sequence[int], values: Sequence[float], *, stream: int, bseq: int = 1
+) -> Batch:
+    """TP results (w21011) with the sample times the analyzer reports."""
+    return Batch.from_columns(
+        "S1",
+        bseq,
+        T0,
+        seq=list(seqs),
+        ts_ms=list(ts),
+        code=["w21011"] * len(seqs),
+        values=list(values),
+        stream=stream,
+    )
+
+
+def tp_rows(store: Store) -> list[tuple[int, int, float]]:
+    rows = store.query("SELECT stream, ts_ms, value FROM readings WHERE code = 'w21011'")
+    return sorted((int(s), int(t), float(v)) for s, t, v in rows)
+
+
+def test_a_sample_a_new_gateway_reads_again_is_stored_once(store: Store) -> None:
+    store.store_batch(analyzer([1, 2], [TP_AT - 3_600_000, TP_AT], [0.08, 0.11], stream=OLD), T0)
+    # The new gateway reads the analyzer's held result again, then a new one.
+    new = analyzer([1, 2], [TP_AT, TP_AT + 3_600_000], [0.11, 0.12], stream=NEW)
+    r = store.store_batch(new, T0 + 1)
+    assert (r.new, r.reread, r.duplicate, r.sample_conflicts, r.conflicts) == (1, 1, 0, (), ())
+    assert r.stream_change is not None
+    assert r.state.max_seq == 2  # held: the seq state moves over it
+    assert tp_rows(store) == [
+        (OLD, TP_AT - 3_600_000, 0.08),
+        (OLD, TP_AT, 0.11),
+        (NEW, TP_AT + 3_600_000, 0.12),
+    ]
+    (row,) = store.stations()
+    assert row.reread == 1
+    kinds = [(k, d) for _, k, d in events(store, "S1")]
+    assert kinds[0][0] == "reread"
+    assert (kinds[0][1]["readings"], kinds[0][1]["first_seq"]) == (1, 1)
+    # The same batch delivered again: every reading a duplicate, nothing counted twice.
+    again = store.store_batch(new, T0 + 2)
+    assert (again.new, again.reread, again.duplicate) == (0, 0, 2)
+    assert store.stations()[0].reread == 1
+    assert len(tp_rows(store)) == 3
+
+
+def test_a_later_batch_of_the_new_stream_is_checked_back_to_the_old_streams_last_sample(
+    store: Store,
+) -> None:
+    store.store_batch(analyzer([1, 2], [TP_AT - 3_600_000, TP_AT], [0.08, 0.11], stream=OLD), T0)
+    store.store_batch(analyzer([1], [TP_AT + 7_200_000], [0.2], stream=NEW), T0 + 1)
+    # A second batch of the new stream carries the held result (an analyzer read late).
+    r = store.store_batch(analyzer([2], [TP_AT], [0.11], stream=NEW, bseq=2), T0 + 2)
+    assert (r.new, r.reread) == (0, 1)
+    # Samples after the old stream's last one are not looked for elsewhere (PostgreSQL: the
+    # batch is copied straight into readings).
+    direct = getattr(store, "write_paths", {}).get("direct", 0)
+    r = store.store_batch(analyzer([3], [TP_AT + 9_000_000], [0.3], stream=NEW, bseq=3), T0 + 3)
+    assert (r.new, r.reread) == (1, 0)
+    if isinstance(store, PostgresStore):
+        assert store.write_paths["direct"] == direct + 1
+    assert store.stations()[0].reread == 1
+    assert store.query("SELECT last_ts_ms FROM streams WHERE stream = ?", [OLD]) == [(TP_AT,)]
+
+
+def test_the_same_sample_with_another_value_keeps_the_first_and_is_recorded(store: Store) -> None:
+    store.store_batch(analyzer([1], [TP_AT], [0.11], stream=OLD), T0)
+    r = store.store_batch(analyzer([1, 2], [TP_AT, TP_AT + 60_000], [0.13, 0.2], stream=NEW), T0)
+    assert (r.new, r.reread, r.sample_conflicts, r.conflicts, r.duplicate) == (
+        1,
+        0,
+        ((1, 1),),
+        (),
+        0,
+    )
+    assert tp_rows(store) == [(OLD, TP_AT, 0.11), (NEW, TP_AT + 60_000, 0.2)]
+    (_, kind, details) = events(store, "S1")[0]
+    assert (kind, details["cross_stream"], details["first_seq"]) == ("conflict", True, 1)
+    assert store.stations()[0].reread == 0
+
+
+def test_a_late_batch_of_the_old_stream_is_not_stored_over_the_new_ones_sample(
+    store: Store,
+) -> None:
+    store.store_batch(analyzer([1], [TP_AT - 3_600_000], [0.08], stream=OLD), T0)
+    store.store_batch(analyzer([1], [TP_AT], [0.11], stream=NEW), T0 + 1)
+    r = store.store_batch(analyzer([2], [TP_AT], [0.11], stream=OLD, bseq=2), T0 + 2)
+    assert (r.late, r.new, r.reread) == (True, 0, 1)
+    assert tp_rows(store) == [(OLD, TP_AT - 3_600_000, 0.08), (NEW, TP_AT, 0.11)]
+
+
+def test_within_one_stream_the_same_sample_under_two_seqs_is_two_readings(store: Store) -> None:
+    r = store.store_batch(analyzer([1, 2], [TP_AT, TP_AT], [0.11, 0.11], stream=OLD), T0)
+    assert (r.new, r.reread) == (2, 0)
+    store.store_batch(analyzer([1], [TP_AT + 60_000], [0.2], stream=NEW), T0 + 1)
+    r = store.store_batch(analyzer([3, 4], [TP_AT, TP_AT], [0.11, 0.11], stream=OLD), T0 + 2)
+    assert (r.late, r.new, r.reread) == (True, 2, 0)  # the old stream's own sample: stored
 
 
 # --- the per-message path ---------------------------------------------------------------------
@@ -307,3 +419,21 @@ def test_oversize_is_checked_before_decoding(proc: Processor, store: Store) -> N
     (dl,) = store.dead_letters()
     assert (dl.size_bytes, dl.sha256) == (len(big), hashlib.sha256(big).hexdigest())
     assert store.query("SELECT length(raw) FROM dead_letters") == [(DEAD_LETTER_KEEP,)]
+
+
+def test_a_reread_and_a_sample_conflict_are_acknowledged(proc: Processor, store: Store) -> None:
+    proc.handle(
+        "sanduan/v1/S1/batch", encode(analyzer([1, 2], [TP_AT, TP_AT + 60], [0.1, 0.2], stream=OLD))
+    )
+    payload = encode(
+        analyzer([1, 2, 3], [TP_AT, TP_AT + 60, TP_AT + 120], [0.1, 0.25, 0.3], stream=NEW)
+    )
+    out = proc.handle("sanduan/v1/S1/batch", payload)
+    assert out.ack is not None  # every reading held: the edge deletes them all
+    assert (out.ack.ranges, out.ack.stream, out.nacks) == ((), NEW, ())
+    assert out.dead == "conflict"
+    (dl,) = store.dead_letters()
+    assert (dl.reason, dl.sha256) == ("conflict", hashlib.sha256(payload).hexdigest())
+    assert "seqs 2..2" in (dl.detail or "")
+    c = proc.counts
+    assert (c["readings_new"], c["readings_reread"], c["readings_sample_conflict"]) == (3, 1, 1)

@@ -19,6 +19,9 @@ Flow of one message::
   other content is a conflict: kept as it was, dead-lettered, a station event, and a
   :class:`~sanduan.shared.wire.Nack` to a v2 station (readings stamped implausibly are nacked
   ``timestamp`` the same way). Answers go out in the version the station speaks (stream 0: v1).
+* A sample another stream of the station holds (a replacement gateway reading its analyzers
+  again) is not stored twice and is acknowledged: counted ``readings_reread``, or with another
+  value ``readings_sample_conflict`` and a dead letter ``conflict`` (docs/central-store.md).
 * If the store fails, the batch is tried ``store_attempts`` times; if the store is healthy
   (it answers a trivial query) the batch is poison: a dead letter ``store`` with the store's
   error and the whole payload, so it never holds up the stations behind it. If the store is
@@ -578,6 +581,17 @@ class Processor:
                 ch.retired.lost,
             )
         held = batch.seq
+        self.counts["readings_reread"] += result.reread
+        if result.sample_conflicts:
+            # Held (the first value kept) and acknowledged: a dead letter, no nack.
+            self.counts["readings_sample_conflict"] += result.sample_conflicting
+            self._dead(
+                src, client, "conflict", payload, at, station=msg.station, kind="batch",
+                detail=f"{result.sample_conflicting} reading(s) of batch {msg.batch_seq} (stream"
+                f" {msg.stream}) are samples another stream of the station holds with another"
+                f" value: seqs {_shown(result.sample_conflicts)}; the first stored is kept",
+            )  # fmt: skip
+            dead = "conflict"
         if result.conflicts:
             self.counts["readings_conflict"] += result.conflicting
             detail = (

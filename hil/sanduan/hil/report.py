@@ -200,6 +200,11 @@ class RunSummary:
         return int(self.delivery["duplicates"])
 
     @property
+    def reread_stored(self) -> int:
+        """Samples a replacement gateway read again that the centre stored a second time."""
+        return int(self.delivery.get("reread_with_new_buffer", 0))
+
+    @property
     def sections(self) -> list[dict[str, Any]]:
         if self.sections_doc is None:
             return []
@@ -220,13 +225,15 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         """No reading lost or duplicated (at the centre and at the platform, if there is one),
-        and the ledger equals the truth's."""
+        no sample a replacement gateway read again stored twice, and the ledger equals the
+        truth's."""
         platform_ok = self.platform is None or (
             self.platform["lost"] == 0 and self.platform["duplicates"] == 0
         )
         return (
             self.lost == 0
             and self.duplicates == 0
+            and self.reread_stored == 0
             and self.ledger_matches_truth is True
             and platform_ok
         )
@@ -354,10 +361,13 @@ class RunSummary:
             flt.add_row(at, f["description"], outcome or "-", "-" if rec is None else _dur(rec))
         c.print(flt)
         dl = self.delivery
-        colour = "green" if self.lost == 0 and self.duplicates == 0 else "red"
+        twice = self.reread_stored
+        colour = "green" if self.lost == 0 and self.duplicates == 0 and twice == 0 else "red"
         c.print(
             f"[bold]delivery[/]: generated {dl['generated']}, stored {dl['stored']},"
-            f" [{colour}]lost {dl['lost']}, duplicates {dl['duplicates']}[/],"
+            f" [{colour}]lost {dl['lost']}, duplicates {dl['duplicates']}"
+            + (f", re-read samples stored twice {twice}" if twice else "")
+            + "[/],"
             f" unexpected {dl['unexpected']}; readings resent {self.resent};"
             f" sonde timestamps within {dl['ts_error_max_s']:.1f} s of the read"
         )

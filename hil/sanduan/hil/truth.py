@@ -464,7 +464,8 @@ class DeliveryCheck:
     reread_with_new_buffer: int = 0
     """Rows a replacement gateway stored again: the same sample (station, item, time, value)
     already stored under the station's earlier stream. The new buffer cannot know what the old
-    one sent; the centre keeps both rows (it deduplicates per stream)."""
+    one sent, but the centre recognises the sample across a station's streams and stores it
+    once, so the rig expects 0 (counted apart from ``duplicates``, to say what went wrong)."""
     """The centre's own count of readings lost with replaced buffers (None: not kept)."""
     lost_examples: list[dict[str, Any]] = field(default_factory=list)
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)

@@ -26,6 +26,16 @@ Rules:
   (an idempotent replay, acknowledged again) and a *conflict* if not (:func:`conflicts`): the
   original is kept, and the new content is neither stored nor acknowledged.
 * A resend request asks for at most :data:`MAX_SEQS_PER_REQUEST` seqs (:func:`cap_request`).
+* A *sample* is what an instrument measured: (station, parameter code, sample time, value). A
+  gateway put in place of another starts a new stream and reads again the results its analyzers
+  still hold, which the old gateway may have sent already. A reading of a stream whose (station,
+  code, ts_ms) the centre already holds under ANOTHER stream of the station is not stored again
+  (:func:`cross_stream`): with the same value (compared exactly as stored: the float the agent
+  decoded from the instrument's registers, NaN equal to NaN) it is a *re-read*, acknowledged and
+  counted; with another value it is a *cross-stream conflict*: the first stored is kept, the
+  new one is acknowledged too (the station must not send it forever), recorded as a station
+  event and a dead letter. Flag and grade are not compared (the first stored wins). Within
+  one stream nothing changes: the same sample under two seqs of one stream is two readings.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ MAX_SEQS_PER_REQUEST = 50_000
 """Seqs one resend request covers at most (five full batches): a forged seq far ahead opens a
 huge gap, and the centre must never ask for a span an agent cannot hold or count. The rest of a
 gap is asked for in later requests, once the first part has arrived."""
+
+SampleKey = tuple[str, int]
+"""A sample's identity within a station: ``(code, ts_ms)``."""
 
 ReadingContent = tuple[int, str, float, str, int]
 """What a reading says, for conflict checks: ``(ts_ms, code, value, flag, grade)``; a missing
@@ -235,3 +248,59 @@ def conflicts(
         else:
             bad.append((q, q))
     return tuple(bad)
+
+
+def held_before(state: SeqState, seq: int) -> bool:
+    """Whether ``seq`` was stored before, by ``state`` (the stream's seq state before the
+    batch): at most ``max_seq`` and in no open gap. Tells a redelivered batch (its re-reads and
+    cross-stream conflicts were counted the first time) from a first delivery."""
+    if state.max_seq is None or seq > state.max_seq:
+        return False
+    i = bisect.bisect_right([g.first for g in state.gaps], seq) - 1
+    return not (i >= 0 and state.gaps[i].last >= seq)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossStream:
+    """Readings of a batch not stored because another stream of the station holds their
+    sample: ``reread`` with the same value, ``conflicts`` with another value."""
+
+    reread: tuple[SeqRange, ...] = ()
+    conflicts: tuple[SeqRange, ...] = ()
+
+
+def _same_value(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _append(out: list[SeqRange], q: int) -> None:
+    if out and out[-1][1] == q - 1:
+        out[-1] = (out[-1][0], q)
+    else:
+        out.append((q, q))
+
+
+def cross_stream(
+    sent: Iterable[tuple[int, str, int, float]],
+    held_here: Iterable[int],
+    elsewhere: Mapping[SampleKey, Sequence[float]],
+) -> CrossStream:
+    """Sort out the readings ``sent`` (``(seq, code, ts_ms, value)``, ascending seqs) whose
+    seq the stream does not hold (``held_here``: its seqs held after the insert): a sample held
+    under another stream of the station (``elsewhere``: ``(code, ts_ms)`` -> the values held
+    there) with one of those values is a re-read, with none of them a cross-stream conflict.
+    Readings neither here nor elsewhere are in neither list."""
+    here = set(held_here)
+    reread: list[SeqRange] = []
+    bad: list[SeqRange] = []
+    for q, code, ts, value in sent:
+        if q in here:
+            continue
+        values = elsewhere.get((code, ts))
+        if values is None:
+            continue
+        if any(_same_value(value, v) for v in values):
+            _append(reread, q)
+        else:
+            _append(bad, q)
+    return CrossStream(tuple(reread), tuple(bad))

@@ -14,6 +14,7 @@ store URL (password hidden), the operation and, where there is one, the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,15 +31,19 @@ import numpy as np
 import numpy.typing as npt
 
 from sanduan.central.core.dedupe import (
+    CrossStream,
     Gap,
     ReadingContent,
     Retired,
+    SampleKey,
     SeqState,
     advance,
     conflicts,
+    cross_stream,
     gaps_from_json,
     gaps_to_json,
     give_up,
+    held_before,
     resend_due,
     retire,
 )
@@ -95,7 +100,12 @@ class StoreResult:
     same content (``duplicate``), seq ranges held with different content (``conflicts``: the
     originals kept, nothing stored over them), the station's seq state after the batch, and
     the stream change the batch caused, if any (``late``: the batch belongs to a stream
-    retired before)."""
+    retired before).
+
+    Samples another stream of the station already holds (a replacement gateway reading its
+    analyzers again) are not stored: ``reread`` counts those with the same value,
+    ``sample_conflicts`` the seqs of those with another value (the first kept). Both are held
+    for the station (acknowledged); a redelivered batch counts them as ``duplicate``."""
 
     new: int
     duplicate: int
@@ -103,10 +113,16 @@ class StoreResult:
     conflicts: tuple[SeqRange, ...] = ()
     stream_change: StreamChange | None = None
     late: bool = False
+    reread: int = 0
+    sample_conflicts: tuple[SeqRange, ...] = ()
 
     @property
     def conflicting(self) -> int:
         return sum(b - a + 1 for a, b in self.conflicts)
+
+    @property
+    def sample_conflicting(self) -> int:
+        return sum(b - a + 1 for a, b in self.sample_conflicts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +178,9 @@ class StationRow:
     stream: int | None = None
     lost_with_buffer: int = 0
     rejects_over_budget: int = 0
+    reread: int = 0
+    """Readings of a replacement gateway not stored because an earlier stream of the station
+    held the same sample."""
 
     @property
     def seq_state(self) -> SeqState:
@@ -384,8 +403,33 @@ def _json_dump(obj: Mapping[str, object]) -> str:
 
 
 _STATION_COLS = ", ".join(TABLES["stations"])
+_HORIZON = len(TABLES["stations"])
+"""Index, in a row of ``_station_row``, of the latest sample time of the station's retired
+streams (None: none retired)."""
 _UNTRACKED_CHUNK = 500
 """Rows per multi-row INSERT of :meth:`SqlStore.store_untracked`."""
+
+
+def _samples(batch: Batch) -> list[SampleKey]:
+    """``(code, ts_ms)`` of each reading of ``batch``."""
+    return [(batch.codes[i], t) for i, t in zip(batch.code_idx, batch.ts_ms, strict=True)]
+
+
+def _subset(batch: Batch, keep: Sequence[int]) -> Batch:
+    """The readings of ``batch`` at indices ``keep`` (same header)."""
+    return dataclasses.replace(
+        batch,
+        seq=tuple(batch.seq[i] for i in keep),
+        ts_ms=tuple(batch.ts_ms[i] for i in keep),
+        code_idx=tuple(batch.code_idx[i] for i in keep),
+        values=tuple(batch.values[i] for i in keep),
+        flags=tuple(batch.flags[i] for i in keep),
+        grades=tuple(batch.grades[i] for i in keep),
+    )
+
+
+def _shown(ranges: Sequence[SeqRange]) -> str:
+    return ", ".join(f"{a}..{b}" for a, b in ranges[:5]) + (", ..." if len(ranges) > 5 else "")
 
 
 def _new_above(row: StationRow, stream: int) -> int | None:
@@ -555,7 +599,11 @@ class SqlStore:
     def _station_row(self, cur: Any, station: str) -> tuple[Any, ...]:
         """Make sure the station's row exists and lock it for this transaction (one round trip
         for a known station: the insert is tried only when the row is not there)."""
-        select = f"SELECT {_STATION_COLS} FROM stations WHERE station = ?{self._for_update}"
+        select = (
+            f"SELECT {_STATION_COLS}, (SELECT MAX(s.last_ts_ms) FROM streams s"
+            " WHERE s.station = stations.station)"
+            f" FROM stations WHERE station = ?{self._for_update}"
+        )
         row: tuple[Any, ...] | None = self._x(cur, select, (station,)).fetchone()
         if row is None:
             self._x(
@@ -582,19 +630,48 @@ class SqlStore:
             stream=row[9],
             lost_with_buffer=int(row[10] or 0),
             rejects_over_budget=int(row[11] or 0),
+            reread=int(row[12] or 0),
         )
 
     def store_batch(self, batch: Batch, received_ms: int) -> StoreResult:
         ranges = seq_ranges(batch.seq)
         stream = batch.stream
         with self._tx(f"store batch {batch.batch_seq} of station {batch.station}") as cur:
-            row = self._to_station(self._station_row(cur, batch.station))
-            new = self._insert_readings(cur, batch, received_ms, _new_above(row, stream))
+            raw = self._station_row(cur, batch.station)
+            row = self._to_station(raw)
+            # Another stream of the station may hold some of these samples: the batch is of
+            # another stream than the current one, or reaches back to a retired one's times.
+            cross = (row.stream is not None and stream != row.stream) or (
+                raw[_HORIZON] is not None and min(batch.ts_ms) <= raw[_HORIZON]
+            )
+            elsewhere: dict[SampleKey, list[float]] = {}
+            stored = batch
+            if cross:
+                upto = raw[_HORIZON] if stream == row.stream else None
+                elsewhere = self._elsewhere(cur, batch, stream, upto)
+                if elsewhere:  # left out of the insert, sorted out below
+                    stored = _subset(
+                        batch, [i for i, k in enumerate(_samples(batch)) if k not in elsewhere]
+                    )
+            new = 0
+            if stored.count:
+                new = self._insert_readings(cur, stored, received_ms, _new_above(row, stream))
             bad: tuple[SeqRange, ...] = ()
+            xs = CrossStream()
             if new < batch.count:
-                bad = self._conflicts(cur, batch, stream)
+                bad, here = self._conflicts(cur, batch, stream)
                 if bad:
                     self._conflict_event(cur, batch, stream, bad, received_ms)
+                if elsewhere:
+                    sent = (
+                        (q, c, t, v)
+                        for q, (c, t), v in zip(
+                            batch.seq, _samples(batch), batch.values, strict=True
+                        )
+                    )
+                    known = row.seq_state if row.stream == stream else SeqState()
+                    xs = self._fresh(cross_stream(sent, here, elsewhere), known)
+                    self._record_cross(cur, batch, stream, xs, received_ms)
             change: StreamChange | None = None
             late = False
             before = row.seq_state
@@ -611,6 +688,14 @@ class SqlStore:
                     "UPDATE stations SET last_seen_ms = ? WHERE station = ?",
                     (max(row.last_seen_ms or 0, received_ms), batch.station),
                 )
+                if new:
+                    top = max(batch.ts_ms)
+                    self._x(
+                        cur,
+                        "UPDATE streams SET last_ts_ms = ? WHERE station = ? AND stream = ?"
+                        " AND (last_ts_ms IS NULL OR last_ts_ms < ?)",
+                        (top, batch.station, stream, top),
+                    )
             else:
                 after = advance(before, ranges, received_ms)
                 gaps = gaps_to_json(after.gaps) if after.gaps != row.gaps else None
@@ -631,17 +716,109 @@ class SqlStore:
                     ),
                 )
         n_bad = sum(b - a + 1 for a, b in bad)
+        n_reread = sum(b - a + 1 for a, b in xs.reread)
+        n_xbad = sum(b - a + 1 for a, b in xs.conflicts)
         return StoreResult(
             new=new,
-            duplicate=batch.count - new - n_bad,
+            duplicate=batch.count - new - n_bad - n_reread - n_xbad,
             state=after,
             conflicts=bad,
             stream_change=change,
             late=late,
+            reread=n_reread,
+            sample_conflicts=xs.conflicts,
         )
 
-    def _conflicts(self, cur: Any, batch: Batch, stream: int) -> tuple[SeqRange, ...]:
-        """Seq ranges of ``batch`` held with other content (read back in the transaction)."""
+    @staticmethod
+    def _fresh(xs: CrossStream, known: SeqState) -> CrossStream:
+        """``xs`` without the seqs ``known`` says were stored before (a redelivered batch: its
+        re-reads were counted, its conflicts recorded, the first time)."""
+
+        def keep(ranges: Sequence[SeqRange]) -> tuple[SeqRange, ...]:
+            return seq_ranges(
+                q for a, b in ranges for q in range(a, b + 1) if not held_before(known, q)
+            )
+
+        return CrossStream(keep(xs.reread), keep(xs.conflicts))
+
+    def _elsewhere(
+        self, cur: Any, batch: Batch, stream: int, upto: int | None
+    ) -> dict[SampleKey, list[float]]:
+        """The samples of ``batch`` (no later than ``upto``) that other streams of the station
+        hold, with the values they hold: one range scan of ``readings_station_code_ts`` over
+        the batch's codes and times (read in the transaction; the station row is locked)."""
+        lo, hi = min(batch.ts_ms), max(batch.ts_ms)
+        if upto is not None:
+            hi = min(hi, upto)
+        if lo > hi:
+            return {}
+        wanted = set(_samples(batch))
+        codes = sorted({c for c, _ in wanted})
+        rows = self._x(
+            cur,
+            "SELECT code, ts_ms, value FROM readings WHERE station = ?"
+            f" AND code IN ({', '.join('?' * len(codes))}) AND ts_ms >= ? AND ts_ms <= ?"
+            " AND stream <> ?",
+            (batch.station, *codes, lo, hi, stream),
+        ).fetchall()
+        out: dict[SampleKey, list[float]] = {}
+        for c, t, v in rows:
+            key = (str(c), int(t))
+            if key in wanted:
+                out.setdefault(key, []).append(math.nan if v is None else float(v))
+        return out
+
+    def _record_cross(self, cur: Any, batch: Batch, stream: int, xs: CrossStream, at: int) -> None:
+        """Count re-reads on the station, and raise a station event for each kind."""
+        n = sum(b - a + 1 for a, b in xs.reread)
+        if n:
+            self._x(
+                cur, "UPDATE stations SET reread = reread + ? WHERE station = ?", (n, batch.station)
+            )
+            self._event(
+                cur,
+                batch.station,
+                at,
+                "reread",
+                f"{n} reading(s) of stream {stream} (seqs {_shown(xs.reread)}, batch"
+                f" {batch.batch_seq}) are samples an earlier stream of the station holds with"
+                " the same value (a replacement gateway read them again); not stored twice,"
+                " acknowledged",
+                {
+                    "stream": stream,
+                    "batch_seq": batch.batch_seq,
+                    "readings": n,
+                    "first_seq": xs.reread[0][0],
+                    "last_seq": xs.reread[-1][1],
+                },
+                severity="info",
+            )
+        n = sum(b - a + 1 for a, b in xs.conflicts)
+        if n:
+            self._event(
+                cur,
+                batch.station,
+                at,
+                "conflict",
+                f"{n} reading(s) of stream {stream} (seqs {_shown(xs.conflicts)}, batch"
+                f" {batch.batch_seq}) are samples (parameter, sample time) another stream of"
+                " the station holds with another value; the first stored is kept, the new"
+                " value is a dead letter (acknowledged, so the station does not send it again)",
+                {
+                    "stream": stream,
+                    "batch_seq": batch.batch_seq,
+                    "readings": n,
+                    "first_seq": xs.conflicts[0][0],
+                    "last_seq": xs.conflicts[-1][1],
+                    "cross_stream": True,
+                },
+            )
+
+    def _conflicts(
+        self, cur: Any, batch: Batch, stream: int
+    ) -> tuple[tuple[SeqRange, ...], set[int]]:
+        """Seq ranges of ``batch`` held with other content, and the seqs of the batch's range
+        the stream holds (read back in the transaction)."""
         rows = self._x(
             cur,
             "SELECT seq, ts_ms, code, value, flag, grade FROM readings"
@@ -664,7 +841,7 @@ class SqlStore:
                 strict=True,
             )
         )
-        return conflicts(sent, held)
+        return conflicts(sent, held), set(held)
 
     def _event(  # noqa: PLR0917
         self,
@@ -674,6 +851,8 @@ class SqlStore:
         kind: str,
         message: str,
         details: Mapping[str, object],
+        *,
+        severity: str = "critical",
     ) -> None:
         """A station event raised by the centre itself: negative event ids (-1, -2, ...), so
         they never collide with the station's own (positive) ids. The station row is locked."""
@@ -683,8 +862,8 @@ class SqlStore:
         self._x(
             cur,
             "INSERT INTO events (station, event_id, time_ms, kind, code, severity, message,"
-            " details) VALUES (?, ?, ?, ?, NULL, 'critical', ?, ?)",
-            (station, int(low or 0) - 1, time_ms, kind, message, _json_dump(details)),
+            " details) VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
+            (station, int(low or 0) - 1, time_ms, kind, severity, message, _json_dump(details)),
         )
 
     def _conflict_event(
@@ -717,11 +896,16 @@ class SqlStore:
 
     def _retire(self, cur: Any, station: str, change: StreamChange, at: int) -> None:
         r = change.retired
+        (last_ts,) = self._x(
+            cur,
+            "SELECT MAX(ts_ms) FROM readings WHERE station = ? AND stream = ?",
+            (station, change.old_stream),
+        ).fetchone()
         self._x(
             cur,
             "INSERT INTO streams (station, stream, closed_ms, next_stream, max_seq,"
-            " contiguous_seq, lost_gaps, lost_with_buffer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (station, stream) DO NOTHING",
+            " contiguous_seq, lost_gaps, lost_with_buffer, last_ts_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (station, stream) DO NOTHING",
             (
                 station,
                 change.old_stream,
@@ -731,6 +915,7 @@ class SqlStore:
                 r.contiguous_seq,
                 gaps_to_json(r.lost_gaps),
                 r.lost,
+                last_ts,
             ),
         )
         self._x(

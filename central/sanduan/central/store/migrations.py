@@ -352,6 +352,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX station_commands_station ON station_commands (station, issued)",
         ),
     ),
+    Migration(
+        8,
+        "samples read again by a replacement gateway",
+        (
+            # A reading whose (station, code, ts_ms) another stream of the station holds is
+            # not stored again (see core/dedupe.py). The lookup uses readings_station_code_ts
+            # (station, code, ts_ms), already there; no unique index is possible: one stream
+            # may hold the same sample under two seqs, and databases may already hold such
+            # samples under two streams. ``last_ts_ms`` bounds the sample times of a retired
+            # stream's readings, so a station's current stream is checked only for readings
+            # no later than that.
+            "ALTER TABLE streams ADD COLUMN last_ts_ms BIGINT",
+            "UPDATE streams SET last_ts_ms = (SELECT MAX(r.ts_ms) FROM readings r"
+            " WHERE r.station = streams.station AND r.stream = streams.stream)",
+            # Readings a station's new gateway sent again and the centre did not store twice.
+            "ALTER TABLE stations ADD COLUMN reread BIGINT NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
@@ -382,6 +400,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "stream",
         "lost_with_buffer",
         "rejects_over_budget",
+        "reread",
     ),
     "streams": (
         "station",
@@ -392,6 +411,7 @@ TABLES: dict[str, tuple[str, ...]] = {
         "contiguous_seq",
         "lost_gaps",
         "lost_with_buffer",
+        "last_ts_ms",
     ),
     "events": ("station", "event_id", "time_ms", "kind", "code", "severity", "message", "details"),
     "dead_letters": (
