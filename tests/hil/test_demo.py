@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.brokers import shared_port
 
 from sanduan.hil.rig import sanduan_argv
 
 pytestmark = [pytest.mark.process]
 
-MOSQUITTO = "mqtt://127.0.0.1:1883"
+MOSQUITTO = f"mqtt://127.0.0.1:{shared_port()}"
 POSTGRES = "postgresql://127.0.0.1/test"
 
 
