@@ -36,10 +36,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # so that ``tests.brokers`` imports
     sys.path.insert(0, str(ROOT))
+
+# No per-example deadline: a loaded machine (parallel workers) makes any deadline flaky.
+# Tests that want more examples than the default 100 say so with ``@settings``.
+settings.register_profile("sanduan", deadline=None)
+settings.load_profile("sanduan")
 
 _PR_SET_PDEATHSIG = 1
 _worker_broker: list[subprocess.Popen[bytes]] = []
