@@ -80,7 +80,7 @@ def test_every_committed_reading_is_stored_once_and_reported(store_url: str, rig
     )
     agent.drain_and_stop()
     # The agent's last status (online = false, sent on SIGTERM) reaches the store.
-    assert wait_until(lambda: station_record(store_url, agent.station).online is False, 10)
+    assert wait_until(lambda: station_record(store_url, agent.station).online is False, 60)
     counts = collector.stop()
 
     n = assert_delivered_once(store_url, [agent])
