@@ -30,12 +30,18 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
 	  else echo "browser tests need: sudo apt-get install chromium fonts-wqy-microhei"; fi; }
 
+## PYTEST_WORKERS: parallel pytest processes (pytest-xdist; tests/conftest.py says how tests stay
+## apart). Most slow tests wait on brokers, sockets and child processes, so there are more
+## workers than cores. PYTEST_WORKERS=0 runs everything in this one process.
+PYTEST_WORKERS ?= 3
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+
 ## test: ruff, mypy strict, pytest (everything)
 test: $(STAMP) aot browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -47,7 +53,7 @@ typecheck: $(STAMP)
 ## unit: the fast path for day-to-day work: no broker, PostgreSQL, process, serial or slow tests
 UNIT_MARKERS ?= not slow and not mosquitto and not postgres and not process and not serial
 unit: $(STAMP) aot
-	$(BIN)/pytest -m "$(UNIT_MARKERS)"
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "$(UNIT_MARKERS)"
 
 ## bench: every benchmark; each prints its figures and its ratio to a same-run baseline
 BENCHES ?= grading wire polling buffer ingest assessment bus footprint hostile province hj212 console

@@ -9,6 +9,7 @@ and the embedded amqtt broker (MQTT 3.1.1 only) in a subprocess.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import shutil
 import socket
@@ -26,6 +27,15 @@ def have_mosquitto_tls() -> bool:
     return bool(
         shutil.which("mosquitto") and shutil.which("openssl") and shutil.which("mosquitto_passwd")
     )
+
+
+SHARED_PORT_ENV = "SANDUAN_TEST_BROKER_PORT"
+
+
+def shared_port() -> int:
+    """The port of "the local Mosquitto": the worker's own under pytest-xdist (started by
+    tests/conftest.py), else 1883."""
+    return int(os.environ.get(SHARED_PORT_ENV, "1883"))
 
 
 def free_port() -> int:

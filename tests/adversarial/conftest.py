@@ -153,7 +153,7 @@ class CollectorProc:
             self.log.append(line)
             self.lines.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 15.0) -> str:
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:

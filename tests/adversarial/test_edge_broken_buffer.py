@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so that ``tests.edge.acker`` imports
     sys.path.insert(0, str(ROOT))
 
-from tests.brokers import port_open  # noqa: E402
+from tests.brokers import port_open, shared_port  # noqa: E402
 from tests.edge.acker import Acker  # noqa: E402
 
 from sanduan.edge.core.model import PolledValue  # noqa: E402
@@ -41,7 +41,7 @@ path = "{db}"
 commit_interval_s = 0.1
 
 [uplink]
-broker = "mqtt://127.0.0.1:1883"
+broker = "mqtt://127.0.0.1:{shared_port()}"
 batch_max_age_s = 0.2
 heartbeat_s = 1
 ack_timeout_s = 3
@@ -104,8 +104,8 @@ def test_damaged_readings_one_line_exit_2_then_salvaged_and_delivered(tmp_path: 
     assert 3000 - 300 <= copied < 3000 and summary["unreadable_seqs"] > 0
     assert summary["acknowledged_left"] >= 900
 
-    if not port_open(1883):
-        pytest.skip("no MQTT broker on 127.0.0.1:1883 for the delivery half")
+    if not port_open(shared_port()):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{shared_port()} for the delivery half")
     cfg = write_config(tmp_path / "station.toml", station, new)
     with Acker(station=station) as centre:
         log = tmp_path / "agent.log"
@@ -139,10 +139,9 @@ def test_damage_found_while_running_ends_the_agent_with_exit_2(tmp_path: Path) -
                 lambda i: wire.Event(station, T0, i, "note", "zz-event-rot " * 4, code=None)
             )
     overwrite_page_with(db, b"zz-event-rot")
-    t0 = time.monotonic()
-    r = run("edge", "run", "--config", str(cfg), "--fake-source", "0.05:4")
+    # the bound: the agent must not run on (a loaded machine may take long to start it)
+    r = run("edge", "run", "--config", str(cfg), "--fake-source", "0.05:4", timeout=120)
     assert r.returncode == 2, r.stderr[-3000:]
-    assert time.monotonic() - t0 < 30
     assert "Traceback" not in r.stderr
     assert len(about(r.stderr, "sanduan edge run:")) == 1
     assert about(r.stderr, "sanduan edge run:")[0].count("is damaged") == 1

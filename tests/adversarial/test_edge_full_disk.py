@@ -163,6 +163,7 @@ reconnect_max_s = 1
     assert last_line.startswith("sanduan edge run: stopped with the buffer not writable")
     # Started again on the still-full disk (its WAL still there: the last checkpoint needed
     # space too), it runs, stores nothing, and a stop is again a failure.
+    started = log.read_text(encoding="utf-8").count("next seq")
     with log.open("ab") as fh:
         again = subprocess.Popen(
             [SANDUAN, "edge", "run", "--config", str(cfg), "--fake-source", "0.05:4"],
@@ -170,7 +171,13 @@ reconnect_max_s = 1
             stderr=fh,
         )
     try:
-        time.sleep(6)
+        # up (its signal handlers set) once it has opened the buffer; a loaded machine is slow
+        deadline = time.monotonic() + 60
+        while again.poll() is None and time.monotonic() < deadline:
+            if log.read_text(encoding="utf-8").count("next seq") > started:
+                break
+            time.sleep(0.2)
+        time.sleep(3)
         assert again.poll() is None, log.read_text()[-2000:]
         again.send_signal(signal.SIGTERM)
         assert again.wait(30) == 1

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so that ``tests.edge.acker`` imports
     sys.path.insert(0, str(ROOT))
 
-from tests.brokers import port_open  # noqa: E402
+from tests.brokers import port_open, shared_port  # noqa: E402
 from tests.edge.acker import Acker  # noqa: E402
 
 from sanduan.shared import topics, wire  # noqa: E402
@@ -32,9 +32,10 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.process]
 
 @pytest.fixture
 def port() -> int:
-    if not port_open(1883):
-        pytest.skip("no MQTT broker on 127.0.0.1:1883")
-    return 1883
+    port = shared_port()
+    if not port_open(port):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{port}")
+    return port
 
 
 def write_config(path: Path, station: str, db: Path, port: int) -> Path:

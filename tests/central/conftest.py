@@ -24,13 +24,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.brokers import shared_port
 
 from sanduan.central.store import Store, open_store
 from sanduan.shared import topics
 from sanduan.shared.wire import Message, decode
 
 PG_BASE = os.environ.get("SANDUAN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-BROKER = ("127.0.0.1", 1883)
+BROKER = ("127.0.0.1", shared_port())
 
 
 def _reachable(host: str, port: int) -> bool:

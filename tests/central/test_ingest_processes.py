@@ -71,7 +71,7 @@ class Proc:
             self.log.append(line)
             self.lines.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> str:
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.brokers import shared_port
+
 from sanduan.central.store import StationRow, open_store
 from sanduan.hil.devices import SimulatedBus, SimulatedDevice
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.shared.registers import load_profile
 
 SANDUAN = str(Path(sys.executable).with_name("sanduan"))
-BROKER_PORT = 1883
+BROKER_PORT = shared_port()  # the local Mosquitto (a worker's own under xdist)
 
 # (ts_ms, code, value (None = missing), flag, grade) of one reading, by (station, seq)
 Reading = tuple[int, str, float | None, str, int]
@@ -409,7 +411,7 @@ class Collector:
             args.append("--migrate")
         self.proc = self.procs.add(Proc(args, self.log, capture=True))
         if wait_subscribed:
-            self.proc.wait_for_line("subscribed to", 30)
+            self.proc.wait_for_line("subscribed to", 60)
         return self
 
     def kill(self) -> None:

@@ -39,7 +39,7 @@ def test_collector_killed_repeatedly_loses_nothing_stores_nothing_twice(
     agent = rig.agent()
     collector = rig.collector(store_url).start()
     agent.start()
-    assert wait_until(lambda: stored(store_url, agent) > 0, 20), agent.log.read_text()[-2000:]
+    assert wait_until(lambda: stored(store_url, agent) > 0, 60), agent.log.read_text()[-2000:]
 
     backlog = []
     for up_s in (0.8, 1.4, 1.0):
@@ -51,7 +51,7 @@ def test_collector_killed_repeatedly_loses_nothing_stores_nothing_twice(
         assert stored(store_url, agent) == before
         collector.start()
         # The restarted collector (same client id: same broker session) catches up.
-        assert wait_until(partial(more_stored, store_url, agent, before), 20), collector.log
+        assert wait_until(partial(more_stored, store_url, agent, before), 60), collector.log
     time.sleep(1.0)
     assert agent.proc is not None
     assert agent.proc.alive(), agent.proc.tail()
@@ -71,7 +71,7 @@ def test_broker_killed_and_restarted_loses_nothing(rig: E2ERig) -> None:
     agent = rig.agent(broker_port=broker.port)
     collector = rig.collector(store_url, broker_port=broker.port).start()
     agent.start()
-    assert wait_until(lambda: stored(store_url, agent) > 0, 20), agent.log.read_text()[-2000:]
+    assert wait_until(lambda: stored(store_url, agent) > 0, 60), agent.log.read_text()[-2000:]
     time.sleep(1.5)
 
     # No persistence: the broker forgets the collector's session and every queued message.
@@ -80,7 +80,7 @@ def test_broker_killed_and_restarted_loses_nothing(rig: E2ERig) -> None:
     time.sleep(1.5)
     assert (agent.depth() or 0) > 0
     broker.start()  # same port
-    assert wait_until(lambda: stored(store_url, agent) > before, 20), collector.log.read_text()
+    assert wait_until(lambda: stored(store_url, agent) > before, 60), collector.log.read_text()
     time.sleep(1.5)
 
     agent.drain_and_stop()

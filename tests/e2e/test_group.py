@@ -30,10 +30,10 @@ def test_two_collectors_of_a_group_store_every_reading_once(pg_url: str, rig: E2
         c.start(wait_subscribed=False)
     for c in collectors:
         assert c.proc is not None
-        c.proc.wait_for_line("subscribed to", 30)
+        c.proc.wait_for_line("subscribed to", 60)
     agents = [rig.agent(i, broker_port=broker.port).start() for i in range(3)]
     stations = [a.station for a in agents]
-    assert wait_until(lambda: {r[0] for r in central_rows(pg_url, stations)} == set(stations), 30)
+    assert wait_until(lambda: {r[0] for r in central_rows(pg_url, stations)} == set(stations), 60)
     time.sleep(5)
 
     for a in agents:

@@ -18,6 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from tests.brokers import shared_port
 
 from sanduan.shared.hj212.codec import FactorData, Packet, data_ack, data_packet, encode, parse_data
 from sanduan.shared.hj212.stream import Splitter
@@ -180,7 +181,7 @@ def _central_toml(path: Path, store: str, port: int) -> None:
 store = "{store}"
 
 [mqtt]
-broker = "mqtt://127.0.0.1:1883"
+broker = "mqtt://127.0.0.1:{shared_port()}"
 client_id = "hj212-e2e-{os.getpid()}"
 
 [hj212]

@@ -5,7 +5,7 @@ which (station, seq) it received and checks that a seq always carries the same r
 publishes an :class:`~sanduan.shared.wire.Ack` (unless ``acking`` is off). It can also send
 resend requests.
 
-    with Acker(port=1883, station="t-abc") as acker:
+    with Acker(port=shared_port(), station="t-abc") as acker:
         ...
         acker.wait_for(lambda a: len(a.received) >= 100)
 """
@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from tests.brokers import shared_port
 
 from sanduan.shared import topics, wire
 from sanduan.shared.wire import Ack, Batch, ResendRequest
@@ -34,7 +35,7 @@ class Acker:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 1883,
+        port: int | None = None,
         *,
         station: str = "+",
         acking: bool = True,
@@ -45,7 +46,7 @@ class Acker:
         answer: Callable[[Batch], list[wire.Message]] | None = None,
     ) -> None:
         self.host = host
-        self.port = port
+        self.port = shared_port() if port is None else port
         self.station = station
         self.acking = acking
         self.answer = answer

@@ -9,14 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.brokers import shared_port
+
 from sanduan.edge.app import Agent, FakeSource
 from sanduan.shared.clock import SystemClock
 from sanduan.shared.config import StationConfig
 
 
-def station_config(station: str, db: Path, port: int = 1883, **uplink: Any) -> StationConfig:
+def station_config(station: str, db: Path, port: int | None = None, **uplink: Any) -> StationConfig:
     up: dict[str, Any] = {
-        "broker": f"mqtt://127.0.0.1:{port}",
+        "broker": f"mqtt://127.0.0.1:{shared_port() if port is None else port}",
         "batch_max_age_s": 0.2,
         "heartbeat_s": 1.0,
         "ack_timeout_s": 5.0,

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so that ``tests.edge.acker`` imports
     sys.path.insert(0, str(ROOT))
 
-from tests.brokers import PrivateBroker, free_port, port_open  # noqa: E402
+from tests.brokers import PrivateBroker, free_port, port_open, shared_port  # noqa: E402
 
 __all__ = ["PrivateBroker", "free_port", "port_open"]
 
@@ -25,10 +25,11 @@ def station_id() -> str:
 
 @pytest.fixture
 def mosquitto() -> int:
-    """The shared broker on 127.0.0.1:1883 (skips when it is not running)."""
-    if not port_open(1883):
-        pytest.skip("no MQTT broker on 127.0.0.1:1883")
-    return 1883
+    """The local Mosquitto (``tests.brokers.shared_port``; skips when it is not running)."""
+    port = shared_port()
+    if not port_open(port):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{port}")
+    return port
 
 
 @pytest.fixture

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.brokers import shared_port
 
 from sanduan.hil.rig import sanduan_argv
 
 pytestmark = [pytest.mark.process]
 
-MOSQUITTO = "mqtt://127.0.0.1:1883"
+MOSQUITTO = f"mqtt://127.0.0.1:{shared_port()}"
 POSTGRES = "postgresql://127.0.0.1/test"
 
 
@@ -93,6 +94,7 @@ def test_demo_command_is_the_county_scenario() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.xdist_group("serial")  # a wall-time bound: not beside the chaos run
 def test_demo_month_under_three_minutes(tmp_path: Path) -> None:
     t0 = time.monotonic()
     code, s, text = _run(["demo"], tmp_path, timeout=400)

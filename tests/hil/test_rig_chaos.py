@@ -43,6 +43,7 @@ def _run(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+@pytest.mark.xdist_group("serial")  # readings counted in wall time: not beside the month demo
 def test_chaos_loses_nothing_and_stores_nothing_twice(tmp_path: Path) -> None:
     code, s, text = _run([], tmp_path)
     assert s, text[-3000:]

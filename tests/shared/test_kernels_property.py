@@ -17,8 +17,8 @@ from sanduan.shared.errors import ConfigError
 from sanduan.shared.grading import KernelTables, kernel_tables, kernels, loader, oracle
 from sanduan.shared.model import WaterBody
 
-settings.register_profile("kernels", max_examples=300, deadline=None)
-settings.load_profile("kernels")
+# Applied to each test here (a loaded profile would apply to every test of the session).
+KERNELS = settings(max_examples=300, deadline=None)
 
 TABLES = [kernel_tables(WaterBody.RIVER), kernel_tables(WaterBody.LAKE)]
 ALL_LIMITS = sorted(
@@ -91,6 +91,7 @@ def same_floats(a: npt.NDArray[np.float64], b: list[float]) -> bool:
 
 
 @KINDS
+@KERNELS
 @given(values, limit_rows())
 def test_classify(
     kind: loader.Kind, vs: npt.NDArray[np.float64], row: tuple[npt.NDArray[np.float64], int]
@@ -100,6 +101,7 @@ def test_classify(
     assert kernel_set(kind).classify(vs, limits, direction).tolist() == expected
 
 
+@KERNELS
 @given(values, limit_rows())
 def test_classify_parallel(
     vs: npt.NDArray[np.float64], row: tuple[npt.NDArray[np.float64], int]
@@ -110,6 +112,7 @@ def test_classify_parallel(
 
 
 @KINDS
+@KERNELS
 @given(value, limit_rows())
 def test_grade_value(kind: loader.Kind, v: float, row: tuple[npt.NDArray[np.float64], int]) -> None:
     limits, direction = row
@@ -119,6 +122,7 @@ def test_grade_value(kind: loader.Kind, v: float, row: tuple[npt.NDArray[np.floa
 
 
 @KINDS
+@KERNELS
 @given(values, st.data(), st.sampled_from(TABLES))
 def test_classify_indexed(
     kind: loader.Kind, vs: npt.NDArray[np.float64], data: st.DataObject, tables: KernelTables
@@ -137,6 +141,7 @@ def test_classify_indexed(
 
 
 @KINDS
+@KERNELS
 @given(
     hnp.arrays(np.int8, hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=30),
                elements=st.integers(-2, 6)),
@@ -152,6 +157,7 @@ def test_overall_class(
 
 
 @KINDS
+@KERNELS
 @given(values, limit_rows(), st.integers(0, 6))
 def test_exceedance(
     kind: loader.Kind,
@@ -165,6 +171,7 @@ def test_exceedance(
 
 
 @KINDS
+@KERNELS
 @given(values, st.data(), st.integers(1, 5))
 def test_exceedance_indexed(
     kind: loader.Kind, vs: npt.NDArray[np.float64], data: st.DataObject, target: int
@@ -182,6 +189,7 @@ def test_exceedance_indexed(
 
 
 @KINDS
+@KERNELS
 @given(hnp.arrays(np.int8, st.integers(0, 50), elements=st.integers(0, 6)), st.integers(1, 5))
 def test_meets_target(kind: loader.Kind, overall: npt.NDArray[np.int8], target: int) -> None:
     expected = oracle.meets_target(overall.tolist(), target)
@@ -189,6 +197,7 @@ def test_meets_target(kind: loader.Kind, overall: npt.NDArray[np.int8], target: 
 
 
 @KINDS
+@KERNELS
 @given(value, limit_rows(), st.integers(0, 6))
 def test_exceedance_value(
     kind: loader.Kind, v: float, row: tuple[npt.NDArray[np.float64], int], target: int
