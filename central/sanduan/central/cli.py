@@ -256,6 +256,7 @@ def report_stations_command(
             "stream": r.stream,
             "lost_with_buffer": r.lost_with_buffer,
             "rejects_over_budget": r.rejects_over_budget,
+            "reread": r.reread,
             "heartbeat_ms": beats[r.station].time_ms,
             "buffer_depth": beats[r.station].buffer_depth,
             "oldest_unacked_age_s": beats[r.station].oldest_unacked_age_s,
