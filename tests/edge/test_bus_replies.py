@@ -63,7 +63,9 @@ class Line:
 @pytest.fixture
 def line() -> Iterator[Line]:
     with VirtualSerialPair("python", baud=BAUD, bits_per_char=10) as (dev_port, port):
-        sonde = SimulatedDevice(load_profile("sonde-multi"), 1, VALUES, turnaround_s=0.003)
+        sonde = SimulatedDevice(
+            load_profile("sonde-multi"), 1, VALUES, turnaround_s=0.003, seed=20230701
+        )
         do = SimulatedDevice(load_profile("do-optical"), 5, VALUES, turnaround_s=0.003)
         with SimulatedBus(dev_port, [sonde, do], baudrate=BAUD):
             yield Line(port, sonde, do)
@@ -104,11 +106,11 @@ def test_a_bad_reply_fails_the_attempt_at_once(line: Line, fault: str) -> None:
 
 
 def test_a_late_reply_is_never_the_next_answer(line: Line) -> None:
-    """The sonde answers 50 ms after its timeout, while the (slower) other device is being
+    """The sonde answers 100 ms after its timeout, while the (slower) other device is being
     polled: its late reply is skipped, and every reply of the other device is taken."""
-    line.sonde.set_faults(delay_s=0.25)
-    line.do.set_faults(delay_s=0.08)
-    poller = line.poller(timeout_s=0.2, retries=0, adaptive_timeout=False)
+    line.sonde.set_faults(delay_s=0.5)
+    line.do.set_faults(delay_s=0.15)
+    poller = line.poller(timeout_s=0.4, retries=0)
     results = rounds(poller, 3)
     do = poller.devices["do"]
     assert do.errors == {}
@@ -117,11 +119,11 @@ def test_a_late_reply_is_never_the_next_answer(line: Line) -> None:
     sonde = poller.devices["sonde"]
     assert sonde.errors["timeout"] >= 1
     # the sonde's values only when a whole reply to its (identical) request came in
-    assert all(n in {2, 2 + 8} for _, n in results)
+    assert all(n in {2, 2 + 6} for _, n in results)
 
 
 def test_timeout_adapts_to_turnaround_and_widens_again(line: Line) -> None:
-    poller = line.poller(retries=0, timeout_min_s=0.05)
+    poller = line.poller(retries=0, adaptive_timeout=True, timeout_min_s=0.05)
     rounds(poller, 17)  # turnarounds of a few ms measured
     line.sonde.set_faults(silent=True)
     ((seconds, _),) = rounds(poller, 1)
@@ -160,3 +162,16 @@ def test_one_log_line_per_failed_poll(line: Line, caplog: pytest.LogCaptureFixtu
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.name for r in errors] == ["sanduan.edge.bus"] * 2, [r.getMessage() for r in errors]
     assert all("sonde (slave 1)" in r.getMessage() for r in errors)
+
+
+def test_a_late_reply_is_the_answer_to_the_retry_of_the_same_request(line: Line) -> None:
+    """The sonde answers 100 ms after its timeout: the retry of the same request takes that
+    reply as its answer."""
+    line.sonde.set_faults(delay_s=0.5)
+    line.do.set_faults(delay_s=0.15)
+    poller = line.poller(timeout_s=0.4, retries=1)
+    ((_, n),) = rounds(poller, 1)
+    assert n == 6 + 2
+    sonde, do = poller.devices["sonde"], poller.devices["do"]
+    assert (sonde.polls_ok, sonde.requests, sonde.errors) == (1, 2, {"timeout": 1})
+    assert (do.polls_ok, do.errors) == (1, {})

@@ -38,15 +38,19 @@ Behaviour:
 - Each device's planned requests run in order with ``pause_s`` between them; each request gets
   ``retries + 1`` attempts (1 once the device is degraded). Requests are framed and replies
   judged here, byte by byte as they arrive (:mod:`sanduan.edge.core.rtu`; pymodbus only owns the
-  port): a reply of the polled slave that cannot be right (a bad CRC, a wrong byte count, a frame
-  that stops short) or garbage fails the attempt the moment that is known. A well-formed frame
+  port): a reply of the polled slave that cannot be right (a bad CRC, a wrong byte count) or
+  garbage fails the attempt the moment that is known; a frame that stops short fails when the
+  configured ``timeout_s`` (plus the reply's wire time) has run out. A well-formed frame
   that does not answer the request (a late reply of another slave, or of this one to another
   request) is never taken as the answer: it is skipped and the wait goes on
-  (``stats.foreign_frames``). After a bad reply or a timeout the line must be silent for
-  ``DRAIN_S`` (at least the inter-frame gap) and what arrived is dropped; bytes found in the
-  receive buffer before a request are dropped too (``stats.stale_bytes``). Every request waits
-  for the inter-frame silence after the last byte on the line.
-- Reply timeouts: the first attempt waits ``adaptive_timeout``'s adapted timeout
+  (``stats.foreign_frames``). After a bad reply the line must be silent for ``DRAIN_S`` (at
+  least the inter-frame gap) and what arrived is dropped. A reply that comes after its timeout
+  is the answer to the retry of that same request (taken before the retry is sent when it is
+  already there, ``stats.late_replies``), never to any other request. Bytes found in the
+  receive buffer before a request are dropped (``stats.stale_bytes``). Every request waits for
+  the inter-frame silence after the last byte on the line.
+- Reply timeouts: ``timeout_s``. With ``adaptive_timeout`` (off by default) the first attempt
+  waits an adapted timeout
   (:class:`~sanduan.edge.core.timing.AdaptiveTimeout`: 3 x the p99 of the measured turnarounds
   plus the reply's wire time, within [max(``timeout_min_s``, 50 ms), ``timeout_s``], and
   ``timeout_s`` until 16 turnarounds were measured); a retry, and every attempt after a timeout
@@ -56,7 +60,7 @@ Behaviour:
   request that fails ends the device's poll, so a silent slave costs at most
   ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
 - Errors are counted per device and per kind: ``timeout`` (no byte came back), ``crc`` (bytes
-  came back but no valid reply: CRC error, garbage, a reply from another slave, a short reply),
+  came back but no valid reply: CRC error, wrong byte count, garbage, a short frame),
   ``exception`` (an exception reply; the code is kept in ``last_exception_code``). A failed poll
   emits nothing: no values are invented, the stats and the device state (``failing`` then
   ``degraded``) carry the outage to the heartbeat. Logs (logger ``sanduan.edge.bus``) name the
@@ -111,11 +115,9 @@ RESULT_MAX_LEAD_S = 600.0
 RESULT_MAX_AGE_S = 2 * 86_400.0
 NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
 CONNECT_TIMEOUT_S = 2.0
-SHORT_FRAME_S = 0.1
-"""A frame whose bytes stop this long before it is complete is a short (bad) one."""
 DRAIN_S = 0.02
-"""After a bad reply or a timeout the line must be silent this long (or the inter-frame gap,
-whichever is longer) before the next request; what arrived meanwhile is discarded."""
+"""After a bad reply the line must be silent this long (or the inter-frame gap, whichever is
+longer) before the next request; what arrived meanwhile is discarded."""
 
 # Most severe first: a device that is not measuring outranks an over-range value.
 _SEVERITY = {f: i for i, f in enumerate((Flag.B, Flag.D, Flag.F, Flag.M, Flag.C, Flag.T, Flag.S))}
@@ -180,6 +182,7 @@ class BusStats:
     busy_s: float = 0.0  # real seconds spent in transactions (timeouts included)
     stale_bytes: int = 0  # bytes nobody asked for, discarded before a request or after a bad one
     foreign_frames: int = 0  # well-formed frames that did not answer the request (late replies)
+    late_replies: int = 0  # replies after their timeout, taken by the retry of the same request
     started: float | None = None  # time.monotonic() of the first use
     elapsed_s: float = 0.0  # updated by snapshot() and utilisation()
 
@@ -211,7 +214,6 @@ class _Exchange:
     expect: rtu.Expect
     first_rx: float | None = None
     expired: bool = False
-    short_timer: asyncio.TimerHandle | None = None
     timer: asyncio.TimerHandle | None = None
     cap: asyncio.TimerHandle | None = None
 
@@ -220,7 +222,7 @@ class _Exchange:
             self.verdict.set_result(verdict)
 
     def close(self) -> None:
-        for t in (self.short_timer, self.timer, self.cap):
+        for t in (self.timer, self.cap):
             if t is not None:
                 t.cancel()
         if not self.verdict.done():
@@ -291,7 +293,6 @@ class BusPoller:
         self._rx = bytearray()
         self._exchange: _Exchange | None = None
         self._last_io = -math.inf
-        self.short_frame_s = SHORT_FRAME_S
         self.drain_s = DRAIN_S
         _quiet_pymodbus()
 
@@ -389,14 +390,14 @@ class BusPoller:
         """Wait until the line has been silent for ``quiet_s`` (bytes still arriving, e.g. the
         tail of a garbled reply or a late one, push the wait on).
 
-        The event loop's timers wake in whole milliseconds (epoll), late by up to 1 ms, which at
-        115200 baud is a tenth of a transaction: whole milliseconds are slept, the rest is spent
-        yielding to the loop (other tasks run meanwhile)."""
+        Plain sleeps, never a busy wait: on a loaded gateway the CPU a spinning poller takes is
+        missed by everything else (the event loop's timers wake late by up to 1 ms, which only
+        lengthens the silence)."""
         while True:
             wait = self._last_io + quiet_s - self._loop_time()
             if wait <= 0:
                 return
-            await asyncio.sleep(math.floor(wait * 1000) / 1000 if wait >= 0.001 else 0)
+            await asyncio.sleep(wait)
 
     def _discard(self) -> None:
         """Drop whatever sits in the receive buffer (counted: nobody asked for it)."""
@@ -422,21 +423,12 @@ class BusPoller:
                 ex.first_rx = now
             verdict = rtu.judge(self._rx, ex.expect)
             if isinstance(verdict, rtu.NeedMore):
-                # An unfinished frame: it must go on soon, or it is a short (bad) one.
-                if ex.short_timer is not None:
-                    ex.short_timer.cancel()
-                ex.short_timer = asyncio.get_running_loop().call_later(
-                    self.short_frame_s, ex.settle, rtu.BadReply("short", "short frame", 0, False)
-                )
-                return
+                return  # an unfinished frame: wait for the rest
             if isinstance(verdict, rtu.Foreign):
                 # A late reply of another request: never the answer; skip it, wait on.
                 del self._rx[: verdict.skip]
                 self.stats.foreign_frames += 1
                 ex.first_rx = None
-                if ex.short_timer is not None:
-                    ex.short_timer.cancel()
-                    ex.short_timer = None
                 if ex.expired and not self._rx:
                     ex.settle(None)
                     return
@@ -466,6 +458,14 @@ class BusPoller:
             if client is None or not client.connected:
                 raise _PortLost
             await self._quiet(self.silence_s)
+            if failure.kind == "timeout" and attempt > 1:
+                # The reply to the identical request that just timed out came in late, before
+                # this retry went out: it is the answer (never a reply to any other request).
+                late = rtu.judge(self._rx, expect)
+                if isinstance(late, rtu.Registers):
+                    del self._rx[: late.skip]
+                    self.stats.late_replies += 1
+                    return list(late.values)
             self._discard()
             timeout = cfg.timeout_s
             if attempt == 1 and dev.timeout is not None:
@@ -479,8 +479,8 @@ class BusPoller:
                 sent = t0 + request_s
                 self._last_io = sent
                 ex.timer = loop.call_later(timeout + request_s, self._expire, ex)
-                # whatever the line does (a babbling device), the wait ends
-                ex.cap = loop.call_later(cfg.timeout_s + request_s + reply_s + 1.0, ex.settle, None)
+                # a frame under way may finish within the configured timeout and its wire time
+                ex.cap = loop.call_later(cfg.timeout_s + request_s + reply_s, self._give_up, ex)
                 verdict = await ex.verdict
             finally:
                 self._exchange = None
@@ -498,17 +498,19 @@ class BusPoller:
             if isinstance(verdict, rtu.ExceptionReply):
                 code = verdict.code
                 failure = _Failure("exception", f"exception reply {code}", code)
-            else:
-                if isinstance(verdict, rtu.BadReply):
-                    failure = _Failure("crc", f"invalid reply ({verdict.reason})")
-                else:
-                    failure = _Failure("timeout", f"no reply within {timeout:.3g} s")
-                    if dev.timeout is not None:
-                        dev.timeout.reset()  # perhaps slower now: the full timeout until measured
-                # The rest of a bad frame, or a late reply, may still be on its way: let the
-                # line fall silent and drop it before the next request.
+            elif isinstance(verdict, rtu.BadReply):
+                failure = _Failure("crc", f"invalid reply ({verdict.reason})")
+                # The rest of a bad frame may still be on its way: let the line fall silent
+                # and drop it before the next request.
                 await self._quiet(max(self.silence_s, self.drain_s))
                 self._discard()
+            else:
+                # A late reply to this request is taken by its retry (before it is sent, or as
+                # its answer); after the last attempt it is skipped by whatever request comes
+                # next, or dropped as stale.
+                failure = _Failure("timeout", f"no reply within {timeout:.3g} s")
+                if dev.timeout is not None:
+                    dev.timeout.reset()  # perhaps slower now: the full timeout until measured
             dev.stats.errors[failure.kind] += 1
             if failure.code is not None:
                 dev.stats.last_exception_code = failure.code
@@ -529,11 +531,16 @@ class BusPoller:
         return failure
 
     def _expire(self, ex: _Exchange) -> None:
-        """The reply timeout: a frame already under way is left to finish (or to fall short)."""
+        """The reply timeout: a frame already under way is left to finish (``_give_up``)."""
         ex.expired = True
-        if ex.short_timer is not None and not ex.verdict.done():
-            return
-        ex.settle(None)
+        if not self._rx:
+            ex.settle(None)
+
+    def _give_up(self, ex: _Exchange) -> None:
+        """The configured timeout and the reply's wire time have run out: a frame still
+        unfinished is a short one."""
+        short = rtu.BadReply("short", "short frame", len(self._rx), ours=False)
+        ex.settle(short if self._rx else None)
 
     def _account(self, dev: _Device, t0: float) -> None:
         now = self._loop_time()
@@ -726,6 +733,7 @@ class BusPoller:
             "requests": self.stats.requests,
             "stale_bytes": self.stats.stale_bytes,
             "foreign_frames": self.stats.foreign_frames,
+            "late_replies": self.stats.late_replies,
             "utilisation": round(self.utilisation(), 4),
             "devices": [d.stats.to_dict() for d in self._devs],
         }
