@@ -116,6 +116,8 @@ def test_arbitrary_bytes_taken_only_as_a_valid_frame(
         (b"\x01\x07", "garbage"),  # no read function: known bad at the second byte
         (b"\x01\x83\x02\x00\x00", "crc"),  # exception reply with a bad CRC
         (b"\x09\x03\x02\x00\x01\x00\x00", "garbage"),  # another slave, bad CRC
+        (b"\x01\x03\x03", "garbage"),  # an odd byte count: no register reply
+        (b"\x01\x01", "garbage"),  # a coil read: this master never sends one
     ],
 )
 def test_bad_frames(buf: bytes, kind: str) -> None:

@@ -1,6 +1,4 @@
-"""Bad replies end the wait at once, late replies of other requests are never taken as the
-answer, reply timeouts adapt to the measured turnaround and widen again after a timeout, and a
-failed poll is logged once.
+"""A failed poll is logged once, by sanduan (pymodbus's own ERROR per timeout is silenced).
 
 Real pty pairs through the rig's Python relay emulating a 115200-baud line, the rig's simulated
 slaves injecting the faults, the real bus poller.
@@ -10,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -63,7 +60,9 @@ class Line:
 @pytest.fixture
 def line() -> Iterator[Line]:
     with VirtualSerialPair("python", baud=BAUD, bits_per_char=10) as (dev_port, port):
-        sonde = SimulatedDevice(load_profile("sonde-multi"), 1, VALUES, turnaround_s=0.003)
+        sonde = SimulatedDevice(
+            load_profile("sonde-multi"), 1, VALUES, turnaround_s=0.003, seed=20230701
+        )
         do = SimulatedDevice(load_profile("do-optical"), 5, VALUES, turnaround_s=0.003)
         with SimulatedBus(dev_port, [sonde, do], baudrate=BAUD):
             yield Line(port, sonde, do)
@@ -86,65 +85,6 @@ def rounds(poller: BusPoller, n: int) -> list[tuple[float, int]]:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("fault", ["crc_corrupt", "garbage"])
-def test_a_bad_reply_fails_the_attempt_at_once(line: Line, fault: str) -> None:
-    line.sonde.set_faults(**{fault: True})
-    poller = line.poller()
-    ((seconds, n),) = rounds(poller, 1)
-    sonde = poller.devices["sonde"]
-    assert sonde.requests == 2  # both attempts made
-    assert sonde.errors == {"crc": 2}
-    assert sonde.polls_failed == 1
-    assert poller.devices["do"].polls_ok == 1
-    assert poller.devices["do"].errors == {}
-    assert n == 2  # the other device's values (dissolved oxygen, temperature)
-    # Two bad replies and a good poll take milliseconds of line time; waiting out even one
-    # timeout would take TIMEOUT seconds.
-    assert seconds < TIMEOUT / 2
-
-
-def test_a_late_reply_is_never_the_next_answer(line: Line) -> None:
-    """The sonde answers 50 ms after its timeout, while the (slower) other device is being
-    polled: its late reply is skipped, and every reply of the other device is taken."""
-    line.sonde.set_faults(delay_s=0.25)
-    line.do.set_faults(delay_s=0.08)
-    poller = line.poller(timeout_s=0.2, retries=0, adaptive_timeout=False)
-    results = rounds(poller, 3)
-    do = poller.devices["do"]
-    assert do.errors == {}
-    assert do.polls_ok == 3
-    assert poller.stats.foreign_frames >= 1
-    sonde = poller.devices["sonde"]
-    assert sonde.errors["timeout"] >= 1
-    # the sonde's values only when a whole reply to its (identical) request came in
-    assert all(n in {2, 2 + 8} for _, n in results)
-
-
-def test_timeout_adapts_to_turnaround_and_widens_again(line: Line) -> None:
-    poller = line.poller(retries=0, timeout_min_s=0.05)
-    rounds(poller, 17)  # turnarounds of a few ms measured
-    line.sonde.set_faults(silent=True)
-    ((seconds, _),) = rounds(poller, 1)
-    assert poller.devices["sonde"].errors["timeout"] == 1
-    m = re.search(r"no reply within ([0-9.]+) s", poller.devices["sonde"].last_error)
-    assert m is not None
-    assert 0.05 <= float(m.group(1)) < TIMEOUT / 4  # adapted, not the configured 1 s
-    assert seconds < TIMEOUT / 2
-    # after a timeout, the next poll waits the full timeout: a slower reply is taken
-    line.sonde.set_faults(silent=False, delay_s=0.3)
-    results = rounds(poller, 1)
-    assert results[0][1] == 8
-    assert poller.devices["sonde"].polls_ok == 18
-
-
-def test_fixed_timeout_when_adaptation_is_off(line: Line) -> None:
-    poller = line.poller(retries=0, adaptive_timeout=False, timeout_s=0.3)
-    rounds(poller, 17)
-    line.sonde.set_faults(silent=True)
-    rounds(poller, 1)
-    assert "no reply within 0.3 s" in poller.devices["sonde"].last_error
-
-
 def test_one_log_line_per_failed_poll(line: Line, caplog: pytest.LogCaptureFixture) -> None:
     line.sonde.set_faults(silent=True)
     pm = logging.getLogger("pymodbus")
@@ -154,9 +94,10 @@ def test_one_log_line_per_failed_poll(line: Line, caplog: pytest.LogCaptureFixtu
         with caplog.at_level(logging.DEBUG, logger="sanduan"):
             poller = line.poller(retries=0, timeout_s=0.1)
             rounds(poller, 2)
-        assert pm.level == logging.CRITICAL
+        level = pm.level
     finally:
         pm.setLevel(old)
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.name for r in errors] == ["sanduan.edge.bus"] * 2, [r.getMessage() for r in errors]
     assert all("sonde (slave 1)" in r.getMessage() for r in errors)
+    assert level == logging.CRITICAL

@@ -1,8 +1,9 @@
 """Modbus RTU read transactions as bytes: the request frame, and a verdict on the reply so far.
 
-Pure. The bus shell feeds :func:`judge` the bytes received since its request went out and acts
-on the verdict as soon as there is one, so a reply that cannot be right ends the wait at once
-instead of running into the timeout. A verdict is one of:
+Pure. A bus shell that frames its own requests feeds :func:`judge` the bytes received since
+its request went out and acts on the verdict as soon as there is one, so a reply that cannot be
+right ends the wait at once instead of running into the timeout (the bus poller in use leaves
+framing to pymodbus, see ``docs/benchmarks.md``). A verdict is one of:
 
 - :data:`NEED_MORE`: not enough bytes yet to decide;
 - :class:`Registers`: the expected reply, complete, with a good CRC;
@@ -16,7 +17,8 @@ instead of running into the timeout. A verdict is one of:
 
 A frame's length is known from its first three bytes (slave, function, byte count for a read
 reply; 5 bytes for an exception reply), so a corrupted reply is known bad the moment its last
-byte arrives, and garbage whose second byte is no read function at its second byte.
+byte arrives, and garbage at its second byte (no register read function) or third (a byte
+count no register reply carries).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ __all__ = [
     "reply_length",
 ]
 
-READ_FUNCTIONS: Final = frozenset({1, 2, 3, 4})
-"""Functions whose replies carry a byte count in their third byte (coils, inputs, registers)."""
+READ_FUNCTIONS: Final = frozenset({3, 4})
+"""The register reads this master sends: a reply to one carries an even byte count (at most 250)
+in its third byte. Nothing else can be on the line but garbage."""
+MAX_BYTE_COUNT: Final = 250
 EXCEPTION_LENGTH: Final = 5
 
 
@@ -150,7 +154,8 @@ def _frame_length(buf: bytes | bytearray) -> int | None:
         return -1
     if len(buf) < 3:
         return None
-    return 5 + buf[2]
+    count = buf[2]
+    return 5 + count if count % 2 == 0 and 0 < count <= MAX_BYTE_COUNT else -1
 
 
 def judge(buf: bytes | bytearray, expect: Expect) -> Verdict:

@@ -36,22 +36,7 @@ Behaviour:
   times (timeouts, ``pause_s``, the inter-frame silence, reconnect backoff) are real seconds:
   the wire does not run faster in an accelerated rig.
 - Each device's planned requests run in order with ``pause_s`` between them; each request gets
-  ``retries + 1`` attempts (1 once the device is degraded). Requests are framed and replies
-  judged here, byte by byte as they arrive (:mod:`sanduan.edge.core.rtu`; pymodbus only owns the
-  port): a reply of the polled slave that cannot be right (a bad CRC, a wrong byte count, a frame
-  that stops short) or garbage fails the attempt the moment that is known. A well-formed frame
-  that does not answer the request (a late reply of another slave, or of this one to another
-  request) is never taken as the answer: it is skipped and the wait goes on
-  (``stats.foreign_frames``). After a bad reply or a timeout the line must be silent for
-  ``DRAIN_S`` (at least the inter-frame gap) and what arrived is dropped; bytes found in the
-  receive buffer before a request are dropped too (``stats.stale_bytes``). Every request waits
-  for the inter-frame silence after the last byte on the line.
-- Reply timeouts: the first attempt waits ``adaptive_timeout``'s adapted timeout
-  (:class:`~sanduan.edge.core.timing.AdaptiveTimeout`: 3 x the p99 of the measured turnarounds
-  plus the reply's wire time, within [max(``timeout_min_s``, 50 ms), ``timeout_s``], and
-  ``timeout_s`` until 16 turnarounds were measured); a retry, and every attempt after a timeout
-  until the device was measured again, waits the full ``timeout_s``. A reply already under way
-  when the timeout runs out is left to finish. Exception replies 1-3
+  ``timeout_s`` and ``retries + 1`` attempts (1 once the device is degraded). Exception replies 1-3
   (illegal function/address/value) are not retried: they are configuration errors. The first
   request that fails ends the device's poll, so a silent slave costs at most
   ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
@@ -61,7 +46,8 @@ Behaviour:
   emits nothing: no values are invented, the stats and the device state (``failing`` then
   ``degraded``) carry the outage to the heartbeat. Logs (logger ``sanduan.edge.bus``) name the
   bus, the device, its slave id and the register block, one line per failed poll; pymodbus's own
-  logger is set to CRITICAL unless the operator gave it a level.
+  logger (which would add an ERROR per timeout) is set to CRITICAL unless the operator gave it a
+  level.
 - Each read block is decoded by a :class:`~sanduan.edge.core.decode.BlockDecoder` built once
   per device (struct formats per block), not by re-deriving the layout on every read.
 - Flags: each value gets the most severe flag of the status/quality registers that apply to it
@@ -89,13 +75,13 @@ from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from sanduan.edge.core import rtu
 from sanduan.edge.core.decode import BlockDecoder
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.core.plan import BusPlan, DevicePlan
 from sanduan.edge.core.schedule import DeviceState, Schedule, Transition, next_due
-from sanduan.edge.core.timing import AdaptiveTimeout, Line
+from sanduan.edge.core.timing import Line
 from sanduan.shared.clock import Clock
 from sanduan.shared.errors import DeviceError
 from sanduan.shared.model import Flag
@@ -111,11 +97,6 @@ RESULT_MAX_LEAD_S = 600.0
 RESULT_MAX_AGE_S = 2 * 86_400.0
 NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
 CONNECT_TIMEOUT_S = 2.0
-SHORT_FRAME_S = 0.1
-"""A frame whose bytes stop this long before it is complete is a short (bad) one."""
-DRAIN_S = 0.02
-"""After a bad reply or a timeout the line must be silent this long (or the inter-frame gap,
-whichever is longer) before the next request; what arrived meanwhile is discarded."""
 
 # Most severe first: a device that is not measuring outranks an over-range value.
 _SEVERITY = {f: i for i, f in enumerate((Flag.B, Flag.D, Flag.F, Flag.M, Flag.C, Flag.T, Flag.S))}
@@ -178,8 +159,6 @@ class BusStats:
     failed: bool = False  # the port cannot be opened or configured now (retried with backoff)
     last_port_error: str = ""
     busy_s: float = 0.0  # real seconds spent in transactions (timeouts included)
-    stale_bytes: int = 0  # bytes nobody asked for, discarded before a request or after a bad one
-    foreign_frames: int = 0  # well-formed frames that did not answer the request (late replies)
     started: float | None = None  # time.monotonic() of the first use
     elapsed_s: float = 0.0  # updated by snapshot() and utilisation()
 
@@ -203,31 +182,6 @@ class _PortLost(Exception):
 
 
 @dataclass
-class _Exchange:
-    """The reply awaited for one request: the verdict arrives from the receive callback."""
-
-    verdict: asyncio.Future[rtu.Verdict | None]
-    """Set once: the reply's verdict, or None when the timeout ran out first."""
-    expect: rtu.Expect
-    first_rx: float | None = None
-    expired: bool = False
-    short_timer: asyncio.TimerHandle | None = None
-    timer: asyncio.TimerHandle | None = None
-    cap: asyncio.TimerHandle | None = None
-
-    def settle(self, verdict: rtu.Verdict | None) -> None:
-        if not self.verdict.done():
-            self.verdict.set_result(verdict)
-
-    def close(self) -> None:
-        for t in (self.short_timer, self.timer, self.cap):
-            if t is not None:
-                t.cancel()
-        if not self.verdict.done():
-            self.verdict.cancel()
-
-
-@dataclass
 class _Device:
     plan: DevicePlan
     schedule: Schedule
@@ -238,13 +192,8 @@ class _Device:
     values: tuple[tuple[RegisterSpec, tuple[RegisterSpec, ...]], ...] = ()
     result_time: RegisterSpec | None = None
     decoders: tuple[BlockDecoder, ...] = ()
-    timeout: AdaptiveTimeout | None = None
-    """The first attempt's reply timeout, adapted to measured turnarounds (None: fixed)."""
 
     def __post_init__(self) -> None:
-        cfg = self.plan.config
-        if cfg.adaptive_timeout:
-            self.timeout = AdaptiveTimeout(cfg.timeout_min_s, cfg.timeout_s)
         profile = self.plan.profile
         flag_regs = profile.flag_registers
         self.values = tuple(
@@ -288,11 +237,8 @@ class BusPoller:
             self._devs.append(_Device(dp, sched, DeviceStats(dp.name, dp.slave)))
         self.devices: dict[str, DeviceStats] = {d.plan.name: d.stats for d in self._devs}
         self._client: Any = None
-        self._rx = bytearray()
-        self._exchange: _Exchange | None = None
+        self._rx_seen = False
         self._last_io = -math.inf
-        self.short_frame_s = SHORT_FRAME_S
-        self.drain_s = DRAIN_S
         _quiet_pymodbus()
 
     @property
@@ -300,6 +246,11 @@ class BusPoller:
         return self.plan.name
 
     # -- port ------------------------------------------------------------------------------
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        if not sending and data:
+            self._rx_seen = True
+        return data
 
     def _connection(self, up: bool) -> None:
         if up:
@@ -329,6 +280,7 @@ class BusPoller:
             timeout=CONNECT_TIMEOUT_S,
             retries=0,
             reconnect_delay=0,  # this poller reopens the port itself
+            trace_packet=self._trace,
             trace_connect=self._connection,
         )
         client.set_max_no_responses(1 << 30)  # a silent slave is no reason to drop the port
@@ -350,10 +302,6 @@ class BusPoller:
             return False
         self.stats.failed = False
         self.stats.last_port_error = ""
-        # Requests are framed and replies judged here (sanduan.edge.core.rtu), byte by byte as
-        # they arrive; pymodbus only owns the port.
-        client.ctx.callback_data = self._on_bytes  # type: ignore[method-assign]
-        self._rx.clear()
         self._client = client
         log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
         return True
@@ -385,133 +333,61 @@ class BusPoller:
 
     # -- one transaction ---------------------------------------------------------------------
 
-    async def _quiet(self, quiet_s: float) -> None:
-        """Wait until the line has been silent for ``quiet_s`` (bytes still arriving, e.g. the
-        tail of a garbled reply or a late one, push the wait on).
-
-        The event loop's timers wake in whole milliseconds (epoll), late by up to 1 ms, which at
-        115200 baud is a tenth of a transaction: whole milliseconds are slept, the rest is spent
-        yielding to the loop (other tasks run meanwhile)."""
-        while True:
-            wait = self._last_io + quiet_s - self._loop_time()
-            if wait <= 0:
-                return
-            await asyncio.sleep(math.floor(wait * 1000) / 1000 if wait >= 0.001 else 0)
-
-    def _discard(self) -> None:
-        """Drop whatever sits in the receive buffer (counted: nobody asked for it)."""
-        if self._rx:
-            self.stats.stale_bytes += len(self._rx)
-            log.debug("bus %s: %d stale bytes discarded", self.name, len(self._rx))
-            self._rx.clear()
-
-    def _on_bytes(self, data: bytes, addr: object = None) -> int:
-        """The transport's receive callback: ``data`` is what the transport holds (all of it is
-        taken here, into ``self._rx``). Returns the bytes consumed."""
-        now = self._loop_time()
-        self._rx += data
-        self._last_io = now
-        ex = self._exchange
-        if ex is not None and not ex.verdict.done():
-            self._judge(ex, now)
-        return len(data)
-
-    def _judge(self, ex: _Exchange, now: float) -> None:
-        while self._rx:
-            if ex.first_rx is None:
-                ex.first_rx = now
-            verdict = rtu.judge(self._rx, ex.expect)
-            if isinstance(verdict, rtu.NeedMore):
-                # An unfinished frame: it must go on soon, or it is a short (bad) one.
-                if ex.short_timer is not None:
-                    ex.short_timer.cancel()
-                ex.short_timer = asyncio.get_running_loop().call_later(
-                    self.short_frame_s, ex.settle, rtu.BadReply("short", "short frame", 0, False)
-                )
-                return
-            if isinstance(verdict, rtu.Foreign):
-                # A late reply of another request: never the answer; skip it, wait on.
-                del self._rx[: verdict.skip]
-                self.stats.foreign_frames += 1
-                ex.first_rx = None
-                if ex.short_timer is not None:
-                    ex.short_timer.cancel()
-                    ex.short_timer = None
-                if ex.expired and not self._rx:
-                    ex.settle(None)
-                    return
-                log.debug(
-                    "bus %s: frame of slave %d FC%02d skipped (not the reply awaited)",
-                    self.name,
-                    verdict.slave,
-                    verdict.function,
-                )
-                continue
-            if isinstance(verdict, rtu.Registers | rtu.ExceptionReply):
-                del self._rx[: verdict.skip]
-            ex.settle(verdict)
-            return
-
     async def _transact(
         self, dev: _Device, block: ReadBlock, attempts: int
     ) -> list[int] | _Failure:
         cfg = dev.plan.config
         failure = _Failure("timeout", "no reply")
-        expect = rtu.Expect(dev.plan.slave, block.function, block.count)
-        frame = rtu.read_request(dev.plan.slave, block.function, block.address, block.count)
-        request_s = self.line.wire_s(len(frame))
-        reply_s = self.line.wire_s(expect.length)
         for attempt in range(1, attempts + 1):
             client = self._client
-            if client is None or not client.connected:
+            if client is None:
                 raise _PortLost
-            await self._quiet(self.silence_s)
-            self._discard()
-            timeout = cfg.timeout_s
-            if attempt == 1 and dev.timeout is not None:
-                timeout = dev.timeout.timeout_s(reply_s)
-            loop = asyncio.get_running_loop()
-            ex = _Exchange(loop.create_future(), expect)
-            self._exchange = ex
+            wait = self._last_io + self.silence_s - self._loop_time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._rx_seen = False
+            client.ctx.comm_params.timeout_connect = cfg.timeout_s
             t0 = self._loop_time()
             try:
-                client.ctx.send(frame)
-                sent = t0 + request_s
-                self._last_io = sent
-                ex.timer = loop.call_later(timeout + request_s, self._expire, ex)
-                # whatever the line does (a babbling device), the wait ends
-                ex.cap = loop.call_later(cfg.timeout_s + request_s + reply_s + 1.0, ex.settle, None)
-                verdict = await ex.verdict
-            finally:
-                self._exchange = None
-                ex.close()
-                self._account(dev, t0)
-            if client is not self._client or not client.connected:
-                self.stats.port_errors += 1
-                log.warning("bus %s: serial port %s lost", self.name, self.stats.port)
-                raise _PortLost
-            measured = isinstance(verdict, rtu.Registers | rtu.ExceptionReply)
-            if measured and ex.first_rx is not None and dev.timeout is not None:
-                dev.timeout.add(ex.first_rx - sent)
-            if isinstance(verdict, rtu.Registers):
-                return list(verdict.values)
-            if isinstance(verdict, rtu.ExceptionReply):
-                code = verdict.code
-                failure = _Failure("exception", f"exception reply {code}", code)
-            else:
-                if isinstance(verdict, rtu.BadReply):
-                    failure = _Failure("crc", f"invalid reply ({verdict.reason})")
+                if block.function == 3:
+                    rr = await client.read_holding_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
                 else:
-                    failure = _Failure("timeout", f"no reply within {timeout:.3g} s")
-                    if dev.timeout is not None:
-                        dev.timeout.reset()  # perhaps slower now: the full timeout until measured
-                # The rest of a bad frame, or a late reply, may still be on its way: let the
-                # line fall silent and drop it before the next request.
-                await self._quiet(max(self.silence_s, self.drain_s))
-                self._discard()
+                    rr = await client.read_input_registers(
+                        block.address, count=block.count, device_id=dev.plan.slave
+                    )
+            except ConnectionException as exc:
+                self._account(dev, t0)
+                self.stats.port_errors += 1
+                log.warning("bus %s: serial port %s lost: %s", self.name, self.stats.port, exc)
+                raise _PortLost from exc
+            except ModbusIOException as exc:
+                self._account(dev, t0)
+                failure = (
+                    _Failure("crc", f"invalid reply ({exc.message})")
+                    if self._rx_seen
+                    else _Failure("timeout", f"no reply within {cfg.timeout_s:g} s")
+                )
+            except ModbusException as exc:
+                self._account(dev, t0)
+                failure = _Failure("crc", f"invalid reply ({exc})")
+            else:
+                self._account(dev, t0)
+                if rr.isError():
+                    code = getattr(rr, "exception_code", None)
+                    failure = _Failure("exception", f"exception reply {code}", code)
+                else:
+                    regs = list(rr.registers)
+                    if len(regs) == block.count:
+                        return regs
+                    failure = _Failure("crc", f"{len(regs)} registers in the reply")
             dev.stats.errors[failure.kind] += 1
             if failure.code is not None:
                 dev.stats.last_exception_code = failure.code
+            if client is not self._client or not client.connected:
+                self.stats.port_errors += 1
+                raise _PortLost
             log.debug(
                 "bus %s: device %s (slave %d) FC%02d %#06x+%d: attempt %d/%d: %s",
                 self.name,
@@ -528,18 +404,12 @@ class BusPoller:
                 break
         return failure
 
-    def _expire(self, ex: _Exchange) -> None:
-        """The reply timeout: a frame already under way is left to finish (or to fall short)."""
-        ex.expired = True
-        if ex.short_timer is not None and not ex.verdict.done():
-            return
-        ex.settle(None)
-
     def _account(self, dev: _Device, t0: float) -> None:
         now = self._loop_time()
         self.stats.busy_s += now - t0
         self.stats.requests += 1
         dev.stats.requests += 1
+        self._last_io = now
 
     # -- one device --------------------------------------------------------------------------
 
@@ -724,8 +594,6 @@ class BusPoller:
             "failed": self.stats.failed,
             "last_port_error": self.stats.last_port_error,
             "requests": self.stats.requests,
-            "stale_bytes": self.stats.stale_bytes,
-            "foreign_frames": self.stats.foreign_frames,
             "utilisation": round(self.utilisation(), 4),
             "devices": [d.stats.to_dict() for d in self._devs],
         }
