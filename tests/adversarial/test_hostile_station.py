@@ -102,9 +102,13 @@ def test_replaced_buffer_conflicts_forged_seqs_and_stamps_over_the_wire(
     peer.publish(topics.batch_topic(st), encode(first))
     assert next_of(peer, Ack).batch_seq == 1
 
-    # The gateway's buffer is replaced: a new stream from seq 1, all stored, the gap counted.
+    # The gateway's buffer is replaced: a new stream from seq 1 (new samples: later times), all
+    # stored, the gap counted.
     new = new_stream_id()
-    peer.publish(topics.batch_topic(st), encode(batch(st, range(1, 11), stream=new, value=7.3)))
+    later = [T0 + 100_000 + q * 1000 for q in range(1, 11)]
+    peer.publish(
+        topics.batch_topic(st), encode(batch(st, range(1, 11), stream=new, value=7.3, ts=later))
+    )
     ack = next_of(peer, Ack)
     assert isinstance(ack, Ack)
     assert (ack.stream, ack.ranges) == (new, ())

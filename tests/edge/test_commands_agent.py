@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.brokers import shared_port
 from tests.edge.acker import Acker
 from tests.edge.agent_harness import AgentThread, fake, wait_until
 from tests.edge.conftest import free_port
@@ -61,7 +62,7 @@ class Station:
         self.station = station
         self.source = fake(period_s)
         self.agent = AgentThread(load_station_config(path), self.source, config_path=path)
-        self.acker = Acker(port=1883, station=station)
+        self.acker = Acker(port=shared_port(), station=station)
         self.n = 0
 
     def command(
@@ -156,7 +157,7 @@ def test_poll_now_log_level_resend_time_sync_and_repeats(station: Station) -> No
 
 def test_push_config_applied_then_an_invalid_one_rejected(station: Station, tmp_path: Path) -> None:
     old = station.path.read_text(encoding="utf-8")
-    new = station_toml(station.station, tmp_path / "buffer.db", 1883, heartbeat_s=0.5)
+    new = station_toml(station.station, tmp_path / "buffer.db", shared_port(), heartbeat_s=0.5)
     r = station.answer(station.command("push-config", body=new), 15)
     assert (r.ok, r.state, r.config_sha256) == (True, "applied", sha(new)), r.message
     assert station.path.read_text(encoding="utf-8") == new
