@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sanduan.edge.core.window import (
+    MAX_BACKOFF,
     MAX_RANGES,
     MAX_SEQ,
     U63_MAX,
@@ -136,6 +137,23 @@ def test_resends_first_then_retries_and_the_window_closes_when_full() -> None:
     assert w.retry == [(1, 200)]
     w.link_up()
     assert (w.inflight, w.retry, w.cursor, w.backlog) == ({}, [], 0, True)
+
+
+def test_the_ack_timeout_doubles_with_each_expiry_and_an_ack_resets_it() -> None:
+    """A centre slow to answer gets fewer resends, not more (no resend storm)."""
+    w = window()  # ack timeout 10 s
+    w.committed(500, 0.0)
+    t = 0.0
+    for backoff in (1, 2, 4, 8, 8):
+        assert w.backoff == backoff and w.timeout_s == 10.0 * backoff
+        w.sent(1, Inflight(1, 100, t, "retry"))
+        assert w.expire(t + 10.0 * backoff - 0.01)[0] == []  # not yet
+        t += 10.0 * backoff
+        assert [b for b, _ in w.expire(t)[0]] == [1]
+    assert w.backoff == MAX_BACKOFF
+    w.sent(2, Inflight(1, 100, t, "retry"))
+    assert w.acked(2, 1, 100, partial=False) is not None
+    assert w.backoff == 1 and w.timeout_s == 10.0
 
 
 def test_pending_ranges_are_bounded() -> None:

@@ -508,6 +508,7 @@ class Forwarder:
                 await self.wake.wait()
                 continue
             now = self.clock.monotonic()
+            timeout = win.timeout_s
             expired, next_expiry = win.expire(now)
             for bseq, f in expired:
                 log.info(
@@ -515,7 +516,7 @@ class Forwarder:
                     bseq,
                     f.first,
                     f.last,
-                    self.cfg.ack_timeout_s,
+                    timeout,
                 )
             if win.full:
                 await self._wait(next_expiry)

@@ -231,6 +231,10 @@ class Request:
     hi: int
 
 
+MAX_BACKOFF = 8
+"""At most this many times ``ack_timeout_s`` between resends of an unanswered batch."""
+
+
 @dataclass(slots=True)
 class SendWindow:
     """See the module docstring. Times are the caller's monotonic seconds."""
@@ -251,6 +255,15 @@ class SendWindow:
     commits: collections.deque[tuple[int, float]] = field(
         default_factory=lambda: collections.deque(maxlen=100_000)
     )
+    backoff: int = 1
+    """The ack timeout's multiplier: doubled by every expiry (up to :data:`MAX_BACKOFF`), back
+    to 1 by an ack. A centre that is slow to answer (a collector restarting under a backlog)
+    gets fewer resends instead of more: each resend it cannot yet answer adds to its backlog."""
+
+    @property
+    def timeout_s(self) -> float:
+        """The ack timeout in force: ``ack_timeout_s`` times :attr:`backoff`."""
+        return self.ack_timeout_s * self.backoff
 
     # -- events ----------------------------------------------------------------------------
 
@@ -269,6 +282,8 @@ class SendWindow:
         """An ack for ``batch_seq``; with ``partial`` the centre holds only part of the batch
         and the rest of its span goes again."""
         sent = self.inflight.pop(batch_seq, None)
+        if sent is not None:
+            self.backoff = 1
         if partial:
             lo, hi = (sent.first, sent.last) if sent else (first, last)
             self.retry = _capped([*self.retry, (lo, hi)])
@@ -282,18 +297,21 @@ class SendWindow:
         self.resend = _capped([*self.resend, *ranges])
 
     def expire(self, now: float) -> tuple[list[tuple[int, Inflight]], float]:
-        """Batches not acknowledged within ``ack_timeout_s`` go to the retry list; returns them
-        and the seconds to the next expiry."""
+        """Batches not acknowledged within :attr:`timeout_s` go to the retry list (and the
+        timeout doubles); returns them and the seconds to the next expiry."""
         out: list[tuple[int, Inflight]] = []
         nxt = math.inf
+        timeout = self.timeout_s
         for bseq, f in list(self.inflight.items()):
             age = now - f.sent_at
-            if age >= self.ack_timeout_s:
+            if age >= timeout:
                 del self.inflight[bseq]
                 self.retry = _capped([*self.retry, (f.first, f.last)])
                 out.append((bseq, f))
             else:
-                nxt = min(nxt, self.ack_timeout_s - age)
+                nxt = min(nxt, timeout - age)
+        if out:
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
         return out, nxt
 
     # -- what to send ----------------------------------------------------------------------
