@@ -160,19 +160,6 @@ class Outcome:
         return out
 
 
-def _subset(batch: Batch, keep: Sequence[int]) -> Batch:
-    """The readings of ``batch`` at indices ``keep`` (same header)."""
-    return dataclasses.replace(
-        batch,
-        seq=tuple(batch.seq[i] for i in keep),
-        ts_ms=tuple(batch.ts_ms[i] for i in keep),
-        code_idx=tuple(batch.code_idx[i] for i in keep),
-        values=tuple(batch.values[i] for i in keep),
-        flags=tuple(batch.flags[i] for i in keep),
-        grades=tuple(batch.grades[i] for i in keep),
-    )
-
-
 def _shown(ranges: Sequence[SeqRange]) -> str:
     text = ", ".join(f"{a}..{b}" for a, b in ranges[:4])
     return text + (", ..." if len(ranges) > 4 else "")
@@ -549,7 +536,7 @@ class Processor:
             keep = [i for i in range(msg.count) if i not in bad_set]
             if not keep:
                 return Outcome("batch", nacks=tuple(nacks), dead=dead)
-            batch = _subset(msg, keep)
+            batch = msg.subset(keep)
         stored = batch
         result, error, poison = self._try_store(lambda: self.store.store_batch(stored, at))
         if result is None:

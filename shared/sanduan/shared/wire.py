@@ -28,7 +28,7 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from itertools import accumulate, pairwise
 from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
@@ -206,6 +206,18 @@ class Batch:
 
     def to_readings(self) -> list[Reading]:
         return [Reading(*row) for row in self.rows()]
+
+    def subset(self, keep: Sequence[int]) -> Batch:
+        """The readings at indices ``keep`` (same header, same code table)."""
+        return replace(
+            self,
+            seq=tuple(self.seq[i] for i in keep),
+            ts_ms=tuple(self.ts_ms[i] for i in keep),
+            code_idx=tuple(self.code_idx[i] for i in keep),
+            values=tuple(self.values[i] for i in keep),
+            flags=tuple(self.flags[i] for i in keep),
+            grades=tuple(self.grades[i] for i in keep),
+        )
 
     @classmethod
     def from_columns(

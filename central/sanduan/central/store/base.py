@@ -14,7 +14,6 @@ store URL (password hidden), the operation and, where there is one, the fix.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -415,19 +414,6 @@ def _samples(batch: Batch) -> list[SampleKey]:
     return [(batch.codes[i], t) for i, t in zip(batch.code_idx, batch.ts_ms, strict=True)]
 
 
-def _subset(batch: Batch, keep: Sequence[int]) -> Batch:
-    """The readings of ``batch`` at indices ``keep`` (same header)."""
-    return dataclasses.replace(
-        batch,
-        seq=tuple(batch.seq[i] for i in keep),
-        ts_ms=tuple(batch.ts_ms[i] for i in keep),
-        code_idx=tuple(batch.code_idx[i] for i in keep),
-        values=tuple(batch.values[i] for i in keep),
-        flags=tuple(batch.flags[i] for i in keep),
-        grades=tuple(batch.grades[i] for i in keep),
-    )
-
-
 def _shown(ranges: Sequence[SeqRange]) -> str:
     return ", ".join(f"{a}..{b}" for a, b in ranges[:5]) + (", ..." if len(ranges) > 5 else "")
 
@@ -650,8 +636,8 @@ class SqlStore:
                 upto = raw[_HORIZON] if stream == row.stream else None
                 elsewhere = self._elsewhere(cur, batch, stream, upto)
                 if elsewhere:  # left out of the insert, sorted out below
-                    stored = _subset(
-                        batch, [i for i, k in enumerate(_samples(batch)) if k not in elsewhere]
+                    stored = batch.subset(
+                        [i for i, k in enumerate(_samples(batch)) if k not in elsewhere]
                     )
             new = 0
             if stored.count:
