@@ -15,6 +15,7 @@ import typer
 from sanduan.central.county_cli import register as register_county_commands
 from sanduan.central.report.cli import register as register_report_commands
 from sanduan.central.station_cli import station_app
+from sanduan.shared.clock import age_text
 
 app = typer.Typer(
     help="The central collector: ingest, store, assess, compensate, report.", no_args_is_help=True
@@ -309,21 +310,9 @@ def report_stations_command(
             str(rec["lost_with_buffer"]),
             str(rec["rejects_over_budget"]),
             "-" if rec["buffer_depth"] is None else str(rec["buffer_depth"]),
-            _age_text(rec["oldest_unacked_age_s"]),
+            age_text(rec["oldest_unacked_age_s"]),
             "-" if rec["clock_offset_s"] is None else f"{rec['clock_offset_s']:+.1f} s",
             rec["config"] or "-",
             _last_command(rec["last_command"]),
         )
     Console().print(table)
-
-
-def _age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"

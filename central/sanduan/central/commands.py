@@ -19,6 +19,7 @@ from typing import Any
 
 from sanduan.central.store import CommandRow, StationRow, Store
 from sanduan.shared import topics, wire
+from sanduan.shared.clock import age_text
 from sanduan.shared.config import CollectorMqttConfig
 from sanduan.shared.errors import LinkError, SanduanError
 from sanduan.shared.wire import Command
@@ -159,16 +160,7 @@ def wait_result(
 
 
 def age(ms: int | None, now_ms: int) -> str:
-    if ms is None:
-        return "-"
-    s = max(0.0, (now_ms - ms) / 1000)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172_800:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} d"
+    return age_text(None if ms is None else max(0.0, (now_ms - ms) / 1000))
 
 
 def station_columns(store: Store, rows: list[StationRow], now_ms: int) -> dict[str, dict[str, Any]]:

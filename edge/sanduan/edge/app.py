@@ -34,7 +34,7 @@ from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
 from sanduan.edge.io.metrics_http import AgentProbe, serve_metrics
 from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
-from sanduan.shared.clock import Clock, clock_from_env, wait_event
+from sanduan.shared.clock import Clock, age_text, clock_from_env, wait_event
 from sanduan.shared.config import StationConfig
 from sanduan.shared.errors import SanduanError, StoreError
 from sanduan.shared.model import Flag
@@ -642,18 +642,6 @@ def _hj212_cursors(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
 def _size(n: float | None) -> str:
     if n is None:
         return "-"
@@ -683,7 +671,7 @@ def print_outbox_report(r: dict[str, Any]) -> None:
         ("depth (unacknowledged readings)", str(r["depth"])),
         (
             "oldest unacknowledged",
-            f"{_age(r['oldest_unacked_age_s'])} (seq {opt(r['oldest_unacked_seq'])})",
+            f"{age_text(r['oldest_unacked_age_s'], 1)} (seq {opt(r['oldest_unacked_seq'])})",
         ),
         ("last acknowledged seq", opt(r["last_acked_seq"])),
         ("next seq", str(r["next_seq"])),

@@ -120,3 +120,17 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def age_text(seconds: float | None, decimals: int = 0) -> str:
+    """A duration for people: seconds and minutes with ``decimals``, hours and days with one;
+    ``-`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.{decimals}f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.{decimals}f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

@@ -632,13 +632,13 @@ class SqlStore:
             )
             elsewhere: dict[SampleKey, list[float]] = {}
             stored = batch
+            samples: list[SampleKey] = []
             if cross:
                 upto = raw[_HORIZON] if stream == row.stream else None
-                elsewhere = self._elsewhere(cur, batch, stream, upto)
+                samples = _samples(batch)
+                elsewhere = self._elsewhere(cur, batch, samples, stream, upto)
                 if elsewhere:  # left out of the insert, sorted out below
-                    stored = batch.subset(
-                        [i for i, k in enumerate(_samples(batch)) if k not in elsewhere]
-                    )
+                    stored = batch.subset([i for i, k in enumerate(samples) if k not in elsewhere])
             new = 0
             if stored.count:
                 new = self._insert_readings(cur, stored, received_ms, _new_above(row, stream))
@@ -651,9 +651,7 @@ class SqlStore:
                 if elsewhere:
                     sent = (
                         (q, c, t, v)
-                        for q, (c, t), v in zip(
-                            batch.seq, _samples(batch), batch.values, strict=True
-                        )
+                        for q, (c, t), v in zip(batch.seq, samples, batch.values, strict=True)
                     )
                     known = row.seq_state if row.stream == stream else SeqState()
                     xs = self._fresh(cross_stream(sent, here, elsewhere), known)
@@ -728,17 +726,18 @@ class SqlStore:
         return CrossStream(keep(xs.reread), keep(xs.conflicts))
 
     def _elsewhere(
-        self, cur: Any, batch: Batch, stream: int, upto: int | None
+        self, cur: Any, batch: Batch, samples: list[SampleKey], stream: int, upto: int | None
     ) -> dict[SampleKey, list[float]]:
-        """The samples of ``batch`` (no later than ``upto``) that other streams of the station
-        hold, with the values they hold: one range scan of ``readings_station_code_ts`` over
-        the batch's codes and times (read in the transaction; the station row is locked)."""
+        """The samples of ``batch`` (``samples``, no later than ``upto``) that other streams of
+        the station hold, with the values they hold: one range scan of
+        ``readings_station_code_ts`` over the batch's codes and times (read in the transaction;
+        the station row is locked)."""
         lo, hi = min(batch.ts_ms), max(batch.ts_ms)
         if upto is not None:
             hi = min(hi, upto)
         if lo > hi:
             return {}
-        wanted = set(_samples(batch))
+        wanted = set(samples)
         codes = sorted({c for c, _ in wanted})
         rows = self._x(
             cur,
