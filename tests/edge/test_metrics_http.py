@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` as it is and read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        out = b""
+        while chunk := sock.recv(4096):
+            out += chunk
+        return out
+
+
 @pytest.mark.mosquitto
 def test_metrics_and_health_follow_the_agent(
     private_broker: PrivateBroker, station_id: str, tmp_path: Path
@@ -79,6 +90,17 @@ def test_metrics_and_health_follow_the_agent(
         )
         assert get(mport, "/nothing")[0] == 404
         assert get(mport, "/metrics", "POST")[0] == 405
+        # Hostile clients: garbage, an endless header and a silent connection get a 400 or
+        # nothing, and never hold up a scrape.
+        silent = socket.create_connection(("127.0.0.1", mport))
+        try:
+            assert raw(mport, b"\x00\xff garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+            assert raw(mport, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20_000).startswith(
+                b"HTTP/1.1 400"
+            )
+            assert scrape(mport)["sanduan_edge_uplink_up"] == 1
+        finally:
+            silent.close()
         # The heartbeat carries the same figures in its extra entries.
         assert acker.wait_for(lambda a: any("readings_N" in s.extra for s in a.statuses), 10)
         extra = next(s.extra for s in acker.statuses if "readings_N" in s.extra)
