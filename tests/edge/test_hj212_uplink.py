@@ -153,9 +153,20 @@ def test_data_is_sent_acked_and_the_cursor_survives_a_restart(tmp_path: Path) ->
         await plat.start()
         link = PlatformLink(platform_cfg(plat.port), ob.path)
 
+        def all_acked() -> bool:
+            # the platform has answered every packet and the link has recorded those answers:
+            # a link stopped between the two sends the unrecorded packet again, as it should
+            cur = {k: pos for _, k, pos, _ in cursor_report(ob.path)}
+            return (
+                cur.get("realtime") == 24
+                and cur.get("hourly") == ms(datetime(2026, 1, 1, 10))
+                and cur.get("daily") == ms(datetime(2026, 1, 1))
+            )
+
         async def body() -> None:
             await until(lambda: len(plat.data("2011")) == 12 and len(plat.data("2061")) == 3)
             await until(lambda: len(plat.data("2031")) == 1)
+            await until(all_acked)
 
         await _with_link(link, body)
         rt = [parse_data(p) for p in plat.data("2011")]
