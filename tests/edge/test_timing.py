@@ -6,7 +6,9 @@ import pytest
 
 from sanduan.edge.core.plan import plan_bus
 from sanduan.edge.core.timing import (
+    TIMEOUT_FLOOR_S,
     UTILISATION_WARN,
+    AdaptiveTimeout,
     Line,
     bus_timing,
     device_timing,
@@ -119,3 +121,37 @@ def test_factory_serial_settings_that_differ_are_a_note_not_a_warning() -> None:
     assert timing.fits
     assert len(timing.notes) == 1
     assert "19200 8N1" in timing.notes[0]
+
+
+def test_adaptive_timeout_waits_in_full_until_measured() -> None:
+    t = AdaptiveTimeout(low_s=0.01, high_s=1.0)
+    assert t.low_s == TIMEOUT_FLOOR_S  # never below the scheduler-jitter floor
+    for _ in range(AdaptiveTimeout.MIN_SAMPLES - 1):
+        t.add(0.004)
+        assert t.timeout_s(0.003) == 1.0
+    t.add(0.004)
+    assert t.timeout_s(0.003) == TIMEOUT_FLOOR_S  # 3 x 4 ms + 3 ms + 20 ms = 35 ms < 50 ms
+
+
+def test_adaptive_timeout_follows_p99_within_bounds() -> None:
+    t = AdaptiveTimeout(low_s=0.1, high_s=0.5)
+    for i in range(100):
+        t.add(0.05 if i % 50 else 0.2)  # two slow outliers in the last 64
+    assert t.p99_s == pytest.approx(0.2)
+    assert t.timeout_s(0.01) == 0.5  # 3 x 0.2 + ... is above the configured timeout
+    t.reset()
+    assert t.samples == 0
+    assert t.timeout_s(0.01) == 0.5
+    for _ in range(64):
+        t.add(0.03)
+    assert t.timeout_s(0.01) == pytest.approx(3 * 0.03 + 0.01 + AdaptiveTimeout.MARGIN_S)
+    t.add(-1.0)  # a clock glitch counts as zero
+    assert t.p99_s == pytest.approx(0.03)
+
+
+def test_adaptive_timeout_bounds_are_configured_ones() -> None:
+    t = AdaptiveTimeout(low_s=2.0, high_s=1.0)
+    assert t.low_s == 1.0  # the configured timeout is the upper bound of everything
+    for _ in range(20):
+        t.add(0.001)
+    assert t.timeout_s(0.0) == 1.0

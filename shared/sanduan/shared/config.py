@@ -379,6 +379,14 @@ class DeviceConfig(Strict):
     """An inline register map (same keys as a profile's registers) instead of ``profile``."""
     poll_period_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    """How long a reply may take (the upper bound when ``adaptive_timeout`` is on)."""
+    adaptive_timeout: bool = False
+    """Adapt the first attempt's reply timeout to the device's measured turnaround, within
+    [max(``timeout_min_s``, 0.05 s), ``timeout_s``]; after any timeout the full ``timeout_s``.
+    Off by default: a reply later than the adapted timeout is asked for again, which a device
+    that is only sometimes slow answers twice."""
+    timeout_min_s: Annotated[float, Field(gt=0, le=30)] = 0.1
+    """Lower bound of the adapted reply timeout (capped at ``timeout_s``)."""
     retries: Annotated[int, Field(ge=0, le=10)] = 2
     pause_s: Annotated[float, Field(ge=0, le=10)] = 0.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0

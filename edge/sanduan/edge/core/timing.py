@@ -22,6 +22,8 @@ off (one attempt once it is degraded).
 
 from __future__ import annotations
 
+import collections
+import math
 from dataclasses import dataclass
 
 from sanduan.edge.core.plan import BusPlan, DevicePlan
@@ -30,7 +32,9 @@ from sanduan.shared.config import BusConfig
 __all__ = [
     "DEFAULT_TURNAROUND_S",
     "REQUEST_BYTES",
+    "TIMEOUT_FLOOR_S",
     "UTILISATION_WARN",
+    "AdaptiveTimeout",
     "BusTiming",
     "DeviceTiming",
     "Line",
@@ -45,6 +49,8 @@ DEFAULT_TURNAROUND_S = 0.010
 UTILISATION_WARN = 0.8
 FAST_BAUD = 19200  # above this rate the inter-frame gap is a fixed 1.75 ms
 FAST_GAP_S = 0.00175
+TIMEOUT_FLOOR_S = 0.05
+"""No adapted reply timeout is shorter: room for a loaded gateway's scheduler jitter."""
 
 
 def response_bytes(count: int) -> int:
@@ -213,3 +219,50 @@ def format_bus_timing(timing: BusTiming) -> list[str]:
     out.extend(f"  warning: {w}" for w in timing.warnings)
     out.extend(f"  note: {n}" for n in timing.notes)
     return out
+
+
+class AdaptiveTimeout:
+    """A device's measured turnarounds (end of request to first reply byte, seconds) and the
+    reply timeout they justify.
+
+    ``timeout = clamp(SAFETY * p99 + reply wire time + MARGIN_S, low, high)`` where ``high`` is
+    the configured ``timeout_s`` and ``low = max(timeout_min_s, TIMEOUT_FLOOR_S)``; never below
+    ``SAFETY * p99`` either. Until ``MIN_SAMPLES`` turnarounds have been measured the timeout is
+    ``high``; :meth:`reset` (called on every timeout) goes back there, so a device that became
+    slower is waited for in full until it has been measured again.
+    """
+
+    WINDOW = 64
+    MIN_SAMPLES = 16
+    SAFETY = 3.0
+    MARGIN_S = 0.02
+
+    def __init__(self, low_s: float, high_s: float) -> None:
+        self.high_s = high_s
+        self.low_s = min(high_s, max(low_s, TIMEOUT_FLOOR_S))
+        self._samples: collections.deque[float] = collections.deque(maxlen=self.WINDOW)
+
+    def add(self, turnaround_s: float) -> None:
+        self._samples.append(max(0.0, turnaround_s))
+
+    def reset(self) -> None:
+        self._samples.clear()
+
+    @property
+    def samples(self) -> int:
+        return len(self._samples)
+
+    @property
+    def p99_s(self) -> float | None:
+        n = len(self._samples)
+        if n < self.MIN_SAMPLES:
+            return None
+        ordered = sorted(self._samples)
+        return ordered[min(n - 1, math.ceil(0.99 * n) - 1)]
+
+    def timeout_s(self, reply_wire_s: float) -> float:
+        p99 = self.p99_s
+        if p99 is None:
+            return self.high_s
+        wanted = self.SAFETY * p99 + reply_wire_s + self.MARGIN_S
+        return min(self.high_s, max(self.low_s, wanted))

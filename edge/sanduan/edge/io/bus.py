@@ -36,18 +36,36 @@ Behaviour:
   times (timeouts, ``pause_s``, the inter-frame silence, reconnect backoff) are real seconds:
   the wire does not run faster in an accelerated rig.
 - Each device's planned requests run in order with ``pause_s`` between them; each request gets
-  ``timeout_s`` and ``retries + 1`` attempts (1 once the device is degraded). Exception replies 1-3
+  ``retries + 1`` attempts (1 once the device is degraded). Requests are framed and replies
+  judged here, byte by byte as they arrive (:mod:`sanduan.edge.core.rtu`; pymodbus only owns the
+  port): a reply of the polled slave that cannot be right (a bad CRC, a wrong byte count) or
+  garbage fails the attempt the moment that is known; a frame that stops short fails when the
+  configured ``timeout_s`` (plus the reply's wire time) has run out. A well-formed frame
+  that does not answer the request (a late reply of another slave, or of this one to another
+  request) is never taken as the answer: it is skipped and the wait goes on
+  (``stats.foreign_frames``). After a bad reply the line must be silent for ``DRAIN_S`` (at
+  least the inter-frame gap) and what arrived is dropped. A reply that comes after its timeout
+  is the answer to the retry of that same request (taken before the retry is sent when it is
+  already there, ``stats.late_replies``), never to any other request. Bytes found in the
+  receive buffer before a request are dropped (``stats.stale_bytes``). Every request waits for
+  the inter-frame silence after the last byte on the line.
+- Reply timeouts: ``timeout_s``. With ``adaptive_timeout`` (off by default) the first attempt
+  waits an adapted timeout
+  (:class:`~sanduan.edge.core.timing.AdaptiveTimeout`: 3 x the p99 of the measured turnarounds
+  plus the reply's wire time, within [max(``timeout_min_s``, 50 ms), ``timeout_s``], and
+  ``timeout_s`` until 16 turnarounds were measured); a retry, and every attempt after a timeout
+  until the device was measured again, waits the full ``timeout_s``. A reply already under way
+  when the timeout runs out is left to finish. Exception replies 1-3
   (illegal function/address/value) are not retried: they are configuration errors. The first
   request that fails ends the device's poll, so a silent slave costs at most
   ``attempts * timeout_s`` of bus time per poll and then backs off exponentially.
 - Errors are counted per device and per kind: ``timeout`` (no byte came back), ``crc`` (bytes
-  came back but no valid reply: CRC error, garbage, a reply from another slave, a short reply),
+  came back but no valid reply: CRC error, wrong byte count, garbage, a short frame),
   ``exception`` (an exception reply; the code is kept in ``last_exception_code``). A failed poll
   emits nothing: no values are invented, the stats and the device state (``failing`` then
   ``degraded``) carry the outage to the heartbeat. Logs (logger ``sanduan.edge.bus``) name the
   bus, the device, its slave id and the register block, one line per failed poll; pymodbus's own
-  logger (which would add an ERROR per timeout) is set to CRITICAL unless the operator gave it a
-  level.
+  logger is set to CRITICAL unless the operator gave it a level.
 - Each read block is decoded by a :class:`~sanduan.edge.core.decode.BlockDecoder` built once
   per device (struct formats per block), not by re-deriving the layout on every read.
 - Flags: each value gets the most severe flag of the status/quality registers that apply to it
@@ -75,13 +93,13 @@ from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from sanduan.edge.core import rtu
 from sanduan.edge.core.decode import BlockDecoder
 from sanduan.edge.core.model import PolledValue
 from sanduan.edge.core.plan import BusPlan, DevicePlan
 from sanduan.edge.core.schedule import DeviceState, Schedule, Transition, next_due
-from sanduan.edge.core.timing import Line
+from sanduan.edge.core.timing import AdaptiveTimeout, Line
 from sanduan.shared.clock import Clock
 from sanduan.shared.errors import DeviceError
 from sanduan.shared.model import Flag
@@ -97,6 +115,9 @@ RESULT_MAX_LEAD_S = 600.0
 RESULT_MAX_AGE_S = 2 * 86_400.0
 NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
 CONNECT_TIMEOUT_S = 2.0
+DRAIN_S = 0.02
+"""After a bad reply the line must be silent this long (or the inter-frame gap, whichever is
+longer) before the next request; what arrived meanwhile is discarded."""
 
 # Most severe first: a device that is not measuring outranks an over-range value.
 _SEVERITY = {f: i for i, f in enumerate((Flag.B, Flag.D, Flag.F, Flag.M, Flag.C, Flag.T, Flag.S))}
@@ -159,6 +180,9 @@ class BusStats:
     failed: bool = False  # the port cannot be opened or configured now (retried with backoff)
     last_port_error: str = ""
     busy_s: float = 0.0  # real seconds spent in transactions (timeouts included)
+    stale_bytes: int = 0  # bytes nobody asked for, discarded before a request or after a bad one
+    foreign_frames: int = 0  # well-formed frames that did not answer the request (late replies)
+    late_replies: int = 0  # replies after their timeout, taken by the retry of the same request
     started: float | None = None  # time.monotonic() of the first use
     elapsed_s: float = 0.0  # updated by snapshot() and utilisation()
 
@@ -182,6 +206,30 @@ class _PortLost(Exception):
 
 
 @dataclass
+class _Exchange:
+    """The reply awaited for one request: the verdict arrives from the receive callback."""
+
+    verdict: asyncio.Future[rtu.Verdict | None]
+    """Set once: the reply's verdict, or None when the timeout ran out first."""
+    expect: rtu.Expect
+    first_rx: float | None = None
+    expired: bool = False
+    timer: asyncio.TimerHandle | None = None
+    cap: asyncio.TimerHandle | None = None
+
+    def settle(self, verdict: rtu.Verdict | None) -> None:
+        if not self.verdict.done():
+            self.verdict.set_result(verdict)
+
+    def close(self) -> None:
+        for t in (self.timer, self.cap):
+            if t is not None:
+                t.cancel()
+        if not self.verdict.done():
+            self.verdict.cancel()
+
+
+@dataclass
 class _Device:
     plan: DevicePlan
     schedule: Schedule
@@ -192,8 +240,13 @@ class _Device:
     values: tuple[tuple[RegisterSpec, tuple[RegisterSpec, ...]], ...] = ()
     result_time: RegisterSpec | None = None
     decoders: tuple[BlockDecoder, ...] = ()
+    timeout: AdaptiveTimeout | None = None
+    """The first attempt's reply timeout, adapted to measured turnarounds (None: fixed)."""
 
     def __post_init__(self) -> None:
+        cfg = self.plan.config
+        if cfg.adaptive_timeout:
+            self.timeout = AdaptiveTimeout(cfg.timeout_min_s, cfg.timeout_s)
         profile = self.plan.profile
         flag_regs = profile.flag_registers
         self.values = tuple(
@@ -237,8 +290,10 @@ class BusPoller:
             self._devs.append(_Device(dp, sched, DeviceStats(dp.name, dp.slave)))
         self.devices: dict[str, DeviceStats] = {d.plan.name: d.stats for d in self._devs}
         self._client: Any = None
-        self._rx_seen = False
+        self._rx = bytearray()
+        self._exchange: _Exchange | None = None
         self._last_io = -math.inf
+        self.drain_s = DRAIN_S
         _quiet_pymodbus()
 
     @property
@@ -246,11 +301,6 @@ class BusPoller:
         return self.plan.name
 
     # -- port ------------------------------------------------------------------------------
-
-    def _trace(self, sending: bool, data: bytes) -> bytes:
-        if not sending and data:
-            self._rx_seen = True
-        return data
 
     def _connection(self, up: bool) -> None:
         if up:
@@ -280,7 +330,6 @@ class BusPoller:
             timeout=CONNECT_TIMEOUT_S,
             retries=0,
             reconnect_delay=0,  # this poller reopens the port itself
-            trace_packet=self._trace,
             trace_connect=self._connection,
         )
         client.set_max_no_responses(1 << 30)  # a silent slave is no reason to drop the port
@@ -302,6 +351,10 @@ class BusPoller:
             return False
         self.stats.failed = False
         self.stats.last_port_error = ""
+        # Requests are framed and replies judged here (sanduan.edge.core.rtu), byte by byte as
+        # they arrive; pymodbus only owns the port.
+        client.ctx.callback_data = self._on_bytes  # type: ignore[method-assign]
+        self._rx.clear()
         self._client = client
         log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
         return True
@@ -333,61 +386,134 @@ class BusPoller:
 
     # -- one transaction ---------------------------------------------------------------------
 
+    async def _quiet(self, quiet_s: float) -> None:
+        """Wait until the line has been silent for ``quiet_s`` (bytes still arriving, e.g. the
+        tail of a garbled reply or a late one, push the wait on).
+
+        Plain sleeps, never a busy wait: on a loaded gateway the CPU a spinning poller takes is
+        missed by everything else (the event loop's timers wake late by up to 1 ms, which only
+        lengthens the silence)."""
+        while True:
+            wait = self._last_io + quiet_s - self._loop_time()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _discard(self) -> None:
+        """Drop whatever sits in the receive buffer (counted: nobody asked for it)."""
+        if self._rx:
+            self.stats.stale_bytes += len(self._rx)
+            log.debug("bus %s: %d stale bytes discarded", self.name, len(self._rx))
+            self._rx.clear()
+
+    def _on_bytes(self, data: bytes, addr: object = None) -> int:
+        """The transport's receive callback: ``data`` is what the transport holds (all of it is
+        taken here, into ``self._rx``). Returns the bytes consumed."""
+        now = self._loop_time()
+        self._rx += data
+        self._last_io = now
+        ex = self._exchange
+        if ex is not None and not ex.verdict.done():
+            self._judge(ex, now)
+        return len(data)
+
+    def _judge(self, ex: _Exchange, now: float) -> None:
+        while self._rx:
+            if ex.first_rx is None:
+                ex.first_rx = now
+            verdict = rtu.judge(self._rx, ex.expect)
+            if isinstance(verdict, rtu.NeedMore):
+                return  # an unfinished frame: wait for the rest
+            if isinstance(verdict, rtu.Foreign):
+                # A late reply of another request: never the answer; skip it, wait on.
+                del self._rx[: verdict.skip]
+                self.stats.foreign_frames += 1
+                ex.first_rx = None
+                if ex.expired and not self._rx:
+                    ex.settle(None)
+                    return
+                log.debug(
+                    "bus %s: frame of slave %d FC%02d skipped (not the reply awaited)",
+                    self.name,
+                    verdict.slave,
+                    verdict.function,
+                )
+                continue
+            if isinstance(verdict, rtu.Registers | rtu.ExceptionReply):
+                del self._rx[: verdict.skip]
+            ex.settle(verdict)
+            return
+
     async def _transact(
         self, dev: _Device, block: ReadBlock, attempts: int
     ) -> list[int] | _Failure:
         cfg = dev.plan.config
         failure = _Failure("timeout", "no reply")
+        expect = rtu.Expect(dev.plan.slave, block.function, block.count)
+        frame = rtu.read_request(dev.plan.slave, block.function, block.address, block.count)
+        request_s = self.line.wire_s(len(frame))
+        reply_s = self.line.wire_s(expect.length)
         for attempt in range(1, attempts + 1):
             client = self._client
-            if client is None:
+            if client is None or not client.connected:
                 raise _PortLost
-            wait = self._last_io + self.silence_s - self._loop_time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._rx_seen = False
-            client.ctx.comm_params.timeout_connect = cfg.timeout_s
+            await self._quiet(self.silence_s)
+            if failure.kind == "timeout" and attempt > 1:
+                # The reply to the identical request that just timed out came in late, before
+                # this retry went out: it is the answer (never a reply to any other request).
+                late = rtu.judge(self._rx, expect)
+                if isinstance(late, rtu.Registers):
+                    del self._rx[: late.skip]
+                    self.stats.late_replies += 1
+                    return list(late.values)
+            self._discard()
+            timeout = cfg.timeout_s
+            if attempt == 1 and dev.timeout is not None:
+                timeout = dev.timeout.timeout_s(reply_s)
+            loop = asyncio.get_running_loop()
+            ex = _Exchange(loop.create_future(), expect)
+            self._exchange = ex
             t0 = self._loop_time()
             try:
-                if block.function == 3:
-                    rr = await client.read_holding_registers(
-                        block.address, count=block.count, device_id=dev.plan.slave
-                    )
-                else:
-                    rr = await client.read_input_registers(
-                        block.address, count=block.count, device_id=dev.plan.slave
-                    )
-            except ConnectionException as exc:
+                client.ctx.send(frame)
+                sent = t0 + request_s
+                self._last_io = sent
+                ex.timer = loop.call_later(timeout + request_s, self._expire, ex)
+                # a frame under way may finish within the configured timeout and its wire time
+                ex.cap = loop.call_later(cfg.timeout_s + request_s + reply_s, self._give_up, ex)
+                verdict = await ex.verdict
+            finally:
+                self._exchange = None
+                ex.close()
                 self._account(dev, t0)
+            if client is not self._client or not client.connected:
                 self.stats.port_errors += 1
-                log.warning("bus %s: serial port %s lost: %s", self.name, self.stats.port, exc)
-                raise _PortLost from exc
-            except ModbusIOException as exc:
-                self._account(dev, t0)
-                failure = (
-                    _Failure("crc", f"invalid reply ({exc.message})")
-                    if self._rx_seen
-                    else _Failure("timeout", f"no reply within {cfg.timeout_s:g} s")
-                )
-            except ModbusException as exc:
-                self._account(dev, t0)
-                failure = _Failure("crc", f"invalid reply ({exc})")
+                log.warning("bus %s: serial port %s lost", self.name, self.stats.port)
+                raise _PortLost
+            measured = isinstance(verdict, rtu.Registers | rtu.ExceptionReply)
+            if measured and ex.first_rx is not None and dev.timeout is not None:
+                dev.timeout.add(ex.first_rx - sent)
+            if isinstance(verdict, rtu.Registers):
+                return list(verdict.values)
+            if isinstance(verdict, rtu.ExceptionReply):
+                code = verdict.code
+                failure = _Failure("exception", f"exception reply {code}", code)
+            elif isinstance(verdict, rtu.BadReply):
+                failure = _Failure("crc", f"invalid reply ({verdict.reason})")
+                # The rest of a bad frame may still be on its way: let the line fall silent
+                # and drop it before the next request.
+                await self._quiet(max(self.silence_s, self.drain_s))
+                self._discard()
             else:
-                self._account(dev, t0)
-                if rr.isError():
-                    code = getattr(rr, "exception_code", None)
-                    failure = _Failure("exception", f"exception reply {code}", code)
-                else:
-                    regs = list(rr.registers)
-                    if len(regs) == block.count:
-                        return regs
-                    failure = _Failure("crc", f"{len(regs)} registers in the reply")
+                # A late reply to this request is taken by its retry (before it is sent, or as
+                # its answer); after the last attempt it is skipped by whatever request comes
+                # next, or dropped as stale.
+                failure = _Failure("timeout", f"no reply within {timeout:.3g} s")
+                if dev.timeout is not None:
+                    dev.timeout.reset()  # perhaps slower now: the full timeout until measured
             dev.stats.errors[failure.kind] += 1
             if failure.code is not None:
                 dev.stats.last_exception_code = failure.code
-            if client is not self._client or not client.connected:
-                self.stats.port_errors += 1
-                raise _PortLost
             log.debug(
                 "bus %s: device %s (slave %d) FC%02d %#06x+%d: attempt %d/%d: %s",
                 self.name,
@@ -404,12 +530,23 @@ class BusPoller:
                 break
         return failure
 
+    def _expire(self, ex: _Exchange) -> None:
+        """The reply timeout: a frame already under way is left to finish (``_give_up``)."""
+        ex.expired = True
+        if not self._rx:
+            ex.settle(None)
+
+    def _give_up(self, ex: _Exchange) -> None:
+        """The configured timeout and the reply's wire time have run out: a frame still
+        unfinished is a short one."""
+        short = rtu.BadReply("short", "short frame", len(self._rx), ours=False)
+        ex.settle(short if self._rx else None)
+
     def _account(self, dev: _Device, t0: float) -> None:
         now = self._loop_time()
         self.stats.busy_s += now - t0
         self.stats.requests += 1
         dev.stats.requests += 1
-        self._last_io = now
 
     # -- one device --------------------------------------------------------------------------
 
@@ -594,6 +731,9 @@ class BusPoller:
             "failed": self.stats.failed,
             "last_port_error": self.stats.last_port_error,
             "requests": self.stats.requests,
+            "stale_bytes": self.stats.stale_bytes,
+            "foreign_frames": self.stats.foreign_frames,
+            "late_replies": self.stats.late_replies,
             "utilisation": round(self.utilisation(), 4),
             "devices": [d.stats.to_dict() for d in self._devs],
         }
