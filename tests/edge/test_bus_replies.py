@@ -101,3 +101,21 @@ def test_one_log_line_per_failed_poll(line: Line, caplog: pytest.LogCaptureFixtu
     assert [r.name for r in errors] == ["sanduan.edge.bus"] * 2, [r.getMessage() for r in errors]
     assert all("sonde (slave 1)" in r.getMessage() for r in errors)
     assert level == logging.CRITICAL
+
+
+def test_the_agents_logging_keeps_pymodbus_quiet() -> None:
+    """The agent's own log set-up (``sanduan edge run``) leaves one line per failed poll too:
+    pymodbus's ERROR per timeout stays out of the agent's log at every level."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from sanduan.edge.app import configure_logging\n"
+        "for level in ('INFO', 'DEBUG'):\n"
+        "    configure_logging(level)\n"
+        "    assert not logging.getLogger('pymodbus').isEnabledFor(logging.ERROR), level\n"
+        "    assert logging.getLogger('sanduan.edge.bus').isEnabledFor(logging.WARNING), level\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
