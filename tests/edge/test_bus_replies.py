@@ -175,3 +175,21 @@ def test_a_late_reply_is_the_answer_to_the_retry_of_the_same_request(line: Line)
     sonde, do = poller.devices["sonde"], poller.devices["do"]
     assert (sonde.polls_ok, sonde.requests, sonde.errors) == (1, 2, {"timeout": 1})
     assert (do.polls_ok, do.errors) == (1, {})
+
+
+def test_the_agents_logging_keeps_pymodbus_quiet() -> None:
+    """The agent's own log set-up (``sanduan edge run``) leaves one line per failed poll too:
+    pymodbus's ERROR per timeout stays out of the agent's log at every level."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from sanduan.edge.app import configure_logging\n"
+        "for level in ('INFO', 'DEBUG'):\n"
+        "    configure_logging(level)\n"
+        "    assert not logging.getLogger('pymodbus').isEnabledFor(logging.ERROR), level\n"
+        "    assert logging.getLogger('sanduan.edge.bus').isEnabledFor(logging.WARNING), level\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr

@@ -59,6 +59,7 @@ def _check(code: int, s: dict[str, Any], text: str, sections: int = 9) -> None:
     assert code == 0, text[-3000:]
 
 
+@pytest.mark.county
 @pytest.mark.mosquitto
 def test_county_three_days_on_mosquitto(tmp_path: Path) -> None:
     code, s, text = _run(
@@ -72,6 +73,7 @@ def test_county_three_days_on_mosquitto(tmp_path: Path) -> None:
     assert s["generated"] >= 9 * 3 * (24 * 6 + 6 * 3) * 0.9
 
 
+@pytest.mark.county
 @pytest.mark.mosquitto
 @pytest.mark.postgres
 def test_county_two_days_on_mosquitto_and_postgres(tmp_path: Path) -> None:
@@ -92,6 +94,7 @@ def test_demo_command_is_the_county_scenario() -> None:
         assert opt in res.stdout
 
 
+@pytest.mark.county
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 @pytest.mark.xdist_group("serial")  # a wall-time bound: not beside the chaos run

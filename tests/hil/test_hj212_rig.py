@@ -69,6 +69,7 @@ def test_scenario_keys_are_validated(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+@pytest.mark.county
 @pytest.mark.slow
 def test_smoke_with_an_hj212_logger_and_a_platform_outage(tmp_path: Path) -> None:
     code, s, text = _run(_scenario(tmp_path), tmp_path)

@@ -46,6 +46,7 @@ def test_sanduan_command_runs() -> None:
     assert out.stdout.startswith("sanduan ")
 
 
+@pytest.mark.county
 def test_smoke_scenario_end_to_end(tmp_path: Path) -> None:
     code, s, text = run_hil(["smoke"], tmp_path, timeout=180)
     assert code == 0, text[-3000:]
@@ -77,6 +78,7 @@ def test_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
     assert f"{bad}: scenario.start: required key is missing" in text
 
 
+@pytest.mark.county
 @pytest.mark.slow
 def test_smoke_on_a_private_mosquitto_with_a_broker_kill(tmp_path: Path) -> None:
     import shutil

@@ -41,6 +41,7 @@ def _run(args: list[str], tmp_path: Path) -> tuple[int, dict[str, Any], str]:
     return res.returncode, doc, res.stdout + res.stderr
 
 
+@pytest.mark.county
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.xdist_group("serial")  # readings counted in wall time: not beside the month demo

@@ -545,7 +545,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    # One log line per failed poll, sanduan.edge.bus's: pymodbus would add an ERROR of its own
+    # for every timeout and bad frame.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 def run_agent(
