@@ -15,9 +15,9 @@ therefore bring its own resources:
 * **Files**: under ``tmp_path`` (per test) or ``tmp_path_factory`` (per worker session), never
   in the working tree.
 * **Timing**: no assertion on wall time or throughput (the machine is loaded); wait for a
-  condition with a generous bound instead. A test that cannot share the machine (a soak, a
-  chaos run counting wall-clock readings) takes ``@pytest.mark.xdist_group("serial")`` so
-  that such tests at least do not run beside each other.
+  condition with a generous bound instead. A whole rig run (a county, the chaos run), which
+  checks every reading against replies timed by the simulated devices, takes
+  ``@pytest.mark.county``: ``make test`` runs those after the rest, one at a time.
 
 Expensive data built once (the county month of tests/web) lives in ``scope="session"``
 fixtures, built once per worker.

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sanduan.shared import topics, wire
+from sanduan.shared.errors import WireFormatError
 
 __all__ = ["ATTACKS", "HostileStation", "StationState", "attack_round"]
 
@@ -184,6 +185,11 @@ class HostileStation:
         self.errors: list[str] = []
         self.unconfirmed = 0
         """Publishes the broker had not acknowledged when the client stopped waiting."""
+        self.nacks = 0
+        """Nacks the centre sent back for the forged batches (received by this client)."""
+        self.nacked = 0
+        """Readings refused in those nacks."""
+        self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"hostile-{station}", daemon=True)
 
@@ -199,6 +205,27 @@ class HostileStation:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, **kw)
         c.username_pw_set(self.station, "hostile")
         return c
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """Counts the centre's answers to the forged batches (the real agent's are not ours)."""
+        try:
+            m = wire.decode(msg.payload)
+        except WireFormatError:
+            return
+        if isinstance(m, wire.Nack) and is_forged_batch(m.batch_seq):
+            self.nacks += 1
+            self.nacked += wire.range_count(m.ranges)
+
+    def _answers_in(self, wait_s: float) -> None:
+        """Give the centre's answers to the last round a moment to come back: every batch
+        stamped implausibly is answered with a nack."""
+        expected = self.sent["ts_1970"] + self.sent["ts_2100"]
+        deadline = time.monotonic() + wait_s
+        while self.nacks < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def start(self) -> HostileStation:
         self._thread.start()
@@ -245,8 +272,15 @@ class HostileStation:
         except OSError as e:
             self.errors.append(f"connect: {e}")
             return
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
         c.loop_start()
         try:
+            # The centre's answers come back on the station's nack topic: subscribed (and
+            # granted) before the first attack, so that none is missed.
+            c.subscribe(topics.nack_topic(self.station), qos=1)
+            if not self._subscribed.wait(10):
+                self.errors.append("nack topic: no subscription granted within 10 s")
             # First: a broker that loses a session's queue when another client takes the session
             # over (amqtt does; Mosquitto does not) then loses only what was queued before the
             # rounds, which the stations resend; the rounds themselves wait in the session.
@@ -274,6 +308,7 @@ class HostileStation:
             for info in pending:
                 info.wait_for_publish(max(0.0, deadline - time.monotonic()))
             self.unconfirmed = sum(1 for info in pending if not info.is_published())
+            self._answers_in(5.0)
         finally:
             c.disconnect()
             c.loop_stop()

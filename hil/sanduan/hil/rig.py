@@ -232,8 +232,6 @@ class StationView:
     """The stream of the station's latest ack (None before the first)."""
     streams: list[int] = field(default_factory=list)
     """Every stream acknowledged, in order of first appearance."""
-    nacked: int = 0
-    """Readings the centre refused in nacks to the station."""
     ack_real: float | None = None
     """Real (monotonic) time of the station's latest ack."""
     buffer_depth: int | None = None
@@ -269,7 +267,6 @@ class Monitor:
             (topics.filter_for(topics.Kind.STATUS), 0),
             (topics.filter_for(topics.Kind.ACK), 0),
             (topics.filter_for(topics.Kind.BATCH), 0),
-            (topics.filter_for(topics.Kind.NACK), 0),
         ]
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -329,8 +326,6 @@ class Monitor:
                 view.ack_real = time.monotonic()
                 ranges = m.ranges or ((m.first_seq, m.last_seq),)
                 view.acked.update((m.stream, q) for a, b in ranges for q in range(a, b + 1))
-            elif isinstance(m, wire.Nack):
-                view.nacked += wire.range_count(m.ranges)
             elif isinstance(m, wire.Batch):
                 keys = [(m.stream, q) for q in m.seq]
                 again = sum(1 for k in keys if k in view.seen)
@@ -1323,7 +1318,9 @@ class Rig:
                     a for k, a in self.hostiles[f.index].forged.items() if k in stored_keys
                 )
                 o["forged_stored"] = dict(sorted(forged.items()))
-                o["readings_nacked"] = self.monitor.view(f.station).nacked
+                # Counted where the answers go: the attacker's own client, subscribed before
+                # it attacks (the monitor misses what comes while it reconnects).
+                o["readings_nacked"] = self.hostiles[f.index].nacked
                 try:
                     o["dead_letters"] = self._dead_letters(f.station)
                 except Exception as e:
