@@ -2,8 +2,9 @@
 
 Pure. A bus shell that frames its own requests feeds :func:`judge` the bytes received since
 its request went out and acts on the verdict as soon as there is one, so a reply that cannot be
-right ends the wait at once instead of running into the timeout (the bus poller in use leaves
-framing to pymodbus, see ``docs/benchmarks.md``). A verdict is one of:
+right ends the wait at once instead of running into the timeout (the bus poller,
+:mod:`sanduan.edge.io.bus`, does this; pymodbus only owns its serial port). A verdict is one
+of:
 
 - :data:`NEED_MORE`: not enough bytes yet to decide;
 - :class:`Registers`: the expected reply, complete, with a good CRC;
