@@ -303,3 +303,31 @@ def test_a_sample_read_again_by_a_replacement_gateway_is_counted_apart() -> None
     assert c.per_stream[f"S1/{new:x}"]["reread_with_new_buffer"] == 1
     plain = compare(truth, rows)
     assert (plain.duplicates, plain.reread_with_new_buffer) == (1, 0)
+
+
+def test_the_truth_store_takes_the_stations_stamps(tmp_path: Path) -> None:
+    """A sonde reading the device served at 10:59:50 and the station stamped 11:00:30 is an
+    11:00 reading at the centre: the truth replayed for the section and ledger checks carries
+    the station's stamp (a retimed reading's too), an analyzer's matched reading its result time,
+    a lost reading the device's time."""
+    sonde = _tr("w01009", NOW - 10, 7.25)
+    analyzer = _tr("w21011", RT, 0.1, True)
+    retimed = _tr("w21003", RT, 0.3, True)
+    lost = _tr("w01003", NOW + 1200, 21.5)
+    rows = [
+        _row(1, "w01009", NOW + 30, 7.25),
+        _row(2, "w21011", RT, 0.1),
+        _row(3, "w21003", RT + 60, 0.3),  # not its result time: matched by value, retimed
+    ]
+    c = compare([sonde, analyzer, retimed, lost], rows)
+    assert (c.lost, c.retimed) == (1, 1)
+    assert c.stamps == {sonde: round((NOW + 30) * 1000), retimed: round((RT + 60) * 1000)}
+    assert "stamps" not in c.to_json()
+    log = TruthLog()
+    log._sonde.extend([sonde, lost])
+    files = log.write_batches(tmp_path, stamps=c.stamps)
+    (batch,) = [wire.decode_batch(p.read_bytes()) for p in files]
+    assert dict(zip(batch.code_column(), batch.ts_ms, strict=True)) == {
+        "w01009": round((NOW + 30) * 1000),
+        "w01003": round((NOW + 1200) * 1000),
+    }

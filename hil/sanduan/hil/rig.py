@@ -80,7 +80,6 @@ from sanduan.hil.truth import (
     RecordingDevice,
     StoredRow,
     TruthLog,
-    TruthReading,
     compare,
     planned_blocks,
     value_key,
@@ -1246,13 +1245,18 @@ class Rig:
             return None
         return doc
 
-    def _truth_store(self, lost_with_buffer: Sequence[TruthReading]) -> Path | None:
+    def _truth_store(self, check: DeliveryCheck) -> Path | None:
         """Replay the truth (less the readings lost with replaced buffers: no system could
-        have them) into its own SQLite store; its central.toml, or None on failure."""
+        have them; sonde readings at the times their stations stamped them) into its own
+        SQLite store; its central.toml, or None on failure."""
         tdir = self.out / "truth"
         water = {s.id: WaterBody(s.water_body) for s in self.sc.stations}
         files = self.truth.write_batches(
-            tdir / "batches", water, created_ms=int(self.sc.end * 1000), exclude=lost_with_buffer
+            tdir / "batches",
+            water,
+            created_ms=int(self.sc.end * 1000),
+            exclude=check.went_with_buffer,
+            stamps=check.stamps,
         )
         self.truth.write_jsonl(tdir / "truth.jsonl")
         db = tdir / "truth.db"
@@ -1408,7 +1412,7 @@ class Rig:
             )
 
         def truth_reports() -> _Docs:
-            truth_cfg = self._truth_store(check.went_with_buffer)
+            truth_cfg = self._truth_store(check)
             if truth_cfg is None:
                 return None, None
             return (

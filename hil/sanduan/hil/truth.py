@@ -35,6 +35,7 @@ in the short window before each stop (``in_flight_at_kill``, expected 0).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import struct
@@ -42,7 +43,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -266,13 +267,18 @@ class TruthLog:
         water_bodies: Mapping[str, WaterBody] | None = None,
         created_ms: int = 0,
         batch_size: int = 1000,
+        *,
         exclude: Collection[TruthReading] = (),
+        stamps: Mapping[TruthReading, int] | None = None,
     ) -> list[Path]:
         """Encode the truth as wire batches (one file per batch) for ``sanduan central replay``.
 
         Each station's readings get seqs 1..n in time order; values are graded like the agent
         grades them. ``exclude``: readings to leave out (those lost with a deleted buffer).
+        ``stamps``: a reading's time as the station stamped it (:attr:`DeliveryCheck.stamps`),
+        instead of the device's.
         """
+        stamps = stamps or {}
         out_dir.mkdir(parents=True, exist_ok=True)
         skip = set(exclude)
         by_station: dict[str, list[TruthReading]] = defaultdict(list)
@@ -290,7 +296,7 @@ class TruthLog:
                     b,
                     created_ms,
                     seq=list(range(i + 1, i + 1 + len(chunk))),
-                    ts_ms=[r.ts_ms for r in chunk],
+                    ts_ms=[stamps.get(r, r.ts_ms) for r in chunk],
                     code=[r.code for r in chunk],
                     values=[r.value for r in chunk],
                     flags=[r.flag for r in chunk],
@@ -472,11 +478,19 @@ class DeliveryCheck:
     unexpected_examples: list[dict[str, Any]] = field(default_factory=list)
     went_with_buffer: list[TruthReading] = field(default_factory=list, repr=False)
     """The readings counted in ``lost_with_buffer`` (not in the JSON)."""
+    stamps: dict[TruthReading, int] = field(default_factory=dict, repr=False)
+    """Sonde truth readings -> the ``ts_ms`` the station stamped on the row that stored each (not
+    in the JSON). The truth store is built with these: the section and ledger checks then compare
+    the centre's results with what the true values imply at the station's own stamps, which are
+    checked on their own (``ts_error_*``, ``ts_beyond_tolerance``). A reading polled close to an
+    hour's end, stamped a little later by the station than by the device, falls in the next hour
+    at the centre."""
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        del d["went_with_buffer"]
-        return d
+        skip = ("went_with_buffer", "stamps")
+        return {
+            f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name not in skip
+        }
 
 
 def compare(
@@ -537,6 +551,7 @@ def compare(
     beyond = 0
     missing: list[TruthReading] = []
     matched: Counter[tuple[str, int]] = Counter()
+    stamps: dict[TruthReading, int] = {}
     extra: list[tuple[tuple[Any, ...], StoredRow]] = []  # (key, row) beyond the truth's count
 
     def account(
@@ -555,6 +570,7 @@ def compare(
             if w.flag.value != g.flag:
                 flag_mm += 1
             if not by_time:
+                stamps[w] = g.ts_ms
                 err = abs(g.ts_ms / 1000.0 - w.ts)
                 ts_errors.append(err)
                 if err > ts_tolerance_s:
@@ -585,7 +601,7 @@ def compare(
     for w in missing:
         pool = spare.get((w.station, w.code, value_key(w.value)))
         if pool:
-            pool.pop(0)
+            stamps[w] = pool.pop(0).ts_ms
             retimed += 1
             per_station[w.station]["retimed"] += 1
         elif w.read_at < last_replaced.get(w.station, -math.inf):
@@ -652,6 +668,7 @@ def compare(
         duplicate_examples=dup_ex,
         unexpected_examples=[_row_json(r) for r in unexp_rows[:examples]],
         went_with_buffer=with_buffer,
+        stamps=stamps,
     )
 
 
