@@ -115,6 +115,9 @@ RESULT_MAX_LEAD_S = 600.0
 RESULT_MAX_AGE_S = 2 * 86_400.0
 NOT_RETRIED_EXCEPTIONS = frozenset({1, 2, 3})  # illegal function / data address / data value
 CONNECT_TIMEOUT_S = 2.0
+TIMER_RESOLUTION_S = 0.001
+"""The event loop's timer resolution: a silence's last part shorter than this is slept by the
+thread (the loop would round it up to a whole millisecond)."""
 DRAIN_S = 0.02
 """After a bad reply the line must be silent this long (or the inter-frame gap, whichever is
 longer) before the next request; what arrived meanwhile is discarded."""
@@ -391,13 +394,18 @@ class BusPoller:
         tail of a garbled reply or a late one, push the wait on).
 
         Plain sleeps, never a busy wait: on a loaded gateway the CPU a spinning poller takes is
-        missed by everything else (the event loop's timers wake late by up to 1 ms, which only
-        lengthens the silence)."""
+        missed by everything else. The event loop's timers have a resolution of 1 ms (and wake
+        up to 1 ms late), more than half the whole silence above 19200 baud (1.75 ms): the last
+        part of a wait, under :data:`TIMER_RESOLUTION_S`, is a short blocking sleep of the
+        thread (0.911 of the wire limit at 115200 baud in ``bench/bus.py``, 0.880 without)."""
         while True:
             wait = self._last_io + quiet_s - self._loop_time()
             if wait <= 0:
                 return
-            await asyncio.sleep(wait)
+            if wait > TIMER_RESOLUTION_S:
+                await asyncio.sleep(wait - TIMER_RESOLUTION_S)
+            else:
+                time.sleep(wait)  # noqa: ASYNC251 (under 1 ms, below the loop's timer resolution)
 
     def _discard(self) -> None:
         """Drop whatever sits in the receive buffer (counted: nobody asked for it)."""
