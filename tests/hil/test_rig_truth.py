@@ -138,6 +138,19 @@ def test_a_poll_counts_only_when_every_block_got_through(line: Line) -> None:
     assert (c.requests, c.delivered, c.failed, c.polls) == (4, 3, 1, 1)
 
 
+@pytest.mark.serial
+def test_a_reply_after_the_agent_was_stopped_is_no_reading(line: Line) -> None:
+    """The rig stops an agent between polls, but the agent may have sent one more request just
+    before: the device's answer reaches nobody, so it is not a reading (counted apart)."""
+    line.sonde.agent_stopped = True
+    assert _poll(line, line.sonde)  # the device answers (the test's master is not the agent)
+    assert len(line.log) == 0
+    assert line.log.counters[("S1", "sonde")].after_stop == 1
+    line.sonde.agent_stopped = False
+    assert _poll(line, line.sonde)
+    assert len(line.log) == len(line.sonde.profile.values)
+
+
 @pytest.mark.parametrize(
     "faults",
     [

@@ -839,10 +839,12 @@ class Rig:
         f = rec.fault
         st = self.stations[str(f.station)]
         if not starting:
+            self._agent_up(st, True)
             st.process.start(self._env(st.clock_offset))
             return
         self._between_polls(st)
         rec.injected_at = self.clock.time()
+        self._agent_up(st, False)
         st.process.kill(signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM)
         if f.kind == "gateway-replaced":
             files = list(st.buffer_path.parent.glob(st.buffer_path.name + "*"))
@@ -859,8 +861,10 @@ class Rig:
             rec.injected_at = self.clock.time()
         else:
             rec.cleared_at = self.clock.time()
+        self._agent_up(st, False)
         st.process.terminate()
         st.clock_offset = f.offset if starting else 0.0
+        self._agent_up(st, True)
         st.process.start(self._env(st.clock_offset))
 
     def _collector_fault(self, rec: FaultRecord, starting: bool) -> None:
@@ -911,6 +915,13 @@ class Rig:
     def _max_message_bytes(self) -> int:
         ingest = self.sc.central_config.get("ingest", {})
         return int(ingest.get("max_message_bytes", IngestConfig().max_message_bytes))
+
+    @staticmethod
+    def _agent_up(st: _Station, up: bool) -> None:
+        """Tell the station's devices whether its agent runs: a poll the agent started just
+        before it was stopped is answered after, to nobody (not a reading)."""
+        for d in st.devices.values():
+            d.agent_stopped = not up
 
     def _between_polls(self, st: _Station, quiet_s: float = 0.05, wait_s: float = 2.0) -> None:
         """Wait (up to ``wait_s``) until none of the station's devices has answered a request

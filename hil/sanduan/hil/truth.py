@@ -30,7 +30,10 @@ compared pairwise in time order (the agent's clock against the device's).
 A reading read by a device but never committed by the agent because the agent was killed
 right after the read is still a loss by this definition. The rig therefore stops agents between
 polls (see :meth:`sanduan.hil.rig.Rig._between_polls`) and reports how many truth readings fell
-in the short window before each stop (``in_flight_at_kill``, expected 0).
+in the short window before each stop (``in_flight_at_kill``, expected 0). An agent may still
+send a request between that quiet moment and its stop; the device's answer then reaches nobody.
+The rig marks the station's devices as it stops the agent (:attr:`RecordingDevice.agent_stopped`)
+and such answers are counted apart (``after_stop``), not as readings.
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ class DeviceCounters:
     failed: int = 0
     polls: int = 0
     unplanned: int = 0
+    after_stop: int = 0
+    """Replies sent after the rig stopped the station's agent (to a request it sent before)."""
     last_request_at: float | None = None
     last_poll_at: float | None = None
 
@@ -366,6 +371,9 @@ class RecordingDevice(SimulatedDevice):
         self.last_io_real = -math.inf
         """``time.monotonic()`` of the last request this device answered (or ignored)."""
         self.on_poll: Callable[[RecordingDevice, float], None] | None = None
+        self.agent_stopped = False
+        """Set by the rig just before it stops the station's agent and cleared before it starts
+        it again: a reply sent meanwhile reaches no agent, so it is no reading."""
 
     def handle(self, req: Request) -> tuple[float, bytes | None]:
         t = self.clock()
@@ -386,6 +394,10 @@ class RecordingDevice(SimulatedDevice):
         )
         if not delivered:
             counters.failed += 1
+            return delay, reply
+        if self.agent_stopped:
+            counters.after_stop += 1
+            self._acc = {}
             return delay, reply
         counters.delivered += 1
         i = self._index.get((req.function, req.address, req.count))
