@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from tests.brokers import PrivateBroker, free_port
+from tests.metrics_http import get, raw, scrape
 
 from sanduan.central.ingest import Collector
 from sanduan.central.metrics import CentralSnapshot, StoreFigures, central_families, central_health
@@ -21,27 +22,6 @@ from sanduan.shared.metrics import Histogram, render
 from sanduan.shared.wire import Ack, Batch, Status, encode
 
 from .conftest import MqttPeer
-
-
-def get(port: int, path: str) -> tuple[int, str, str]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.getheader("Content-Type") or "", r.read().decode()
-    finally:
-        c.close()
-
-
-def scrape(port: int) -> dict[str, float]:
-    status, ctype, text = get(port, "/metrics")
-    assert (status, ctype) == (200, "text/plain; version=0.0.4; charset=utf-8")
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def wait_until(pred: Any, timeout: float = 10.0) -> bool:
@@ -142,6 +122,17 @@ def test_collector_metrics_follow_ingest_and_the_broker(
         assert m["sanduan_central_stations"] == 0
         status, ctype, body = get(mport, "/healthz")
         assert (status, ctype, json.loads(body)["status"]) == (200, "application/json", "ok")
+        # Hostile clients: garbage gets a 400, an oversized header a 431, and a silent
+        # connection holds up no scrape.
+        silent = socket.create_connection(("127.0.0.1", mport))
+        try:
+            # not even an HTTP version: the standard library answers HTTP/0.9 style, a bare page
+            assert b"400 - Bad request" in raw(mport, b"\x00\xff garbage\r\n\r\n")
+            oversized = raw(mport, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")
+            assert oversized.startswith(b"HTTP/1.1 431"), oversized[:80]
+            assert scrape(mport)["sanduan_central_broker_up"] == 1
+        finally:
+            silent.close()
 
         st = f"st-{uid}"
         peer = MqttPeer(f"peer-{uid}", [st], broker.port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
@@ -12,18 +11,9 @@ import pytest
 from tests.edge.acker import Acker
 from tests.edge.agent_harness import AgentThread, fake, station_config, wait_until
 from tests.edge.conftest import PrivateBroker, free_port
+from tests.metrics_http import get, raw, scrape
 
 from sanduan.shared.config import StationMetricsConfig
-
-
-def get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        c.request(method, path)
-        r = c.getresponse()
-        return r.status, r.getheader("Content-Type") or "", r.read().decode()
-    finally:
-        c.close()
 
 
 def try_scrape(port: int) -> dict[str, float]:
@@ -32,28 +22,6 @@ def try_scrape(port: int) -> dict[str, float]:
         return scrape(port)
     except ConnectionRefusedError:
         return {}
-
-
-def scrape(port: int) -> dict[str, float]:
-    status, ctype, text = get(port, "/metrics")
-    assert status == 200
-    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-def raw(port: int, data: bytes) -> bytes:
-    """Send ``data`` as it is and read the answer until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        out = b""
-        while chunk := sock.recv(4096):
-            out += chunk
-        return out
 
 
 @pytest.mark.mosquitto
