@@ -110,7 +110,9 @@ def station(tmp_path: Path, station_id: str, mosquitto: int) -> Iterator[Station
         st.acker.stop()
 
 
-def test_poll_now_log_level_resend_time_sync_and_repeats(station: Station) -> None:
+def test_poll_now_log_level_resend_time_sync_and_repeats(
+    station: Station, monkeypatch: pytest.MonkeyPatch
+) -> None:
     polls = station.source.polls
     r = station.answer(station.command("poll-now"))
     assert (r.ok, r.state) == (True, "done")
@@ -118,9 +120,17 @@ def test_poll_now_log_level_resend_time_sync_and_repeats(station: Station) -> No
 
     root = logging.getLogger()
     before = root.level
+    levels: list[int] = []  # every level the root logger was set to (it reverts after 0.5 s)
+    set_level = root.setLevel
+
+    def recording(level: int | str) -> None:
+        set_level(level)
+        levels.append(root.level)
+
+    monkeypatch.setattr(root, "setLevel", recording)
     r = station.answer(station.command("log-level", {"level": "debug", "for_s": 0.5}))
     assert r.ok and "DEBUG for 0.5 s" in r.message
-    assert root.level == logging.DEBUG or wait_until(lambda: root.level == before, 1)
+    assert levels[:1] == [logging.DEBUG]
     assert wait_until(lambda: root.level == before, 5)
 
     seqs = sorted(s for _, s in station.acker.received)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -38,17 +37,15 @@ def test_poll_now_polls_every_device_at_once(tmp_path: Path) -> None:
                 rounds.append(values)
                 polled.set()
 
-            async def polled_again() -> float:
+            async def polled_again() -> None:
                 await polled.wait()
                 polled.clear()
                 await asyncio.sleep(0.3)
                 assert len(rounds) == 1  # the next poll is an hour away
-                t0 = time.monotonic()
                 source.poll_now()
                 await polled.wait()
-                return time.monotonic() - t0
 
-            async def main() -> float:
+            async def main() -> None:
                 task = asyncio.create_task(source.run(sink))
                 try:
                     async with asyncio.timeout(20):
@@ -57,7 +54,6 @@ def test_poll_now_polls_every_device_at_once(tmp_path: Path) -> None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
 
-            took = asyncio.run(main())
-            assert took < 5.0
+            asyncio.run(main())  # within the 20 s bound: the next scheduled poll is an hour away
             assert {v.code for v in rounds[1]} == {v.code for v in rounds[0]}
             assert sum(bus.stats.requests.values()) >= 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,7 @@ def test_metrics_and_health_follow_the_agent(
         after = scrape(mport)
         assert after["sanduan_edge_uplink_disconnects_total"] == 1
         # Polling goes on while the link is down; after link_down_max_s the agent is unhealthy.
-        time.sleep(1.2)
+        assert wait_until(lambda: get(mport, "/healthz")[0] == 503, 10)
         status, _, body = get(mport, "/healthz")
         assert status == 503, body
         doc = json.loads(body)
