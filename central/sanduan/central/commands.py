@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +19,7 @@ from typing import Any
 from sanduan.central.store import CommandRow, StationRow, Store
 from sanduan.shared import topics, wire
 from sanduan.shared.clock import age_text
-from sanduan.shared.config import CollectorMqttConfig
+from sanduan.shared.config import CollectorMqttConfig, configure_tls
 from sanduan.shared.errors import LinkError, SanduanError
 from sanduan.shared.wire import Command
 
@@ -79,15 +78,7 @@ def publish_command(mqtt_cfg: CollectorMqttConfig, cmd: Command, timeout_s: floa
     if mqtt_cfg.username is not None:
         client.username_pw_set(mqtt_cfg.username, mqtt_cfg.resolved_password())
     if mqtt_cfg.use_tls:
-        tls = mqtt_cfg.tls
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls and tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
-        if tls is not None and tls.insecure:
-            client.tls_insecure_set(True)
+        configure_tls(client, mqtt_cfg, "mqtt")
     connected = threading.Event()
     refused: list[str] = []
 

@@ -109,9 +109,9 @@ log = logging.getLogger("sanduan.central.ingest")
 
 FAULT_ENV = "SANDUAN_CENTRAL_FAULT"
 MAINTAIN_INTERVAL_S = 3600.0
+"""How often the collector runs the store's upkeep (partitions ahead on PostgreSQL)."""
 CONNECT_FAIL_LOG_S = 60.0
 """A broker that stays unreachable is reported at most once per this many seconds."""
-"""How often the collector runs the store's upkeep (partitions ahead on PostgreSQL)."""
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sanduan.edge.core.commands import (
     ConfirmWatch,
@@ -100,7 +100,7 @@ class CommandLog:
             except sqlite3.Error as e:
                 raise StoreError(f"commands: the buffer {self.path}: {e}") from e
 
-    def known(self, command_id: str) -> Outcome | str | None:
+    def known(self, command_id: str) -> Outcome | Literal["running"] | None:
         rows = self._do("SELECT result FROM commands WHERE id = ?", (command_id,))
         if not rows:
             return None
@@ -214,7 +214,7 @@ class CommandService:
             station=self.station,
             now_ms=self._now_ms(),
             enabled=self.agent.config.commands.enabled,
-            known=known if not isinstance(known, str) else "running",
+            known=known,
         )
         if got is None:
             log.info("command %s (%s) is still running", cmd.command_id, cmd.name)

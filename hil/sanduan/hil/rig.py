@@ -839,13 +839,11 @@ class Rig:
         f = rec.fault
         st = self.stations[str(f.station)]
         if not starting:
-            self._agent_up(st, True)
-            st.process.start(self._env(st.clock_offset))
+            self._start_agent(st)
             return
         self._between_polls(st)
         rec.injected_at = self.clock.time()
-        self._agent_up(st, False)
-        st.process.kill(signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM)
+        self._stop_agent(st, signal.SIGKILL if f.signal == "KILL" else signal.SIGTERM)
         if f.kind == "gateway-replaced":
             files = list(st.buffer_path.parent.glob(st.buffer_path.name + "*"))
             rec.outcome["buffer_bytes_deleted"] = sum(p.stat().st_size for p in files)
@@ -861,11 +859,9 @@ class Rig:
             rec.injected_at = self.clock.time()
         else:
             rec.cleared_at = self.clock.time()
-        self._agent_up(st, False)
-        st.process.terminate()
+        self._stop_agent(st, None)
         st.clock_offset = f.offset if starting else 0.0
-        self._agent_up(st, True)
-        st.process.start(self._env(st.clock_offset))
+        self._start_agent(st)
 
     def _collector_fault(self, rec: FaultRecord, starting: bool) -> None:
         assert self.collector is not None
@@ -917,11 +913,21 @@ class Rig:
         return int(ingest.get("max_message_bytes", IngestConfig().max_message_bytes))
 
     @staticmethod
-    def _agent_up(st: _Station, up: bool) -> None:
-        """Tell the station's devices whether its agent runs: a poll the agent started just
-        before it was stopped is answered after, to nobody (not a reading)."""
+    def _stop_agent(st: _Station, sig: signal.Signals | None) -> None:
+        """Stop the station's agent (``sig``, or SIGTERM and wait for it when None), telling
+        its devices first: a poll the agent started just before is answered after, to nobody
+        (not a reading)."""
         for d in st.devices.values():
-            d.agent_stopped = not up
+            d.agent_stopped = True
+        if sig is None:
+            st.process.terminate()
+        else:
+            st.process.kill(sig)
+
+    def _start_agent(self, st: _Station) -> None:
+        for d in st.devices.values():
+            d.agent_stopped = False
+        st.process.start(self._env(st.clock_offset))
 
     def _between_polls(self, st: _Station, quiet_s: float = 0.05, wait_s: float = 2.0) -> None:
         """Wait (up to ``wait_s``) until none of the station's devices has answered a request
