@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from sanduan.shared.crc import crc16, crc_ok, with_crc
+
 __all__ = [
     "ILLEGAL_DATA_ADDRESS",
     "ILLEGAL_DATA_VALUE",
@@ -19,6 +21,7 @@ __all__ = [
     "Request",
     "RequestHunter",
     "crc16",
+    "crc_ok",
     "exception_reply",
     "read_reply",
     "with_crc",
@@ -28,36 +31,6 @@ ILLEGAL_FUNCTION = 1
 ILLEGAL_DATA_ADDRESS = 2
 ILLEGAL_DATA_VALUE = 3
 SLAVE_DEVICE_FAILURE = 4
-
-
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_TABLE = _make_table()
-
-
-def crc16(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/Modbus (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    table = _TABLE
-    for b in data:
-        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-    return crc
-
-
-def with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<H", crc16(body))
-
-
-def crc_ok(frame: bytes | bytearray) -> bool:
-    return len(frame) >= 4 and crc16(frame[:-2]) == frame[-2] | (frame[-1] << 8)
 
 
 @dataclass(frozen=True, slots=True)

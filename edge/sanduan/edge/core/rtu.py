@@ -28,6 +28,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from sanduan.shared.crc import crc16, crc_ok, with_crc
+
 __all__ = [
     "NEED_MORE",
     "READ_FUNCTIONS",
@@ -51,32 +53,9 @@ MAX_BYTE_COUNT: Final = 250
 EXCEPTION_LENGTH: Final = 5
 
 
-def _table() -> tuple[int, ...]:
-    out = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        out.append(crc)
-    return tuple(out)
-
-
-_CRC_TABLE: Final = _table()
-
-
-def crc16(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/Modbus (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
-    crc = 0xFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-    return crc
-
-
 def read_request(slave: int, function: int, address: int, count: int) -> bytes:
     """The 8-byte FC03/FC04 request frame."""
-    body = struct.pack(">BBHH", slave, function, address, count)
-    return body + struct.pack("<H", crc16(body))
+    return with_crc(struct.pack(">BBHH", slave, function, address, count))
 
 
 def reply_length(count: int) -> int:
@@ -139,10 +118,6 @@ class BadReply:
 Verdict = NeedMore | Registers | ExceptionReply | Foreign | BadReply
 
 
-def _crc_ok(frame: bytes | bytearray | memoryview) -> bool:
-    return crc16(frame[:-2]) == frame[-2] | (frame[-1] << 8)
-
-
 def _frame_length(buf: bytes | bytearray) -> int | None:
     """The length of the frame starting at ``buf[0]`` (None: not known yet); -1 when its second
     byte is no read or read-exception function (garbage)."""
@@ -180,7 +155,7 @@ def judge(buf: bytes | bytearray, expect: Expect) -> Verdict:
         # it is a late reply to another request or a corrupted one; wait for it all.
         return NEED_MORE
     frame = buf[:size]
-    if not _crc_ok(frame):
+    if not crc_ok(frame):
         if ours and function == expect.function and frame[2] != 2 * expect.count:
             return BadReply(
                 "count",

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from sanduan.shared import crc as _crc
 from sanduan.shared.errors import Hj212Error
 
 MAX_DATA = 1024
@@ -112,17 +113,7 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-def _crc_table() -> tuple[int, ...]:
-    out = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        out.append(crc)
-    return tuple(out)
-
-
-_TABLE = _crc_table()
+_TABLE = _crc.TABLE
 
 
 def crc16_fast(data: bytes) -> int:
