@@ -3,11 +3,11 @@ the database; the store password comes from a file, the store URL may use ``${EN
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.brokers import free_port, port_open, shared_port
 from typer.testing import CliRunner
 
 from sanduan.central.store import open_store
@@ -28,13 +28,8 @@ def _lines(output: str) -> dict[str, str]:
     return out
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(tmp_path: Path, store: str, broker: str = "mqtt://127.0.0.1:1883") -> Path:
+def _config(tmp_path: Path, store: str, broker: str | None = None) -> Path:
+    broker = broker or f"mqtt://127.0.0.1:{shared_port()}"
     cfg = tmp_path / "central.toml"
     cfg.write_text(
         f'[central]\nstore = "{store}"\n\n[mqtt]\nbroker = "{broker}"\nusername = "central"\n'
@@ -60,7 +55,7 @@ def test_missing_files_and_directories_each_named(tmp_path: Path) -> None:
 def test_online_sqlite_reports_the_schema_and_a_closed_broker(tmp_path: Path) -> None:
     (tmp_path / "mqtt.pass").write_text("pw\n", encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    cfg = _config(tmp_path, url, broker=f"mqtt://127.0.0.1:{_closed_port()}")
+    cfg = _config(tmp_path, url, broker=f"mqtt://127.0.0.1:{free_port()}")
     r = runner.invoke(app, ["central", "check-config", str(cfg)])
     assert r.exit_code == 0, r.output  # offline: a file still to create is a warning
     assert "migrate" in _lines(r.output)["central.store"]
@@ -76,19 +71,14 @@ def test_online_sqlite_reports_the_schema_and_a_closed_broker(tmp_path: Path) ->
 
 @pytest.mark.mosquitto
 def test_online_broker_ok(tmp_path: Path) -> None:
-    if not _reachable(1883):
-        pytest.skip("no MQTT broker on 127.0.0.1:1883")
+    if not port_open(shared_port()):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{shared_port()}")
     (tmp_path / "mqtt.pass").write_text("pw\n", encoding="utf-8")
     url = f"sqlite:///{tmp_path / 'c.db'}"
     open_store(url, migrate=True).close()
     r = runner.invoke(app, ["central", "check-config", "--online", str(_config(tmp_path, url))])
     assert r.exit_code == 0, r.output
     assert "accepted the connection as central" in _lines(r.output)["mqtt.broker"]
-
-
-def _reachable(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.postgres
@@ -104,7 +94,7 @@ def test_env_store_url_and_password_file_reach_postgresql(
     cfg_file = tmp_path / "central.toml"
     cfg_file.write_text(
         f'[central]\nstore = "{templated}"\nstore_password_file = "pg.pass"\n'
-        f'[mqtt]\nbroker = "mqtt://127.0.0.1:{_closed_port()}"\n',
+        f'[mqtt]\nbroker = "mqtt://127.0.0.1:{free_port()}"\n',
         encoding="utf-8",
     )
     env = {"PGUSER": "postgres", "PGADDR": "127.0.0.1:5432"}
@@ -162,7 +152,7 @@ def test_collector_says_an_unreachable_broker_at_warning_once(
     url = f"sqlite:///{tmp_path / 'c.db'}"
     open_store(url, migrate=True).close()
     cfg = CentralConfig.model_validate(
-        {"mqtt": {"broker": f"mqtt://127.0.0.1:{_closed_port()}", "protocol": "3.1.1"}}
+        {"mqtt": {"broker": f"mqtt://127.0.0.1:{free_port()}", "protocol": "3.1.1"}}
     )
     c = Collector(cfg, store_url=url)
     with caplog.at_level(logging.WARNING, logger="sanduan.central.ingest"):

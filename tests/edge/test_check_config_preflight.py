@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import pytest
+from tests.brokers import free_port, port_open, shared_port
 from typer.testing import CliRunner
 
 from sanduan.cli import app
@@ -42,7 +42,7 @@ port = "{port}"
 def _write(tmp_path: Path, **kw: str) -> Path:
     values = {
         "buffer": str(tmp_path / "state" / "buffer.db"),
-        "broker": "mqtt://127.0.0.1:1883",
+        "broker": f"mqtt://127.0.0.1:{shared_port()}",
         "password_file": "${CREDENTIALS_DIRECTORY}/mqtt",
         "port": str(tmp_path / "ttyUSB0"),
     }
@@ -110,17 +110,14 @@ def test_unset_variable_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.mosquitto
 def test_online_against_the_broker_and_a_closed_port(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 1883)) != 0:
-            pytest.skip("no MQTT broker on 127.0.0.1:1883")
+    if not port_open(shared_port()):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{shared_port()}")
     (tmp_path / "state").mkdir()
     (tmp_path / "mqtt.pass").write_text("pw\n", encoding="utf-8")
     cfg = _write(tmp_path, password_file="mqtt.pass")
     r = runner.invoke(app, ["edge", "check-config", "--online", str(cfg)])
     assert _lines(r.output)["uplink.broker"].startswith("ok"), r.output
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     cfg = _write(tmp_path, password_file="mqtt.pass", broker=f"mqtt://127.0.0.1:{closed}")
     r = runner.invoke(app, ["edge", "check-config", "--online", str(cfg)])
     assert r.exit_code == 2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 import pytest
+from tests.brokers import free_port
 
 from sanduan.edge.io.uplink import Uplink
 from sanduan.shared.clock import SystemClock
@@ -30,9 +30,7 @@ class _Handler:
 
 
 def test_connection_refused_is_a_rate_limited_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = UplinkConfig(broker=f"mqtt://127.0.0.1:{port}", protocol="3.1.1", reconnect_max_s=1)
 
     async def main() -> Uplink:

@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.brokers import TlsBroker, have_mosquitto_tls, port_open  # noqa: E402
+from tests.brokers import (  # noqa: E402
+    TlsBroker,
+    free_port,
+    have_mosquitto_tls,
+    port_open,
+    shared_port,
+)
 
 IS_ROOT = os.geteuid() == 0
 
@@ -200,13 +206,12 @@ def test_open_serial_on_a_pty_and_on_a_missing_port(tmp_path: Path) -> None:
 
 @pytest.mark.mosquitto
 def test_mqtt_probe_against_the_local_broker_and_a_closed_port() -> None:
-    if not port_open(1883):
-        pytest.skip("no MQTT broker on 127.0.0.1:1883")
-    ok = preflight.mqtt_connect(MqttConfig(broker="mqtt://127.0.0.1:1883"), 3.0)
+    port = shared_port()
+    if not port_open(port):
+        pytest.skip(f"no MQTT broker on 127.0.0.1:{port}")
+    ok = preflight.mqtt_connect(MqttConfig(broker=f"mqtt://127.0.0.1:{port}"), 3.0)
     assert "accepted" in ok
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()  # a port nothing listens on
     with pytest.raises(ProbeFailed, match="connection refused"):
         preflight.mqtt_connect(MqttConfig(broker=f"mqtt://127.0.0.1:{closed}"), 3.0)
 
