@@ -139,9 +139,9 @@ def wait_result(
     """The command's row once the station has answered (CommandError after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = [r for r in store.commands(station, limit=200) if r.id == command_id]
-        if rows and rows[0].answered_at is not None:
-            return rows[0]
+        row = store.command(command_id)
+        if row is not None and row.answered_at is not None:
+            return row
         if time.monotonic() >= deadline:
             raise CommandError(
                 f"station {station}: no answer to command {command_id} within {timeout_s:g} s"

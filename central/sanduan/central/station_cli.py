@@ -63,7 +63,7 @@ def _issue(  # noqa: PLR0917
     mqtt_user: str | None,
     mqtt_password_file: Path | None,
 ) -> None:
-    from sanduan.central.app import resolve_store_url
+    from sanduan.central.app import resolve_store_url, with_login
     from sanduan.central.cli import errors
     from sanduan.central.commands import (
         command_row,
@@ -73,7 +73,7 @@ def _issue(  # noqa: PLR0917
         wait_result,
     )
     from sanduan.central.store import open_store
-    from sanduan.shared.config import CollectorMqttConfig, load_central_config
+    from sanduan.shared.config import CentralConfig, load_central_config
 
     station: str = ctx.obj
     with errors():
@@ -82,14 +82,8 @@ def _issue(  # noqa: PLR0917
         except ValueError as e:
             typer.echo(f"sanduan central station: --ttl: {e}", err=True)
             raise typer.Exit(2) from None
-        mqtt_cfg = load_central_config(config).mqtt if config else CollectorMqttConfig()
-        login: dict[str, Any] = {}
-        if mqtt_user is not None:
-            login["username"] = mqtt_user
-        if mqtt_password_file is not None:
-            login |= {"password_file": mqtt_password_file, "password": None}
-        if login:
-            mqtt_cfg = mqtt_cfg.model_copy(update=login)
+        cfg = load_central_config(config) if config else CentralConfig()
+        mqtt_cfg = with_login(cfg, mqtt_user, mqtt_password_file).mqtt
         import time
 
         cmd = new_command(

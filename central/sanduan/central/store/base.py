@@ -348,6 +348,10 @@ class Store(Protocol):
         """Recent commands, newest first, optionally of one station."""
         ...
 
+    def command(self, command_id: str) -> CommandRow | None:
+        """One command by its id (None when there is none)."""
+        ...
+
     def last_commands(self) -> dict[str, CommandRow]:
         """The latest command of every station that has had one."""
         ...
@@ -1139,6 +1143,12 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    def command(self, command_id: str) -> CommandRow | None:
+        rows = self._command_rows(
+            f"SELECT {_COMMAND_COLS} FROM station_commands WHERE id = ?", [command_id]
+        )
+        return rows[0] if rows else None
 
     def commands(self, station: str | None = None, limit: int = 50) -> list[CommandRow]:
         where = " WHERE station = ?" if station is not None else ""
