@@ -986,8 +986,7 @@ def _nack_to_wire(m: Nack) -> dict[str, Any]:
 
 def _nack_from_wire(d: dict[str, Any], v: int) -> Nack:
     kn = "nack"
-    if v != VERSION_2:
-        _fail(kn, f"a nack is a v{VERSION_2} message, got v{v}")
+    _v2_only(kn, v)
     _keys(d, _NACK_KEYS, kn)
     station = _station(d, kn)
     first, last = _first_last(d, kn, v)

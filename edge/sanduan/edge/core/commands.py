@@ -78,7 +78,16 @@ class PushConfig:
 
 Action = PollNow | TimeSync | Resend | LogLevel | PushConfig
 
-COMMANDS = ("poll-now", "time-sync", "resend", "log-level", "push-config")
+_ARGS: dict[str, frozenset[str]] = {
+    "poll-now": frozenset(),
+    "time-sync": frozenset(),
+    "resend": frozenset({"first", "last"}),
+    "log-level": frozenset({"level", "for_s"}),
+    "push-config": frozenset(),
+}
+"""Each command and the arguments it takes."""
+
+COMMANDS = tuple(_ARGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +127,9 @@ def _int_arg(cmd: Command, key: str) -> int | None:
 def _action(cmd: Command) -> Action | Outcome:
     """The command's action with its arguments checked, or the refusal saying what is wrong."""
     name, args = cmd.name, cmd.args
-    allowed: dict[str, set[str]] = {
-        "poll-now": set(),
-        "time-sync": set(),
-        "resend": {"first", "last"},
-        "log-level": {"level", "for_s"},
-        "push-config": set(),
-    }
-    if name not in allowed:
+    if name not in _ARGS:
         return _refused(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
-    unknown = sorted(set(args) - allowed[name])
+    unknown = sorted(set(args) - _ARGS[name])
     if unknown:
         return _refused(f"{name}: unknown argument(s) {', '.join(unknown)}")
     if cmd.body and name != "push-config":
