@@ -65,15 +65,24 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _install(tmp: Path, path: Path) -> None:
+    """Put the synced file ``tmp`` in ``path``'s place, the rename synced too."""
     tmp.replace(path)
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    _write_synced(tmp, data)
+    _install(tmp, path)
 
 
 class CommandLog:
@@ -308,10 +317,7 @@ class CommandService:
         tmp = path.with_name(f".{path.name}.{cmd_id}.new")
 
         def stage() -> StationConfig | str:
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_synced(tmp, data)
             return self._validate(tmp, f"{path} (pushed)")
 
         try:
@@ -321,8 +327,7 @@ class CommandService:
 
             def swap() -> None:
                 write_atomic(path.with_name(path.name + ".prev"), path.read_bytes())
-                tmp.replace(path)
-                _fsync_dir(path.parent)
+                _install(tmp, path)
 
             await asyncio.to_thread(swap)
         finally:
