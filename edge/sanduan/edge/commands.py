@@ -162,7 +162,6 @@ class CommandService:
         self.result_topic = topics.result_topic(self.station)
         self.log: CommandLog | None = None
         self.trial: ConfirmWatch | None = None
-        self.trial_name = ""
         self._level_revert: tuple[float, int] | None = None
         self.config_sha256: str | None = self._file_sha()
         self._resumed = False
@@ -335,7 +334,6 @@ class CommandService:
                 tmp.unlink()
         old_confirm = self.agent.config.commands.confirm_s
         self.trial = ConfirmWatch(cmd_id, time.monotonic(), old_confirm, self.agent.committed, 0)
-        self.trial_name = "push-config"
         self.config_sha256 = sha256_hex(data)
         log.warning(
             "station file %s replaced (command %s); reloading, must forward within %g s or it"
@@ -375,7 +373,7 @@ class CommandService:
         if verdict == "confirmed":
             await self._answer(
                 trial.command_id,
-                self.trial_name,
+                "push-config",
                 Outcome(True, "applied", "station file applied and confirmed", self.config_sha256),
             )
             return
@@ -399,14 +397,14 @@ class CommandService:
         if isinstance(got, str):
             log.error("rollback failed, staying on the pushed file: %s", got)
             outcome = Outcome(False, "failed", f"{why}; rollback failed: {got}", self.config_sha256)
-            await self._answer(trial.command_id, self.trial_name, outcome)
+            await self._answer(trial.command_id, "push-config", outcome)
             return
         outcome = Outcome(
             False, "rolled-back", f"rolled back to the previous file: {why}", self.config_sha256
         )
         # The answer is stored before the reload (which ends this task); it goes out once the
         # agent is connected again.
-        await self._answer(trial.command_id, self.trial_name, outcome)
+        await self._answer(trial.command_id, "push-config", outcome)
         self.agent.request_reload(got)
 
     async def run(self) -> None:
@@ -442,7 +440,6 @@ class CommandService:
                 self.trial = ConfirmWatch(
                     cmd_id, time.monotonic(), confirm, self.agent.committed, acked
                 )
-                self.trial_name = name
                 log.warning("push-config %s was on trial at the last stop: on trial again", cmd_id)
             else:
                 await self._answer(cmd_id, name, Outcome(False, "failed", "the agent stopped"))
