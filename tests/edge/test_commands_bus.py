@@ -57,3 +57,6 @@ def test_poll_now_polls_every_device_at_once(tmp_path: Path) -> None:
             asyncio.run(main())  # within the 20 s bound: the next scheduled poll is an hour away
             assert {v.code for v in rounds[1]} == {v.code for v in rounds[0]}
             assert sum(bus.stats.requests.values()) >= 2
+            # the poller was woken, not restarted: its port was opened once
+            (poller,) = source.pollers
+            assert poller.stats.connects == 1

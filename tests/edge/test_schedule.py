@@ -133,3 +133,12 @@ def test_schedule_properties(
         )
         assert s.state is expected
         assert s.attempts == (1 if expected is DeviceState.DEGRADED else 3)
+
+
+def test_due_now_moves_the_grid_to_now() -> None:
+    s = Schedule(period_s=60.0, anchor=0.0)
+    s.due_now(1000.5)
+    assert s.next_due == 1000.5 and s.is_due(1000.5)
+    s2 = Schedule(period_s=60.0, anchor=0.0, slot=3)
+    s2.due_now(10.0)
+    assert s2.next_due == 10.0

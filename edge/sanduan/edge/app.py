@@ -70,37 +70,17 @@ class BusSource:
         self.clock = clock
         _, self.plans = load_station(config_path)
         self.pollers: list[Any] = []
-        self._kick = asyncio.Event()
 
     def poll_now(self) -> None:
-        """Poll every device at once (the ``poll-now`` command): the pollers are restarted
-        with every device due now."""
-        self._kick.set()
+        """Poll every device at once (the ``poll-now`` command)."""
+        for p in self.pollers:
+            p.poll_now()
 
     async def run(self, sink: Sink) -> None:
         from sanduan.edge.io.bus import BusPoller, run_pollers
 
         self.pollers = [BusPoller(plan, self.clock, sink) for plan in self.plans]
-        while True:
-            self._kick.clear()
-            polling = asyncio.create_task(run_pollers(self.pollers), name="pollers")
-            kick = asyncio.create_task(self._kick.wait())
-            try:
-                await asyncio.wait([polling, kick], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                kick.cancel()
-                if not polling.done():
-                    polling.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await polling
-            if polling.done() and not polling.cancelled():
-                polling.result()  # a failure of the pollers ends the source
-                return
-            now = self.clock.monotonic()
-            for p in self.pollers:
-                for dev in p._devs:
-                    sched = dev.schedule
-                    sched.anchor = now - sched.slot * sched.period_s
+        await run_pollers(self.pollers)
 
     def device_stats(self) -> tuple[dict[str, int], dict[str, float]]:
         errors: dict[str, int] = {}

@@ -61,6 +61,11 @@ class Schedule:
     def next_due(self) -> float:
         return self.anchor + self.slot * self.period_s
 
+    def due_now(self, now: float) -> None:
+        """Make the next poll due at ``now`` (the ``poll-now`` command); the period runs on
+        from there."""
+        self.anchor = now - self.slot * self.period_s
+
     def is_due(self, now: float) -> bool:
         return now >= self.next_due
 

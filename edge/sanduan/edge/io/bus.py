@@ -100,7 +100,7 @@ from sanduan.edge.core.model import PolledValue
 from sanduan.edge.core.plan import BusPlan, DevicePlan
 from sanduan.edge.core.schedule import DeviceState, Schedule, Transition, next_due
 from sanduan.edge.core.timing import AdaptiveTimeout, Line
-from sanduan.shared.clock import Clock
+from sanduan.shared.clock import Clock, wait_event
 from sanduan.shared.errors import DeviceError
 from sanduan.shared.model import Flag
 from sanduan.shared.registers import ReadBlock, RegisterSpec
@@ -297,6 +297,7 @@ class BusPoller:
         self._exchange: _Exchange | None = None
         self._last_io = -math.inf
         self.drain_s = DRAIN_S
+        self._kick = asyncio.Event()
         _quiet_pymodbus()
 
     @property
@@ -714,7 +715,8 @@ class BusPoller:
                 if idx is None:
                     if math.isinf(wait):
                         await asyncio.Event().wait()  # no devices: nothing to do, ever
-                    await self.clock.sleep(wait)
+                    if await wait_event(self._kick, self.clock.real_seconds(wait)):
+                        self._kick.clear()
                     continue
                 try:
                     await self._poll(self._devs[idx])
@@ -722,6 +724,13 @@ class BusPoller:
                     await self._drop_client()
         finally:
             await self._drop_client()
+
+    def poll_now(self) -> None:
+        """Make every device due now (the ``poll-now`` command) and wake the poller."""
+        now = self.clock.monotonic()
+        for d in self._devs:
+            d.schedule.due_now(now)
+        self._kick.set()
 
     def utilisation(self) -> float:
         """Measured bus utilisation: busy time / elapsed time (real seconds)."""
