@@ -51,7 +51,7 @@ from sanduan.hil.rtu import Request
 from sanduan.hil.scenario import dump_toml
 from sanduan.hil.truth import RecordingDevice, TruthLog, planned_blocks
 from sanduan.shared.clock import SystemClock
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 from sanduan.shared.registers import load_profile
 
 VALUES = {
@@ -165,7 +165,8 @@ def bad_case(rate: float, mode: str, seconds: float) -> dict[str, Any]:
             Flaky(load_profile(p), s, VALUES, turnaround_s=0.005, rate=rate, mode=mode)
             for _, p, s in BAD_DEVICES
         ]
-        config = StationConfig.model_validate(
+        config = parse_model(
+            StationConfig,
             {
                 "station": {"id": "BENCH"},
                 "bus": [
@@ -187,7 +188,8 @@ def bad_case(rate: float, mode: str, seconds: float) -> dict[str, Any]:
                         ],
                     }
                 ],
-            }
+            },
+            "<test>",
         )
         with SimulatedBus(dev_port, devs, baudrate=baud):
             poller = BusPoller(plan_station(config, "bench.toml")[0], SystemClock())

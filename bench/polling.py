@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+import msgspec
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
 
@@ -37,7 +38,7 @@ SLAVE = 1
 
 def ten_register_profile() -> Any:
     sonde = load_profile("sonde-multi")
-    regs = [s.model_dump(mode="json") for s in sonde.registers if s.address < 0x260B]
+    regs = [msgspec.to_builtins(s) for s in sonde.registers if s.address < 0x260B]
     return profile_from_mapping({"name": "sonde-10", "registers": regs}, "bench")
 
 

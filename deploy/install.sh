@@ -168,6 +168,19 @@ if has_role edge || has_role central; then
         fi
         "$ROOT$PREFIX/bin/pip" install --quiet --upgrade pip
         "$ROOT$PREFIX/bin/pip" install --quiet "$SOURCE[$extras]"
+        if has_role edge; then
+            # The agent runs with PYTHONOPTIMIZE=2 (sanduan-edge.service) from a read-only tree:
+            # its byte code is compiled now, the environment's and, unless packaging under
+            # --root, the standard library's, which the service could not write.
+            "$ROOT$PREFIX/bin/python" -OO -m compileall -q -j 0 "$ROOT$PREFIX/lib" >/dev/null ||
+                say "could not compile $PREFIX for PYTHONOPTIMIZE=2; the agent compiles at each start"
+            if [ -z "$ROOT" ]; then
+                stdlib=$("$ROOT$PREFIX/bin/python" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+                "$ROOT$PREFIX/bin/python" -OO -m compileall -q -j 0 \
+                    -x '/(test|tests|idle_test|lib2to3)/' "$stdlib" >/dev/null 2>&1 ||
+                    say "could not compile all of $stdlib for PYTHONOPTIMIZE=2 (the rest compiles at each start)"
+            fi
+        fi
         version=$("$ROOT$PREFIX/bin/sanduan" --version 2>/dev/null || echo sanduan)
         say "installed $version into $PREFIX"
     else

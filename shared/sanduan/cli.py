@@ -23,14 +23,13 @@ if TYPE_CHECKING:
 
 @functools.cache
 def _app() -> typer.Typer:
-    from importlib import metadata
-
     import typer
 
     from sanduan.central.cli import app as central_app
     from sanduan.edge.cli import app as edge_app
     from sanduan.hil.cli import app as hil_app
     from sanduan.hil.cli import demo_command
+    from sanduan.shared import __version__
     from sanduan.shared.grade_cli import grade_command
     from sanduan.shared.hj212.cli import hj212_app
     from sanduan.shared.wire_cli import wire_app
@@ -45,7 +44,7 @@ def _app() -> typer.Typer:
 
     def _version_callback(value: bool) -> None:
         if value:
-            typer.echo(f"sanduan {metadata.version('sanduan')}")
+            typer.echo(f"sanduan {__version__}")
             raise typer.Exit
 
     @root.callback()

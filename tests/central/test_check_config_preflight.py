@@ -14,7 +14,7 @@ from sanduan.central.store import open_store
 from sanduan.central.store.migrations import LATEST
 from sanduan.central.store.postgres import PostgresStore
 from sanduan.cli import app
-from sanduan.shared.config import load_central_config
+from sanduan.shared.config import load_central_config, parse_model
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -151,8 +151,10 @@ def test_collector_says_an_unreachable_broker_at_warning_once(
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     open_store(url, migrate=True).close()
-    cfg = CentralConfig.model_validate(
-        {"mqtt": {"broker": f"mqtt://127.0.0.1:{free_port()}", "protocol": "3.1.1"}}
+    cfg = parse_model(
+        CentralConfig,
+        {"mqtt": {"broker": f"mqtt://127.0.0.1:{free_port()}", "protocol": "3.1.1"}},
+        "<test>",
     )
     c = Collector(cfg, store_url=url)
     with caplog.at_level(logging.WARNING, logger="sanduan.central.ingest"):

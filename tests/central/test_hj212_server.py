@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from sanduan.central.hj212.core import HourlyGaps, local_ms, map_upload, reading_seq
@@ -521,9 +522,9 @@ def test_a_port_in_use_is_a_config_error(tmp_path: Path, store_url: str) -> None
     first = Hj212Server(_cfg(tmp_path, store_url))
     first.start()
     try:
-        data = _cfg(tmp_path, store_url).model_dump()
+        data = msgspec.to_builtins(_cfg(tmp_path, store_url), enc_hook=str)
         data["hj212"]["listen"] = f"127.0.0.1:{first.port}"
-        second = Hj212Server(CentralConfig.model_validate(data))
+        second = Hj212Server(parse_model(CentralConfig, data, "<test>"))
         with pytest.raises(ConfigError, match="cannot listen"):
             second.start()
     finally:

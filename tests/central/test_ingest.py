@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sanduan.central.ingest import Collector, Processor, replay_files
 from sanduan.central.store import StationRow, Store, open_store
 from sanduan.shared import topics
-from sanduan.shared.config import CentralConfig
+from sanduan.shared.config import CentralConfig, parse_model
 from sanduan.shared.wire import Ack, Batch, Event, ResendRequest, Status, encode
 
 from .conftest import MqttPeer
@@ -49,7 +49,7 @@ def config(uid: str, port: int, **ingest: Any) -> CentralConfig:
         },
         "ingest": {"gap_timeout_s": 0.3, "resend_interval_s": 0.5, **ingest},
     }
-    return CentralConfig.model_validate(data)
+    return parse_model(CentralConfig, data, "<test>")
 
 
 @pytest.fixture

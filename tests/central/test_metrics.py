@@ -17,7 +17,7 @@ from tests.metrics_http import get, raw, scrape
 from sanduan.central.ingest import Collector
 from sanduan.central.metrics import CentralSnapshot, StoreFigures, central_families, central_health
 from sanduan.shared import topics
-from sanduan.shared.config import CentralConfig
+from sanduan.shared.config import CentralConfig, parse_model
 from sanduan.shared.metrics import Histogram, render
 from sanduan.shared.wire import Ack, Batch, Status, encode
 
@@ -104,12 +104,14 @@ def test_collector_metrics_follow_ingest_and_the_broker(
     store_url: str, uid: str, broker: PrivateBroker
 ) -> None:
     mport = free_port()
-    cfg = CentralConfig.model_validate(
+    cfg = parse_model(
+        CentralConfig,
         {
             "mqtt": {"client_id": f"col-{uid}", "broker": f"mqtt://127.0.0.1:{broker.port}"},
             "ingest": {"gap_timeout_s": 60},
             "metrics": {"listen": f"127.0.0.1:{mport}"},
-        }
+        },
+        "<test>",
     )
     col = Collector(cfg, store_url=store_url)
     col.start()

@@ -361,17 +361,13 @@ def test_every_shipped_collector_and_the_example_station_work(
     open_store(url, migrate=True).close()
     collectors = []
     for user in _collector_users():
-        mqtt_cfg = example.mqtt.model_copy(
-            update={
-                "broker": f"mqtts://localhost:{broker.port}",
-                "username": user,
-                "password": USERS[user],
-                "password_file": None,
-                "client_id": f"collector-{user}",
-                "tls": example.mqtt.tls.model_copy(update={"ca_file": broker.ca})
-                if example.mqtt.tls
-                else None,
-            }
+        mqtt_cfg = example.mqtt.replace(
+            broker=f"mqtts://localhost:{broker.port}",
+            username=user,
+            password=USERS[user],
+            password_file=None,
+            client_id=f"collector-{user}",
+            tls=example.mqtt.tls.replace(ca_file=broker.ca) if example.mqtt.tls else None,
         )
         cfg = CentralConfig(central=example.central, mqtt=mqtt_cfg, ingest=example.ingest)
         c = Collector(cfg, store_url=url)

@@ -13,7 +13,7 @@ from tests.brokers import shared_port
 
 from sanduan.edge.app import Agent, FakeSource
 from sanduan.shared.clock import SystemClock
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 
 
 def station_config(station: str, db: Path, port: int | None = None, **uplink: Any) -> StationConfig:
@@ -26,12 +26,14 @@ def station_config(station: str, db: Path, port: int | None = None, **uplink: An
         "reconnect_max_s": 1,
     }
     up.update(uplink)
-    return StationConfig.model_validate(
+    return parse_model(
+        StationConfig,
         {
             "station": {"id": station},
             "buffer": {"path": str(db), "commit_interval_s": 0.1, "synchronous": "NORMAL"},
             "uplink": up,
-        }
+        },
+        "<test>",
     )
 
 

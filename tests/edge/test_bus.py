@@ -20,7 +20,7 @@ from sanduan.edge.io.bus import BusPoller, worst_flag
 from sanduan.hil.devices import SimulatedBus, SimulatedDevice
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.shared.clock import SystemClock
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 from sanduan.shared.errors import DeviceError
 from sanduan.shared.model import Flag
 from sanduan.shared.registers import load_profile
@@ -50,7 +50,8 @@ def station(port: str, period: float = 60.0, **device: Any) -> StationConfig:
         "backoff_max_s": 4 * period,
         **device,
     }
-    return StationConfig.model_validate(
+    return parse_model(
+        StationConfig,
         {
             "station": {"id": "t"},
             "bus": [
@@ -65,7 +66,8 @@ def station(port: str, period: float = 60.0, **device: Any) -> StationConfig:
                     ],
                 }
             ],
-        }
+        },
+        "<test>",
     )
 
 

@@ -23,7 +23,7 @@ from sanduan.edge.io.bus import BusPoller, run_pollers
 from sanduan.hil.devices import SimulatedBus, SimulatedDevice
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.shared.clock import SystemClock
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 from sanduan.shared.registers import load_profile
 
 pytestmark = [pytest.mark.serial]
@@ -62,7 +62,7 @@ def station(bad: str, good: str) -> dict[str, object]:
 
 def test_a_port_refusing_its_settings_fails_its_bus_only(two_ports: tuple[str, str]) -> None:
     bad, good = two_ports
-    plans = plan_station(StationConfig.model_validate(station(bad, good)), "station.toml")
+    plans = plan_station(parse_model(StationConfig, station(bad, good), "<test>"), "station.toml")
     got: list[PolledValue] = []
     pollers = [BusPoller(p, SystemClock(), got.extend, reconnect_max_s=0.5) for p in plans]
 

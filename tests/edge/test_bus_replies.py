@@ -22,7 +22,7 @@ from sanduan.edge.io.bus import BusPoller
 from sanduan.hil.devices import SimulatedBus, SimulatedDevice
 from sanduan.hil.ports import VirtualSerialPair
 from sanduan.shared.clock import SystemClock
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 from sanduan.shared.registers import load_profile
 
 pytestmark = [pytest.mark.serial]
@@ -34,7 +34,8 @@ TIMEOUT = 1.0  # long, so that waiting it out could not pass for failing fast
 
 def config(port: str, **device: Any) -> StationConfig:
     dev = {"timeout_s": TIMEOUT, "retries": 1, "poll_period_s": 60.0, **device}
-    return StationConfig.model_validate(
+    return parse_model(
+        StationConfig,
         {
             "station": {"id": "t"},
             "bus": [
@@ -48,7 +49,8 @@ def config(port: str, **device: Any) -> StationConfig:
                     ],
                 }
             ],
-        }
+        },
+        "<test>",
     )
 
 

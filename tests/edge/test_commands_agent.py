@@ -294,7 +294,7 @@ def test_a_reloaded_file_keeps_the_command_line_overrides(tmp_path: Path) -> Non
 
     def overrides(cfg: StationConfig) -> StationConfig:
         login = {"password_file": secret, "password": None}
-        return cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+        return cfg.replace(uplink=cfg.uplink.replace(**login))
 
     cfg = overrides(load_station_config(path))
     agent = Agent(cfg, source=fake(1.0), clock=SystemClock(), config_path=path, overrides=overrides)

@@ -16,7 +16,7 @@ from sanduan.edge.core.commands import (
     decide,
 )
 from sanduan.shared import wire
-from sanduan.shared.config import StationConfig
+from sanduan.shared.config import StationConfig, parse_model
 from sanduan.shared.wire import Command
 
 T0 = 1_767_225_600_000
@@ -102,7 +102,9 @@ def test_outcome_becomes_a_valid_result() -> None:
 
 
 def _cfg(station: str = "S1", path: str = "b.db") -> StationConfig:
-    return StationConfig.model_validate({"station": {"id": station}, "buffer": {"path": path}})
+    return parse_model(
+        StationConfig, {"station": {"id": station}, "buffer": {"path": path}}, "<test>"
+    )
 
 
 def test_check_push_keeps_identity_and_buffer() -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from sanduan.edge.grader import Grader
 from sanduan.edge.hj212.core import Identity, QnClock, minute, periods, realtime
-from sanduan.edge.hj212.uplink import CursorStore, PlatformLink, cursor_report
+from sanduan.edge.hj212.cursors import cursor_report
+from sanduan.edge.hj212.uplink import CursorStore, PlatformLink
 from sanduan.edge.io.outbox import Outbox
 from sanduan.shared.config import Hj212PlatformConfig, StationConfig, parse_model
 from sanduan.shared.errors import ConfigError
@@ -104,7 +105,7 @@ def platform_cfg(port: int, name: str = "province", **kw: object) -> Hj212Platfo
         "reconnect_max_s": 1,
     }
     data.update(kw)
-    return Hj212PlatformConfig.model_validate(data)
+    return parse_model(Hj212PlatformConfig, data, "<test>")
 
 
 def buffer(tmp_path: Path, hours: int = 3, start: datetime = datetime(2026, 1, 1, 8)) -> Outbox:

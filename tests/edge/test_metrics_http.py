@@ -30,7 +30,7 @@ def test_metrics_and_health_follow_the_agent(
     mport = free_port()
     cfg = station_config(station_id, tmp_path / "b.db", private_broker.port)
     metrics = StationMetricsConfig(listen=f"127.0.0.1:{mport}", link_down_max_s=1.0)
-    cfg = cfg.model_copy(update={"metrics": metrics})
+    cfg = cfg.replace(metrics=metrics)
     acker = Acker(port=private_broker.port, station=station_id).start()
     at = AgentThread(cfg, fake(0.01)).start()
     try:

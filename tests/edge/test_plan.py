@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sanduan.edge.core.plan import PlanError, format_block, plan_blocks, plan_bus, plan_device
-from sanduan.shared.config import BusConfig, DeviceConfig
+from sanduan.shared.config import BusConfig, DeviceConfig, parse_model
 from sanduan.shared.registers import (
     MAX_READ_COUNT,
     RegisterSpec,
@@ -22,14 +22,16 @@ from sanduan.shared.registers import (
 
 
 def spec(name: str, address: int, rtype: str = "uint16", function: int = 3) -> RegisterSpec:
-    return RegisterSpec.model_validate(
+    return parse_model(
+        RegisterSpec,
         {
             "name": name,
             "code": f"w{address:05d}",
             "address": address,
             "function": function,
             "type": rtype,
-        }
+        },
+        "<test>",
     )
 
 

@@ -25,10 +25,14 @@ HEAVY = (
     "matplotlib",
     "psycopg",
     "sqlite_utils",
+    "pydantic",
+    "pydantic_core",
+    "sanduan.shared.tables",
     "sanduan.central",
     "sanduan.hil",
 )
-"""Modules the running agent must not hold: other commands', the collector's, the rig's."""
+"""Modules the running agent must not hold: other commands', the collector's, the rig's, and
+pydantic (the configuration is validated with msgspec: about 11 MiB less resident memory)."""
 
 
 def test_parse_takes_the_options_in_both_spellings() -> None:

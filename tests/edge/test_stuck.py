@@ -12,7 +12,8 @@ from sanduan.edge.core.model import PolledValue
 from sanduan.edge.grader import Grader
 from sanduan.edge.io.outbox import Outbox
 from sanduan.shared import wire
-from sanduan.shared.config import GradingConfig
+from sanduan.shared.config import GradingConfig, parse_model
+from sanduan.shared.errors import ConfigError
 from sanduan.shared.model import Flag
 from sanduan.shared.stuck import StuckTracker
 
@@ -37,8 +38,8 @@ def test_tracker_runs_are_per_item_and_end_at_a_flag() -> None:
 
 def test_default_is_on_for_stations() -> None:
     assert GradingConfig().stuck_polls == 4
-    with pytest.raises(ValueError, match="stuck_polls"):
-        GradingConfig(stuck_polls=-1)
+    with pytest.raises(ConfigError, match="stuck_polls: must be greater than or equal to 0"):
+        parse_model(GradingConfig, {"stuck_polls": -1}, "station.toml")
 
 
 def test_buffer_flags_stuck_readings_d(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_utilisation_sums_devices_and_warns_with_numbers() -> None:
         in timing.warnings[0]
     )
     relaxed = plan_bus(
-        _bus(*(d.model_copy(update={"poll_period_s": 10.0}) for d in sondes)),
+        _bus(*(d.replace(poll_period_s=10.0) for d in sondes)),
         {d.name: load_profile("sonde-multi") for d in sondes},
     )
     assert bus_timing(relaxed).fits

@@ -231,13 +231,13 @@ def test_mqtt_probe_tells_bad_credentials_from_tls_failures(tmp_path: Path) -> N
         assert preflight.tls_load_check("uplink.tls", m).status == "ok"
         _probe_keeps_the_services_session(broker, m)
 
-        bad = m.model_copy(update={"password_file": None, "password": "wrong"})
+        bad = m.replace(password_file=None, password="wrong")
         with pytest.raises(ProbeFailed) as info:
             preflight.mqtt_connect(bad, 5.0)
         assert "refused" in info.value.reason and "password" in info.value.fix
 
         # The server's own certificate is no CA: it cannot vouch for itself.
-        wrong_ca = m.model_copy(update={"tls": TlsConfig(ca_file=tmp_path / "server.crt")})
+        wrong_ca = m.replace(tls=TlsConfig(ca_file=tmp_path / "server.crt"))
         with pytest.raises(ProbeFailed) as info:
             preflight.mqtt_connect(wrong_ca, 5.0)
         assert info.value.reason.split(": ", 1)[1].startswith("TLS failure")

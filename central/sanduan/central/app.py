@@ -80,7 +80,7 @@ def with_login(
         login |= {"password_file": mqtt_password_file, "password": None}
     if not login:
         return cfg
-    return cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update=login)})
+    return cfg.replace(mqtt=cfg.mqtt.replace(**login))
 
 
 def check_config(

@@ -119,7 +119,7 @@ def run_command(  # noqa: PLR0917 (typer: one parameter per option)
         cfg = with_login(load_central_config(config), mqtt_user, mqtt_password_file)
         if metrics_listen is not None:
             m = parse_model(MetricsConfig, {"listen": metrics_listen}, "--metrics-listen")
-            cfg = cfg.model_copy(update={"metrics": m})
+            cfg = cfg.replace(metrics=m)
         serve(cfg, store_url=store, client_id=client_id, migrate=migrate)
 
 

@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +33,7 @@ from sanduan.edge.forwarder import DbThread, Forwarder, RateLimitedLog
 from sanduan.edge.io.metrics_http import AgentProbe, serve_metrics
 from sanduan.edge.io.outbox import CommitResult, CorruptBufferError, Outbox, salvage, store_error
 from sanduan.edge.io.uplink import Uplink
+from sanduan.shared import __version__
 from sanduan.shared.clock import Clock, age_text, clock_from_env, wait_event
 from sanduan.shared.config import StationConfig
 from sanduan.shared.errors import SanduanError, StoreError
@@ -45,10 +45,7 @@ Sink = Callable[[list[PolledValue]], None]
 
 
 def agent_version() -> str:
-    try:
-        return f"sanduan-edge {metadata.version('sanduan')}"
-    except metadata.PackageNotFoundError:
-        return "sanduan-edge"
+    return f"sanduan-edge {__version__}"
 
 
 class ReadingSource(Protocol):
@@ -442,12 +439,17 @@ class Agent:
     def _hj212_links(self) -> list[Any]:
         """One link per ``[[hj212]]`` platform; cursors of platforms no longer configured are
         forgotten so that they hold no readings."""
-        from sanduan.edge.hj212.uplink import CursorStore, PlatformLink
+        from sanduan.edge.hj212.cursors import prune_cursors
 
         cfg = self.config
-        gone = CursorStore.prune(self.db_path, [p.name for p in cfg.hj212])
+        gone = prune_cursors(self.db_path, [p.name for p in cfg.hj212])
         if gone:
             log.warning("forgot %d HJ 212 cursor(s) of platforms no longer configured", gone)
+        if not cfg.hj212:
+            self.hj212_links = []
+            return []
+        from sanduan.edge.hj212.uplink import PlatformLink
+
         self.hj212_links = [
             PlatformLink(p, self.db_path, timezone=cfg.station.timezone, clock=self.clock)
             for p in cfg.hj212
@@ -615,7 +617,7 @@ def outbox_report(
 
 def _hj212_cursors(path: Path) -> list[dict[str, Any]]:
     """The HJ 212 platforms' cursors in the buffer (see docs/hj212.md)."""
-    from sanduan.edge.hj212.uplink import cursor_report
+    from sanduan.edge.hj212.cursors import cursor_report
 
     return [
         {"platform": u, "kind": k, "pos": p, "dropped": d}

@@ -95,7 +95,7 @@ def login_overrides(password_file: Path | None) -> Callable[[StationConfig], Sta
         if password_file is None:
             return cfg
         login = {"password_file": password_file, "password": None}
-        return cfg.model_copy(update={"uplink": cfg.uplink.model_copy(update=login)})
+        return cfg.replace(uplink=cfg.uplink.replace(**login))
 
     return apply
 

@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from sanduan.shared.config import Strict, parse_model
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.tables import Strict, parse_table
 
 if TYPE_CHECKING:
     from sanduan.hil.scenario import Scenario
@@ -292,7 +292,7 @@ def build_timeline(sc: Scenario) -> list[Fault]:
     for i, raw in enumerate(sc.fault_specs):
         key = f"fault[{i}]"
         try:
-            spec = parse_model(FaultSpec, dict(raw), file)
+            spec = parse_table(FaultSpec, dict(raw), file)
         except ConfigError as e:
             raise ConfigError(file, f"{key}.{e.key}" if e.key else key, e.reason) from None
         if spec.at < 0:
@@ -371,7 +371,7 @@ def build_timeline(sc: Scenario) -> list[Fault]:
 
 def _chaos_spec(file: str, raw: Mapping[str, Any]) -> ChaosSpec:
     try:
-        spec = parse_model(ChaosSpec, dict(raw), file)
+        spec = parse_table(ChaosSpec, dict(raw), file)
     except ConfigError as e:
         raise ConfigError(file, f"chaos.{e.key}" if e.key else "chaos", e.reason) from None
     if spec.down_max < spec.down_min:

@@ -42,10 +42,11 @@ from sanduan.hil.signals import (
     StationSignals,
     Window,
 )
-from sanduan.shared.config import STATION_ID_RE, Strict, parse_model, read_toml
+from sanduan.shared.config import STATION_ID_RE, read_toml
 from sanduan.shared.errors import ConfigError, UnknownParameterError
 from sanduan.shared.params import resolve
 from sanduan.shared.registers import DeviceProfile, Role, builtin_profiles, load_profile
+from sanduan.shared.tables import Strict, parse_table
 
 __all__ = [
     "COUNTY_KEYS",
@@ -498,7 +499,7 @@ def _pollution_stations(
 
 def build_scenario(data: dict[str, Any], file: str = "<scenario>") -> Scenario:
     """Validate a parsed scenario document (see :func:`load_scenario`)."""
-    doc = parse_model(_ScenarioFile, data, file)
+    doc = parse_table(_ScenarioFile, data, file)
     sc = doc.scenario
     tz = str(doc.county.get("timezone", "Asia/Shanghai"))
     try:

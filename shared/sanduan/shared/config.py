@@ -2,44 +2,64 @@
 
 Every mistake becomes a :class:`~sanduan.shared.errors.ConfigError` naming the file, the key
 (dotted, with list indices: ``bus[0].device[1].slave``) and the reason.
+
+The models are msgspec structs: the edge agent validates its file with them and never imports
+pydantic, which would add about 11 MiB to its resident memory (docs/benchmarks.md, "Agent
+footprint"). Checks that one field's type and bounds cannot express run in ``__post_init__``
+and raise :class:`FieldError` (naming the field) or ValueError (about the whole section).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import msgspec
+from msgspec import Meta, field
 
 from sanduan.shared.errors import ConfigError
 from sanduan.shared.model import WaterBody
 
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-M = TypeVar("M", bound=BaseModel)
+
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for config sections: frozen, unknown keys rejected."""
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (field name to value; not validated again)."""
+        return msgspec.structs.replace(self, **changes)
+
+
+M = TypeVar("M", bound=Section)
 MQ = TypeVar("MQ", bound="MqttConfig")
 C = TypeVar("C", bound="Hj212Credentials")
 
 
+class FieldError(ValueError):
+    """A field's value fails a check of its own (raised from ``__post_init__``)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 def check_station_id(v: str) -> str:
-    """A station id, also an MQTT topic level and user name; ValueError for pydantic."""
+    """A station id, also an MQTT topic level and user name; ValueError if it is not one."""
     if not STATION_ID_RE.match(v):
         raise ValueError(
             f"station id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
         )
     return v
-
-
-class Strict(BaseModel):
-    """Base for config sections: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _check_timezone(name: str) -> str:
@@ -52,10 +72,20 @@ def _check_timezone(name: str) -> str:
     return name
 
 
-TimeZoneName = Annotated[str, Field(min_length=1)]
+def _field(name: str, check: Any, value: Any) -> None:
+    """Run ``check(value)``; its ValueError becomes a FieldError naming ``name``."""
+    try:
+        check(value)
+    except FieldError:
+        raise
+    except ValueError as e:
+        raise FieldError(name, str(e)) from None
 
 
-class TlsConfig(Strict):
+TimeZoneName = Annotated[str, Meta(min_length=1)]
+
+
+class TlsConfig(Section, frozen=True, kw_only=True):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -63,7 +93,19 @@ class TlsConfig(Strict):
     """Skip the host-name check (test brokers only)."""
 
 
-class MqttConfig(Strict):
+def _check_broker(v: str) -> None:
+    if v == "embedded":
+        return
+    parts = urlsplit(v)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError(f"broker must look like mqtt://host:1883 or mqtts://host:8883, not {v!r}")
+    try:
+        parts.port  # noqa: B018  # raises on a bad port
+    except ValueError:
+        raise ValueError(f"bad port in broker URL {v!r}") from None
+
+
+class MqttConfig(Section, frozen=True, kw_only=True):
     """How to reach the broker. ``broker`` is ``mqtt://host:port``, ``mqtts://host:port``
     (TLS) or ``embedded`` (the in-process broker of the single-machine demo)."""
 
@@ -73,24 +115,11 @@ class MqttConfig(Strict):
     password: str | None = None
     password_file: Path | None = None
     client_id: str | None = None
-    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 30
     tls: TlsConfig | None = None
 
-    @field_validator("broker")
-    @classmethod
-    def _broker_url(cls, v: str) -> str:
-        if v == "embedded":
-            return v
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError(
-                f"broker must look like mqtt://host:1883 or mqtts://host:8883, not {v!r}"
-            )
-        try:
-            parts.port  # noqa: B018  # raises on a bad port
-        except ValueError:
-            raise ValueError(f"bad port in broker URL {v!r}") from None
-        return v
+    def __post_init__(self) -> None:
+        _field("broker", _check_broker, self.broker)
 
     @property
     def host(self) -> str:
@@ -156,34 +185,141 @@ def configure_tls(client: Any, m: MqttConfig, section: str) -> None:
         client.tls_insecure_set(True)
 
 
-def _model_key(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
+# --- validation and its errors -------------------------------------------------------------
+
+_AT_RE = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<key>[^`]*)`(?: in `\$(?P<path>[^`]*)`)?)?$", re.S)
+_FIELD_RE = re.compile(r"^Object (missing required|contains unknown) field `(?P<name>[^`]*)`$")
+_BOUND_RE = re.compile(
+    r"^Expected `(?P<type>[^`]+)`(?P<what> of length)? (?P<op>>=|<=|>|<) (?P<n>\S+)$"
+)
+_TYPE_RE = re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`$")
+_OPS = {
+    ">=": "greater than or equal to",
+    "<=": "less than or equal to",
+    ">": "greater than",
+    "<": "less than",
+}
+_TYPES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "a table",
+    "null": "nothing",
+    "Path": "a path (a string)",
+}
+
+
+def _dec_hook(typ: type, obj: Any) -> Any:
+    if typ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError
+
+
+def _join(key: str, part: str) -> str:
+    if not part:
+        return key
+    if part.startswith("["):
+        return key + part
+    return f"{key}.{part}" if key else part
+
+
+def _choices(model: type, key: str) -> list[Any] | None:
+    """The allowed values of the field at ``key`` (dotted, with indices; ``[...]`` for a
+    table's values) of ``model``, if it is a Literal or an enum."""
+    typ: Any = model
+    for part in re.findall(r"[^.\[\]]+|\[[^\]]*\]", key):
+        typ = _unwrap(typ, part.startswith("["))
+        if not part.startswith("["):
+            if not (isinstance(typ, type) and issubclass(typ, msgspec.Struct)):
+                return None
+            hints = typing.get_type_hints(typ, include_extras=True)
+            if part not in hints:
+                return None
+            typ = hints[part]
+    typ = _unwrap(typ, False)
+    if typing.get_origin(typ) is Literal:
+        return list(typing.get_args(typ))
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        return [m.value for m in typ]
+    return None
+
+
+def _unwrap(typ: Any, index: bool) -> Any:
+    """``typ`` without Annotated and None (and, for an index, the item type of the list or
+    the value type of the table)."""
+    while True:
+        origin = typing.get_origin(typ)
+        if origin is Annotated:
+            typ = typing.get_args(typ)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(typ) if a is not type(None)]
+            if len(args) != 1:
+                return typ
+            typ = args[0]
+        elif index and origin in (list, tuple, dict):
+            typ = typing.get_args(typ)[-1 if origin is dict else 0]
+            index = False
         else:
-            out += ("." if out else "") + part
-    return out
+            return typ
 
 
-def parse_model(model: type[M], data: dict[str, Any], source: str) -> M:
-    """Validate ``data`` into ``model``; the first error becomes a ConfigError for ``source``."""
+def _reason(model: type, key: str, msg: str) -> str:
+    """msgspec's message ``msg`` about the value at ``key``, in plain words."""
+    if b := _BOUND_RE.match(msg):
+        if b["what"] and b["op"] == ">=" and b["n"] == "1":
+            return "must not be empty"
+        if b["what"]:
+            return f"must have a length {_OPS[b['op']]} {b['n']}"
+        return f"must be {_OPS[b['op']]} {b['n']}"
+    if t := _TYPE_RE.match(msg):
+        want = " or ".join(_TYPES.get(w, w) for w in t["want"].split(" | "))
+        return f"must be {want}, not {_TYPES.get(t['got'], t['got'])}"
+    if msg.startswith("Invalid enum value"):
+        given = msg.removeprefix("Invalid enum value").strip()
+        choices = _choices(model, key)
+        if choices:
+            return f"must be one of {', '.join(repr(c) for c in choices)}, not {given}"
+        return f"not an allowed value: {given}"
+    if msg.startswith("Expected `str` matching regex "):
+        return "must match the pattern " + msg.removeprefix("Expected `str` matching regex ")
+    return msg
+
+
+def validation_message(model: type, exc: msgspec.ValidationError) -> tuple[str, str]:
+    """``(key, reason)`` of msgspec's error for ``model``, in the words of ConfigError."""
+    m = _AT_RE.match(str(exc))
+    assert m is not None  # the pattern matches any text
+    msg = m["msg"]
+    if m["path"] is not None:  # a table's key: "... - at `key` in `$.flags`"
+        key = m["path"].removeprefix(".")
+        return key, "a key " + _reason(model, key, msg)
+    key = (m["key"] or "$").removeprefix("$").removeprefix(".")
+    cause = exc.__cause__
+    if isinstance(cause, FieldError):
+        return _join(key, cause.name), str(cause)
+    if isinstance(cause, ValueError):
+        return key, str(cause)
+    if f := _FIELD_RE.match(msg):
+        key = _join(key, f["name"])
+        if msg.startswith("Object missing"):
+            return key, "required key is missing"
+        return key, "unknown key (check the spelling; see the example files in deploy/)"
+    reason = _reason(model, key, msg)
+    if key.endswith("[...]"):  # a table's value
+        return key.removesuffix("[...]"), "a value " + reason
+    return key, reason
+
+
+def parse_model(model: type[M], data: Any, source: str, key: str = "") -> M:
+    """Validate ``data`` into ``model``; an error becomes a ConfigError for ``source`` (its key
+    under ``key``)."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = _model_key(tuple(err["loc"]))
-        msg = str(err["msg"])
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see the example files in deploy/)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        else:
-            msg = msg.removeprefix("Value error, ")
-        more = len(exc.errors()) - 1
-        if more:
-            msg += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise ConfigError(source, key, msg) from None
+        return msgspec.convert(data, model, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        where, reason = validation_message(model, exc)
+        raise ConfigError(source, _join(key, where) if key else where, reason) from None
 
 
 # --- ${ENV} substitution and secret files ---------------------------------------------------
@@ -284,14 +420,12 @@ def _rebase_mqtt(m: MQ, base: Path) -> MQ:
         update["password_file"] = rebase(m.password_file, base)
     if m.tls is not None:
         t = m.tls
-        update["tls"] = t.model_copy(
-            update={
-                "ca_file": rebase(t.ca_file, base),
-                "cert_file": rebase(t.cert_file, base),
-                "key_file": rebase(t.key_file, base),
-            }
+        update["tls"] = t.replace(
+            ca_file=rebase(t.ca_file, base),
+            cert_file=rebase(t.cert_file, base),
+            key_file=rebase(t.key_file, base),
         )
-    return m.model_copy(update=update) if update else m
+    return m.replace(**update) if update else m
 
 
 def read_toml(path: Path | str) -> dict[str, Any]:
@@ -318,51 +452,45 @@ def load_model(model: type[M], path: Path | str, env: Mapping[str, str] | None =
 # --- station -----------------------------------------------------------------------------
 
 
-class StationSection(Strict):
+class StationSection(Section, frozen=True, kw_only=True):
     id: str
     name: str = ""
     timezone: TimeZoneName = "Asia/Shanghai"
-    target_class: Annotated[int, Field(ge=1, le=5)] = 3
+    target_class: Annotated[int, Meta(ge=1, le=5)] = 3
     water_body: WaterBody = WaterBody.RIVER
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str) -> str:
-        return check_station_id(v)
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return _check_timezone(v)
+    def __post_init__(self) -> None:
+        _field("id", check_station_id, self.id)
+        _field("timezone", _check_timezone, self.timezone)
 
 
-class BufferConfig(Strict):
+class BufferConfig(Section, frozen=True, kw_only=True):
     path: Path = Path("sanduan-buffer.db")
-    max_bytes: Annotated[int, Field(ge=1_000_000)] = 512 * 1024 * 1024
-    commit_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
-    commit_max_rows: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_bytes: Annotated[int, Meta(ge=1_000_000)] = 512 * 1024 * 1024
+    commit_interval_s: Annotated[float, Meta(gt=0, le=60)] = 1.0
+    commit_max_rows: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
 
-class UplinkConfig(MqttConfig):
-    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    batch_max_readings: Annotated[int, Field(ge=1, le=10_000)] = 1000
-    batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
-    ack_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
-    max_batches_per_s: Annotated[float, Field(gt=0)] = 20.0
-    max_inflight_batches: Annotated[int, Field(ge=1, le=1000)] = 20
-    reconnect_max_s: Annotated[int, Field(ge=1, le=3600)] = 60
+class UplinkConfig(MqttConfig, frozen=True, kw_only=True):
+    heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    batch_max_readings: Annotated[int, Meta(ge=1, le=10_000)] = 1000
+    batch_max_age_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    max_batches_per_s: Annotated[float, Meta(gt=0)] = 20.0
+    max_inflight_batches: Annotated[int, Meta(ge=1, le=1000)] = 20
+    reconnect_max_s: Annotated[int, Meta(ge=1, le=3600)] = 60
     """Longest wait between reconnect attempts (the wait doubles from 1 s up to this)."""
-    session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 86_400
+    session_expiry_s: Annotated[int, Meta(ge=0)] = 7 * 86_400
     """MQTT 5 session expiry: how long the broker keeps the station's session while offline."""
-    clock_offset_max_s: Annotated[float, Field(gt=0)] = 30.0
+    clock_offset_max_s: Annotated[float, Meta(gt=0)] = 30.0
     """HJ 352: the station's clock must be within this many seconds of the platform's. The
     offset is estimated from the centre's acks; beyond it the agent sends one "clock" event."""
 
 
-class GradingConfig(Strict):
-    alarm_consecutive: Annotated[int, Field(ge=1, le=10_000)] = 3
-    stuck_polls: Annotated[int, Field(ge=0, le=10_000)] = 4
+class GradingConfig(Section, frozen=True, kw_only=True):
+    alarm_consecutive: Annotated[int, Meta(ge=1, le=10_000)] = 3
+    stuck_polls: Annotated[int, Meta(ge=0, le=10_000)] = 4
     """Identical readings of one item in a row from which the agent flags them D (stuck
     sensor, kept out of assessment; see sanduan.shared.stuck). 0: off."""
     engine: Literal["numba", "numpy"] = "numba"
@@ -371,61 +499,58 @@ class GradingConfig(Strict):
     results; numpy saves about 100 MB of resident memory only where the JIT is used."""
 
 
-class DeviceConfig(Strict):
+class DeviceConfig(Section, frozen=True, kw_only=True):
     name: str
-    slave: Annotated[int, Field(ge=1, le=247)]
+    slave: Annotated[int, Meta(ge=1, le=247)]
     profile: str | None = None
     registers: list[dict[str, Any]] | None = None
     """An inline register map (same keys as a profile's registers) instead of ``profile``."""
-    poll_period_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
-    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    poll_period_s: Annotated[float, Meta(gt=0, le=86_400)] = 60.0
+    timeout_s: Annotated[float, Meta(gt=0, le=30)] = 1.0
     """How long a reply may take (the upper bound when ``adaptive_timeout`` is on)."""
     adaptive_timeout: bool = False
     """Adapt the first attempt's reply timeout to the device's measured turnaround, within
     [max(``timeout_min_s``, 0.05 s), ``timeout_s``]; after any timeout the full ``timeout_s``.
     Off by default: a reply later than the adapted timeout is asked for again, which a device
     that is only sometimes slow answers twice."""
-    timeout_min_s: Annotated[float, Field(gt=0, le=30)] = 0.1
+    timeout_min_s: Annotated[float, Meta(gt=0, le=30)] = 0.1
     """Lower bound of the adapted reply timeout (capped at ``timeout_s``)."""
-    retries: Annotated[int, Field(ge=0, le=10)] = 2
-    pause_s: Annotated[float, Field(ge=0, le=10)] = 0.0
-    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
-    degraded_after: Annotated[int, Field(ge=1)] = 3
-    turnaround_s: Annotated[float, Field(ge=0, le=10)] = 0.010
+    retries: Annotated[int, Meta(ge=0, le=10)] = 2
+    pause_s: Annotated[float, Meta(ge=0, le=10)] = 0.0
+    backoff_max_s: Annotated[float, Meta(gt=0)] = 300.0
+    degraded_after: Annotated[int, Meta(ge=1)] = 3
+    turnaround_s: Annotated[float, Meta(ge=0, le=10)] = 0.010
     """The device's response latency (end of request to start of reply), for the bus-time
     estimate of ``sanduan edge check-config``; analyzers are often slower than sondes."""
-    max_gap: Annotated[int | None, Field(ge=0, le=124)] = None
+    max_gap: Annotated[int, Meta(ge=0, le=124)] | None = None
     """Overrides the bus's ``max_gap`` (0 for a device that refuses to read unmapped
     registers)."""
-    max_read_count: Annotated[int, Field(ge=1, le=125)] = 125
+    max_read_count: Annotated[int, Meta(ge=1, le=125)] = 125
     """Most registers the device answers in one read (125 is the Modbus limit)."""
 
-    @model_validator(mode="after")
-    def _one_map(self) -> DeviceConfig:
+    def __post_init__(self) -> None:
         if (self.profile is None) == (self.registers is None):
             raise ValueError(
                 f"device {self.name!r}: give exactly one of 'profile' (a built-in profile name or"
                 " a file path) or 'registers' (an inline register map)"
             )
-        return self
 
 
-class BusConfig(Strict):
+class BusConfig(Section, frozen=True, kw_only=True):
     name: str
     port: str
-    baudrate: Annotated[int, Field(ge=300, le=921_600)] = 9600
+    baudrate: Annotated[int, Meta(ge=300, le=921_600)] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
-    max_gap: Annotated[int, Field(ge=0, le=124)] = 10
+    max_gap: Annotated[int, Meta(ge=0, le=124)] = 10
     """Unwanted registers that may be read and discarded to merge two reads into one."""
-    silence_s: Annotated[float | None, Field(ge=0, le=1)] = None
+    silence_s: Annotated[float, Meta(ge=0, le=1)] | None = None
     """Silence kept on the line before each request. Default: the Modbus RTU inter-frame gap
     (3.5 character times, 1.75 ms above 19200 baud); 0 for virtual ports and RTU-over-TCP."""
-    device: list[DeviceConfig] = Field(default_factory=list)
+    device: list[DeviceConfig] = field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_slaves(self) -> BusConfig:
+    def __post_init__(self) -> None:
         seen: dict[int, str] = {}
         for d in self.device:
             if d.slave in seen:
@@ -434,7 +559,6 @@ class BusConfig(Strict):
                     f" {self.name!r}"
                 )
             seen[d.slave] = d.name
-        return self
 
 
 # --- HJ 212-2017 -------------------------------------------------------------------------
@@ -462,32 +586,23 @@ def split_hostport(v: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class Hj212Credentials(Strict):
+class Hj212Credentials(Section, frozen=True, kw_only=True):
     """An HJ 212 MN with its password (``password`` or ``password_file``, exactly one)."""
 
     mn: str
     password: str | None = None
     password_file: Path | None = None
 
-    @field_validator("mn")
-    @classmethod
-    def _mn(cls, v: str) -> str:
-        if not HJ212_MN_RE.match(v):
-            raise ValueError(f"MN {v!r} must be 1-24 letters, digits, '_' or '-'")
-        return v
-
-    @field_validator("password")
-    @classmethod
-    def _pw(cls, v: str | None) -> str | None:
-        if v is not None and (not HJ212_PW_RE.match(v) or set(v) & set(";,=&")):
-            raise ValueError("password must be 1-32 printable ASCII characters without ; , = &")
-        return v
-
-    @model_validator(mode="after")
-    def _one_password(self) -> Hj212Credentials:
+    def __post_init__(self) -> None:
+        if not HJ212_MN_RE.match(self.mn):
+            raise FieldError("mn", f"MN {self.mn!r} must be 1-24 letters, digits, '_' or '-'")
+        pw = self.password
+        if pw is not None and (not HJ212_PW_RE.match(pw) or set(pw) & set(";,=&")):
+            raise FieldError(
+                "password", "password must be 1-32 printable ASCII characters without ; , = &"
+            )
         if (self.password is None) == (self.password_file is None):
             raise ValueError(f"MN {self.mn}: give exactly one of 'password' or 'password_file'")
-        return self
 
     def resolved_password(self) -> str:
         """The password, read from ``password_file`` if that is given (ConfigError if the file
@@ -505,76 +620,71 @@ class Hj212Credentials(Strict):
         return pw
 
 
-class Hj212PlatformConfig(Hj212Credentials):
+class Hj212PlatformConfig(Hj212Credentials, frozen=True, kw_only=True):
     """An environmental platform this station reports to over HJ 212-2017 (``[[hj212]]``)."""
 
     name: str
     address: str
-    st: Annotated[str, Field(pattern=r"^\d{2}$")] = "21"
+    st: Annotated[str, Meta(pattern=r"^\d{2}$")] = "21"
     """System code: 21 is surface-water quality."""
-    data: list[Hj212DataKind] = Field(default_factory=lambda: _kinds("hourly"))
+    data: list[Hj212DataKind] = field(default_factory=lambda: _kinds("hourly"))
     """What to send: real-time (CN 2011), minute (2051), hourly (2061), daily (2031) data."""
-    ack_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+    ack_timeout_s: Annotated[float, Meta(gt=0, le=86_400)] = 10.0
     """How long to wait for the platform's 9014 before sending a packet again."""
-    retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retries: Annotated[int, Meta(ge=0, le=100)] = 3
     """Resends of an unanswered packet before the connection is dropped and made again."""
-    reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    reconnect_max_s: Annotated[float, Meta(ge=1, le=3600)] = 60.0
     """Longest wait between connection attempts (the wait doubles from 1 s up to this)."""
 
-    @field_validator("address")
-    @classmethod
-    def _address(cls, v: str) -> str:
-        return _check_hostport(v)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _field("address", _check_hostport, self.address)
 
 
-class MetricsConfig(Strict):
+class MetricsConfig(Section, frozen=True, kw_only=True):
     """``/metrics`` (Prometheus text) and ``/healthz`` over HTTP (``[metrics]``; off without
     ``listen``). See docs/deploy.md, "Monitoring"."""
 
     listen: str | None = None
     """``host:port`` to serve on, e.g. ``127.0.0.1:9471``; not set: no metrics endpoint."""
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str | None) -> str | None:
-        if v is not None:
-            split_listen(v)
-        return v
+    def __post_init__(self) -> None:
+        if self.listen is not None:
+            _field("listen", split_listen, self.listen)
 
 
-class StationMetricsConfig(MetricsConfig):
+class StationMetricsConfig(MetricsConfig, frozen=True, kw_only=True):
     """The agent's ``[metrics]``: also the bounds of ``/healthz``."""
 
-    poll_stale_s: Annotated[float | None, Field(gt=0)] = None
+    poll_stale_s: Annotated[float, Meta(gt=0)] | None = None
     """Unhealthy when the devices have not been polled for this long. Default: three times
     the longest ``poll_period_s`` of the configured devices, at least 60 s."""
-    link_down_max_s: Annotated[float, Field(gt=0)] = 900.0
+    link_down_max_s: Annotated[float, Meta(gt=0)] = 900.0
     """Unhealthy when the link to the centre has been down this long (the buffer holds the
     readings meanwhile; a short outage is not a fault of the station)."""
 
 
-class CommandsConfig(Strict):
+class CommandsConfig(Section, frozen=True, kw_only=True):
     """Remote commands from the centre (``[commands]``, docs/commands.md)."""
 
     enabled: bool = True
-    confirm_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    confirm_s: Annotated[float, Meta(gt=0, le=86_400)] = 120.0
     """After ``push-config``: the agent must commit a reading and have a batch acknowledged
     within this many seconds, or it goes back to the previous station file by itself."""
 
 
-class StationConfig(Strict):
+class StationConfig(Section, frozen=True, kw_only=True):
     station: StationSection
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
-    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
-    grading: GradingConfig = Field(default_factory=GradingConfig)
-    bus: list[BusConfig] = Field(default_factory=list)
-    hj212: list[Hj212PlatformConfig] = Field(default_factory=list)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    uplink: UplinkConfig = field(default_factory=UplinkConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
+    bus: list[BusConfig] = field(default_factory=list)
+    hj212: list[Hj212PlatformConfig] = field(default_factory=list)
     """Platforms this station also reports to over HJ 212-2017."""
-    metrics: StationMetricsConfig = Field(default_factory=StationMetricsConfig)
-    commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    metrics: StationMetricsConfig = field(default_factory=StationMetricsConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> StationConfig:
+    def __post_init__(self) -> None:
         ports: dict[str, str] = {}
         names: set[str] = set()
         for b in self.bus:
@@ -591,13 +701,12 @@ class StationConfig(Strict):
         platforms = [p.name for p in self.hj212]
         if len(set(platforms)) != len(platforms):
             raise ValueError("two [[hj212]] platforms have the same name")
-        return self
 
 
 def _relative_password_files(items: list[C], base: Path) -> list[C]:
     """``password_file`` of HJ 212 credentials taken relative to the config file's directory."""
     return [
-        c.model_copy(update={"password_file": base / c.password_file})
+        c.replace(password_file=base / c.password_file)
         if c.password_file is not None and not c.password_file.is_absolute()
         else c
         for c in items
@@ -609,17 +718,17 @@ def load_station_config(path: Path | str, env: Mapping[str, str] | None = None) 
     taken relative to its directory."""
     cfg = load_model(StationConfig, path, env)
     base = Path(path).parent
-    cfg = cfg.model_copy(update={"uplink": _rebase_mqtt(cfg.uplink, base)})
+    cfg = cfg.replace(uplink=_rebase_mqtt(cfg.uplink, base))
     if cfg.hj212:
         platforms = _relative_password_files(cfg.hj212, base)
-        cfg = cfg.model_copy(update={"hj212": platforms})
+        cfg = cfg.replace(hj212=platforms)
     return cfg
 
 
 # --- central -----------------------------------------------------------------------------
 
 
-class CentralSection(Strict):
+class CentralSection(Section, frozen=True, kw_only=True):
     store: str = "sqlite:///sanduan-central.db"
     store_password_file: Path | None = None
     """A file holding the PostgreSQL password, put into the store URL when connecting (so it
@@ -628,23 +737,15 @@ class CentralSection(Strict):
     rules: Path | None = None
     timezone: TimeZoneName = "Asia/Shanghai"
 
-    @field_validator("store")
-    @classmethod
-    def _store(cls, v: str) -> str:
-        scheme = urlsplit(v).scheme
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.store).scheme
         if scheme not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError(
-                f"store must be sqlite:///path/to/file.db or postgresql://user@host/db, not {v!r}"
+            raise FieldError(
+                "store",
+                "store must be sqlite:///path/to/file.db or postgresql://user@host/db,"
+                f" not {self.store!r}",
             )
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        return _check_timezone(v)
-
-    @model_validator(mode="after")
-    def _password_file(self) -> CentralSection:
+        _field("timezone", _check_timezone, self.timezone)
         if self.store_password_file is not None:
             parts = urlsplit(self.store)
             if parts.scheme == "sqlite":
@@ -654,7 +755,6 @@ class CentralSection(Strict):
                     "the store URL holds a password and store_password_file is given too:"
                     " keep only one"
                 )
-        return self
 
     def store_url(self) -> str:
         """The URL to connect to the store with: ``store`` with the password of
@@ -676,98 +776,91 @@ def with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class CollectorMqttConfig(MqttConfig):
+class CollectorMqttConfig(MqttConfig, frozen=True, kw_only=True):
     group: str | None = None
     """Shared-subscription group: collectors with the same group split the stations."""
-    session_expiry_s: Annotated[int, Field(ge=0)] = 86_400
+    session_expiry_s: Annotated[int, Meta(ge=0)] = 86_400
     """How long the broker keeps the collector's session (subscriptions and unacknowledged
     messages) while it is disconnected (MQTT 5; 3.1.1 sessions never expire)."""
 
 
-class IngestConfig(Strict):
-    max_message_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+class IngestConfig(Section, frozen=True, kw_only=True):
+    max_message_bytes: Annotated[int, Meta(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
     """Largest payload the collector decodes; a larger one is a dead letter ``oversize``, its
     size checked before anything else is done with it (a full 10,000-reading batch is ~200 kB)."""
-    future_margin_s: Annotated[float, Field(ge=0)] = 86_400.0
+    future_margin_s: Annotated[float, Meta(ge=0)] = 86_400.0
     """Readings stamped more than this ahead of the centre's clock are dead letters
     ``timestamp``."""
-    earliest_reading: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2000-01-01"
+    earliest_reading: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")] = "2000-01-01"
     """Readings stamped before this date (UTC) are dead letters ``timestamp``."""
-    dead_letters_per_hour: Annotated[int, Field(ge=0)] = 100
+    dead_letters_per_hour: Annotated[int, Meta(ge=0)] = 100
     """Dead letters recorded per station and hour; further rejects are only counted."""
-    dead_letter_bytes_per_hour: Annotated[int, Field(ge=0)] = 1024 * 1024
+    dead_letter_bytes_per_hour: Annotated[int, Meta(ge=0)] = 1024 * 1024
     """Payload bytes kept in dead letters per station and hour; beyond, rejects are counted."""
-    store_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    store_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
     """Tries to store a batch the store rejects while it accepts others, before the batch is a
     dead letter ``store``."""
-    gap_timeout_s: Annotated[float, Field(gt=0)] = 300.0
-    resend_interval_s: Annotated[float, Field(gt=0)] = 300.0
-    gap_give_up_s: Annotated[float, Field(gt=0)] = 30 * 86_400.0
+    gap_timeout_s: Annotated[float, Meta(gt=0)] = 300.0
+    resend_interval_s: Annotated[float, Meta(gt=0)] = 300.0
+    gap_give_up_s: Annotated[float, Meta(gt=0)] = 30 * 86_400.0
     """A gap open this long is dropped: the station no longer holds those readings."""
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
     """Threads writing to the store (each with its own connection; useful with PostgreSQL)."""
-    max_pending: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    max_pending: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     """Messages received but not yet handled; the collector stops reading from the broker
     when this many are waiting."""
 
 
-class ValidityConfig(Strict):
+class ValidityConfig(Section, frozen=True, kw_only=True):
     """Data-validity rules: how many valid values make a valid period."""
 
-    min_values_per_hour: Annotated[int, Field(ge=1)] = 1
-    min_hours_per_day: Annotated[int, Field(ge=1, le=24)] = 20
-    min_values_per_day_4h: Annotated[int, Field(ge=1, le=6)] = 3
-    min_days_per_month: Annotated[int, Field(ge=1, le=31)] = 20
-    min_months_per_year: Annotated[int, Field(ge=1, le=12)] = 9
-    excluded_flags: list[str] = Field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
+    min_values_per_hour: Annotated[int, Meta(ge=1)] = 1
+    min_hours_per_day: Annotated[int, Meta(ge=1, le=24)] = 20
+    min_values_per_day_4h: Annotated[int, Meta(ge=1, le=6)] = 3
+    min_days_per_month: Annotated[int, Meta(ge=1, le=31)] = 20
+    min_months_per_year: Annotated[int, Meta(ge=1, le=12)] = 9
+    excluded_flags: list[str] = field(default_factory=lambda: ["M", "C", "D", "F", "B", "T"])
     month_basis: Literal["daily-means", "values"] = "daily-means"
     """Month mean: of the month's valid daily means, or of its valid hourly values."""
 
 
-class Hj212LoggerConfig(Hj212Credentials):
+class Hj212LoggerConfig(Hj212Credentials, frozen=True, kw_only=True):
     """A third-party data logger allowed to send to the collector (``[[hj212.logger]]``)."""
 
     station: str
 
-    @field_validator("station")
-    @classmethod
-    def _station(cls, v: str) -> str:
-        return check_station_id(v)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _field("station", check_station_id, self.station)
 
 
-class Hj212ServerConfig(Strict):
+class Hj212ServerConfig(Section, frozen=True, kw_only=True):
     """The collector's HJ 212-2017 TCP server (``[hj212]``)."""
 
     listen: str
-    logger: list[Hj212LoggerConfig] = Field(default_factory=list)
-    store: list[Hj212DataKind] = Field(
+    logger: list[Hj212LoggerConfig] = field(default_factory=list)
+    store: list[Hj212DataKind] = field(
         default_factory=lambda: _kinds("realtime", "minute", "hourly")
     )
     """Which uploads become readings (daily data is acknowledged and counted, and the centre
     computes its own daily means)."""
-    idle_timeout_s: Annotated[float, Field(gt=0)] = 900.0
+    idle_timeout_s: Annotated[float, Meta(gt=0)] = 900.0
     """A connection silent this long is closed (the logger connects again)."""
-    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 5000
-    max_errors: Annotated[int, Field(ge=1)] = 50
+    max_connections: Annotated[int, Meta(ge=1, le=100_000)] = 5000
+    max_errors: Annotated[int, Meta(ge=1)] = 50
     """Bad frames on one connection before it is closed (the first ones are dead-lettered)."""
-    history_max_s: Annotated[float, Field(gt=0)] = 7 * 86_400.0
+    history_max_s: Annotated[float, Meta(gt=0)] = 7 * 86_400.0
     """How far back the collector asks a logger for missing hourly data."""
-    max_future_s: Annotated[float, Field(gt=0)] = 3600.0
+    max_future_s: Annotated[float, Meta(gt=0)] = 3600.0
     """Data stamped further ahead of the collector's clock is dead-lettered."""
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        return _check_hostport(v)
-
-    @model_validator(mode="after")
-    def _unique_mn(self) -> Hj212ServerConfig:
+    def __post_init__(self) -> None:
+        _field("listen", _check_hostport, self.listen)
         seen: set[str] = set()
         for lg in self.logger:
             if lg.mn in seen:
                 raise ValueError(f"MN {lg.mn} is given to two loggers")
             seen.add(lg.mn)
-        return self
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -779,32 +872,29 @@ def split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ConsoleConfig(Strict):
+class ConsoleConfig(Section, frozen=True, kw_only=True):
     """The web console (``sanduan central console``)."""
 
     listen: str = "127.0.0.1:8480"
     secret_file: Path | None = None
     """A file holding the key that signs session cookies (keep it private). Without one a
     random key is made at start-up, and every session ends when the console restarts."""
-    session_max_age_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 8 * 3600
+    session_max_age_s: Annotated[int, Meta(ge=60, le=30 * 86_400)] = 8 * 3600
     https_only: bool = False
     """Mark the session cookie Secure (serve the console behind TLS)."""
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        split_listen(v)
-        return v
+    def __post_init__(self) -> None:
+        _field("listen", split_listen, self.listen)
 
 
-class CentralConfig(Strict):
-    central: CentralSection = Field(default_factory=CentralSection)
-    mqtt: CollectorMqttConfig = Field(default_factory=CollectorMqttConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    validity: ValidityConfig = Field(default_factory=ValidityConfig)
+class CentralConfig(Section, frozen=True, kw_only=True):
+    central: CentralSection = field(default_factory=CentralSection)
+    mqtt: CollectorMqttConfig = field(default_factory=CollectorMqttConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    validity: ValidityConfig = field(default_factory=ValidityConfig)
     hj212: Hj212ServerConfig | None = None
-    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_central_config(path: Path | str, env: Mapping[str, str] | None = None) -> CentralConfig:
@@ -812,7 +902,7 @@ def load_central_config(path: Path | str, env: Mapping[str, str] | None = None) 
     to its directory."""
     cfg = load_model(CentralConfig, path, env)
     base = Path(path).parent
-    cfg = cfg.model_copy(update={"mqtt": _rebase_mqtt(cfg.mqtt, base)})
+    cfg = cfg.replace(mqtt=_rebase_mqtt(cfg.mqtt, base))
     sec = cfg.central
     updates: dict[str, Path] = {}
     for key in ("county", "rules", "store_password_file"):
@@ -820,12 +910,12 @@ def load_central_config(path: Path | str, env: Mapping[str, str] | None = None) 
         if value is not None and not value.is_absolute():
             updates[key] = base / value
     if updates:
-        cfg = cfg.model_copy(update={"central": sec.model_copy(update=updates)})
+        cfg = cfg.replace(central=sec.replace(**updates))
     if cfg.hj212 is not None and cfg.hj212.logger:
         loggers = _relative_password_files(cfg.hj212.logger, base)
-        cfg = cfg.model_copy(update={"hj212": cfg.hj212.model_copy(update={"logger": loggers})})
+        cfg = cfg.replace(hj212=cfg.hj212.replace(logger=loggers))
     secret = cfg.console.secret_file
     if secret is not None and not secret.is_absolute():
-        console = cfg.console.model_copy(update={"secret_file": base / secret})
-        cfg = cfg.model_copy(update={"console": console})
+        console = cfg.console.replace(secret_file=base / secret)
+        cfg = cfg.replace(console=console)
     return cfg

@@ -7,17 +7,16 @@ position in ``data/parameters.toml`` and is stable: grading kernels use it as a 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from sanduan.shared import DATA
 from sanduan.shared.errors import ConfigError, UnknownParameterError
 
 PARAMETERS_FILE = "sanduan/shared/data/parameters.toml"
@@ -69,6 +68,8 @@ class Registry:
         return p
 
     def _hint(self, name: str) -> str:
+        import difflib  # only for this message
+
         close = difflib.get_close_matches(normalize(name), list(self._keys), n=6, cutoff=0.6)
         names = list(dict.fromkeys(self._keys[k].name for k in close))[:3]
         if names:
@@ -163,7 +164,7 @@ def parse_registry(text: str, file: str = "<string>") -> Registry:
 @functools.cache
 def registry() -> Registry:
     """The registry shipped in the package data, loaded once."""
-    text = resources.files("sanduan.shared").joinpath("data/parameters.toml").read_text("utf-8")
+    text = (DATA / "parameters.toml").read_text("utf-8")
     return parse_registry(text, PARAMETERS_FILE)
 
 

@@ -35,12 +35,13 @@ import struct
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from msgspec import Meta, field
 
+from sanduan.shared import DATA
+from sanduan.shared.config import FieldError, Section, parse_model
 from sanduan.shared.errors import ConfigError
 from sanduan.shared.model import Flag
 
@@ -115,7 +116,7 @@ def _float_bits(value: float) -> int:
     return bits
 
 
-class RegisterSpec(BaseModel):
+class RegisterSpec(Section, frozen=True, kw_only=True, dict=True):
     """One register (or register pair) of a device.
 
     ``flags`` maps a raw status/quality value to the HJ 212 flag it puts on the device's values
@@ -123,11 +124,9 @@ class RegisterSpec(BaseModel):
     ``default_flag``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1)
+    name: Annotated[str, Meta(min_length=1)]
     code: str | None = None
-    address: int = Field(ge=0, le=0xFFFF)
+    address: Annotated[int, Meta(ge=0, le=0xFFFF)]
     function: Literal[3, 4] = 3
     type: RegType = RegType.FLOAT32
     order: ByteOrder = ByteOrder.ABCD
@@ -135,28 +134,17 @@ class RegisterSpec(BaseModel):
     offset: float = 0.0
     sentinels: tuple[int | float, ...] = ()
     role: Role = Role.VALUE
-    flags: dict[int, Flag] = Field(default_factory=dict)
+    flags: dict[int, Flag] = field(default_factory=dict)
     default_flag: Flag = Flag.D
     applies_to: tuple[str, ...] | None = None
     unit: str = ""
     description: str = ""
 
-    @field_validator("code")
-    @classmethod
-    def _check_code(cls, v: str | None) -> str | None:
-        if v is not None and not _CODE_RE.match(v):
-            raise ValueError(f"not an HJ 212 factor code (like w01001): {v!r}")
-        return v
-
-    @field_validator("scale")
-    @classmethod
-    def _check_scale(cls, v: float) -> float:
-        if v == 0 or not math.isfinite(v):
-            raise ValueError("scale must be finite and non-zero")
-        return v
-
-    @model_validator(mode="after")
-    def _check(self) -> RegisterSpec:
+    def __post_init__(self) -> None:
+        if self.code is not None and not _CODE_RE.match(self.code):
+            raise FieldError("code", f"not an HJ 212 factor code (like w01001): {self.code!r}")
+        if self.scale == 0 or not math.isfinite(self.scale):
+            raise FieldError("scale", "scale must be finite and non-zero")
         if self.address + self.width > 0x10000:
             raise ValueError(f"address {self.address:#x} + width {self.width} exceeds 0xFFFF")
         if self.role is Role.VALUE and self.code is None:
@@ -176,7 +164,6 @@ class RegisterSpec(BaseModel):
             raise ValueError("a result_time register must be uint32 or int32 (Unix seconds)")
         for s in self.sentinels:
             self._sentinel_bits(s)  # raises ValueError when it does not fit
-        return self
 
     def __hash__(self) -> int:  # ``flags`` is a dict; hash on what identifies the register
         return hash((self.name, self.code, self.address, self.function, self.type, self.order))
@@ -329,12 +316,10 @@ def encode_nan(spec: RegisterSpec) -> list[int]:
         return [0xFFFF] * spec.width
 
 
-class SerialDefaults(BaseModel):
+class SerialDefaults(Section, frozen=True, kw_only=True):
     """A device's factory serial settings."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    baudrate: int = Field(default=9600, gt=0)
+    baudrate: Annotated[int, Meta(gt=0)] = 9600
     bytesize: Literal[7, 8] = 8
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
@@ -392,20 +377,17 @@ def plan_reads(
     return blocks
 
 
-class DeviceProfile(BaseModel):
+class DeviceProfile(Section, frozen=True, kw_only=True):
     """A device model: its serial defaults, default slave id, poll period and register map."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1)
+    name: Annotated[str, Meta(min_length=1)]
     description: str = ""
-    serial: SerialDefaults = Field(default_factory=SerialDefaults)
-    slave: int = Field(default=1, ge=1, le=247)
-    poll_period_s: float = Field(default=10.0, gt=0)
-    registers: tuple[RegisterSpec, ...] = Field(min_length=1)
+    serial: SerialDefaults = field(default_factory=SerialDefaults)
+    slave: Annotated[int, Meta(ge=1, le=247)] = 1
+    poll_period_s: Annotated[float, Meta(gt=0)] = 10.0
+    registers: Annotated[tuple[RegisterSpec, ...], Meta(min_length=1)]
 
-    @model_validator(mode="after")
-    def _check(self) -> DeviceProfile:
+    def __post_init__(self) -> None:
         names: set[str] = set()
         codes: set[str] = set()
         used: dict[tuple[int, int], str] = {}
@@ -430,7 +412,6 @@ class DeviceProfile(BaseModel):
             for code in spec.applies_to or ():
                 if code not in codes:
                     raise ValueError(f"{spec.name}: applies_to names unmapped parameter {code}")
-        return self
 
     def __hash__(self) -> int:
         return hash((self.name, self.slave, self.registers))
@@ -465,18 +446,6 @@ class DeviceProfile(BaseModel):
         return plan_reads(self.registers, max_count=max_count, max_gap=max_gap)
 
 
-def _key(loc: tuple[int | str, ...], prefix: str) -> str:
-    out = prefix
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif "[" in part or part in ("function-after", "tagged-union"):
-            continue
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
 def profile_from_mapping(data: Mapping[str, Any], source: str, key: str = "") -> DeviceProfile:
     """Build a profile from a parsed mapping (a TOML file, or a station config's inline map).
 
@@ -485,13 +454,7 @@ def profile_from_mapping(data: Mapping[str, Any], source: str, key: str = "") ->
     """
     if not isinstance(data, Mapping):
         raise ConfigError(source, key, "a device profile must be a table")
-    try:
-        return DeviceProfile.model_validate(dict(data))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(source, _key(tuple(err["loc"]), key), msg + extra) from None
+    return parse_model(DeviceProfile, dict(data), source, key)
 
 
 def _load_file(path: Path) -> DeviceProfile:
@@ -505,8 +468,8 @@ def _load_file(path: Path) -> DeviceProfile:
     return profile_from_mapping(data, str(path))
 
 
-def _profiles_dir() -> Any:
-    return resources.files("sanduan.shared").joinpath("data", "profiles")
+def _profiles_dir() -> Path:
+    return DATA / "profiles"
 
 
 @functools.cache

@@ -13,10 +13,10 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+from sanduan.shared import DATA
 from sanduan.shared.errors import ConfigError
 from sanduan.shared.model import WaterBody
 
@@ -172,5 +172,5 @@ def parse_standard(text: str, file: str = "<string>") -> Standard:
 @functools.cache
 def gb3838() -> Standard:
     """GB 3838-2002 Table 1, loaded from the package data once."""
-    text = resources.files("sanduan.shared").joinpath("data/gb3838.toml").read_text("utf-8")
+    text = (DATA / "gb3838.toml").read_text("utf-8")
     return parse_standard(text, GB3838_FILE)

@@ -28,10 +28,10 @@ from pydantic import Field
 
 from sanduan.central.core.county import County, Section
 from sanduan.central.core.validity import Aggregates, Mean, Period
-from sanduan.shared.config import Strict
 from sanduan.shared.grading import REPORTING_CLASS, class_label, do_saturation_limit, grade_sample
 from sanduan.shared.model import NOT_GRADED, WaterBody
 from sanduan.shared.params import resolve
+from sanduan.shared.tables import Strict
 
 __all__ = [
     "Assessment",

@@ -21,10 +21,11 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from sanduan.shared.config import Strict, check_station_id, parse_model, read_toml
+from sanduan.shared.config import check_station_id, read_toml
 from sanduan.shared.errors import ConfigError, UnknownParameterError
 from sanduan.shared.model import WaterBody
 from sanduan.shared.params import resolve
+from sanduan.shared.tables import Strict, parse_table
 
 DEFAULT_ASSESSED_PARAMETERS = ("pH", "DO", "CODMn", "NH3-N", "TP")
 DEFAULT_FOUR_HOURLY = ("CODMn", "NH3-N", "TP", "TN")
@@ -318,7 +319,7 @@ def _unique(file: str, kind: str, ids: list[str], taken: dict[str, str]) -> None
 
 def build_county(data: dict[str, Any], file: str = "<county>") -> County:
     """Validate a parsed county document (see :func:`load_county`)."""
-    raw = parse_model(_RawFile, data, file)
+    raw = parse_table(_RawFile, data, file)
     try:
         from zoneinfo import ZoneInfo
 

@@ -24,8 +24,9 @@ from sanduan.central.core.compensation.base import (
 from sanduan.central.core.compensation.registry import DEFAULT_KIND, RULES
 from sanduan.central.core.county import County
 from sanduan.central.core.validity import Mean, Period
-from sanduan.shared.config import parse_model, read_toml
+from sanduan.shared.config import read_toml
 from sanduan.shared.errors import ConfigError
+from sanduan.shared.tables import parse_table
 
 __all__ = [
     "RULES",
@@ -69,13 +70,13 @@ def build_rules(data: Mapping[str, Any], file: str = "<rules>") -> RuleSet:
             file, extra[0], "unknown key (expected [settlement], [assessment] and [[rule]])"
         )
     try:
-        assessment = parse_model(AssessmentOptions, dict(data.get("assessment", {})), file)
+        assessment = parse_table(AssessmentOptions, dict(data.get("assessment", {})), file)
     except ConfigError as e:
         raise ConfigError(
             file, f"assessment.{e.key}" if e.key else "assessment", e.reason
         ) from None
     try:
-        policy = parse_model(SettlementPolicy, dict(data.get("settlement", {})), file)
+        policy = parse_table(SettlementPolicy, dict(data.get("settlement", {})), file)
     except ConfigError as e:
         raise ConfigError(
             file, f"settlement.{e.key}" if e.key else "settlement", e.reason
@@ -94,7 +95,7 @@ def build_rules(data: Mapping[str, Any], file: str = "<rules>") -> RuleSet:
             known = ", ".join(sorted(RULES))
             raise ConfigError(file, f"{key}.kind", f"unknown rule kind {kind!r}; known: {known}")
         try:
-            params = parse_model(RULES[kind].params, raw, file)
+            params = parse_table(RULES[kind].params, raw, file)
         except ConfigError as e:
             raise ConfigError(file, f"{key}.{e.key}" if e.key else key, e.reason) from None
         if params.rule_id in ids:

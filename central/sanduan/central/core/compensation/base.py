@@ -12,9 +12,9 @@ from pydantic import Field, field_validator
 from sanduan.central.core.assessment import factor_classes
 from sanduan.central.core.county import County
 from sanduan.central.core.validity import Mean, Period
-from sanduan.shared.config import Strict
 from sanduan.shared.errors import ConfigError, UnknownParameterError
 from sanduan.shared.params import resolve
+from sanduan.shared.tables import Strict
 
 Status = Literal["settled", "insufficient-data", "no-payment"]
 PeriodName = Literal["month", "year"]

@@ -21,8 +21,8 @@ from sanduan.central.core.compensation.base import (
     Yuan,
     canonical_factors,
 )
-from sanduan.shared.config import Strict
 from sanduan.shared.precision import decimal_of
+from sanduan.shared.tables import Strict
 
 KIND = "linear"
 

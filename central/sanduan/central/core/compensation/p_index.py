@@ -31,9 +31,9 @@ from sanduan.central.core.compensation.base import (
     canonical_factors,
 )
 from sanduan.central.core.county import County
-from sanduan.shared.config import Strict
 from sanduan.shared.errors import ConfigError
 from sanduan.shared.precision import decimal_of, quantize
+from sanduan.shared.tables import Strict
 
 KIND = "p-index"
 Positive = Annotated[float, Field(gt=0)]

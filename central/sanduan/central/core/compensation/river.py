@@ -30,11 +30,11 @@ from sanduan.central.core.compensation.base import (
     canonical_factors,
 )
 from sanduan.central.core.county import County
-from sanduan.shared.config import Strict
 from sanduan.shared.errors import ConfigError
 from sanduan.shared.grading import grade_sample
 from sanduan.shared.params import resolve
 from sanduan.shared.precision import mean_scaled, to_units
+from sanduan.shared.tables import Strict
 
 KIND = "river"
 Quality = Literal["excellent", "good", "light", "moderate", "heavy"]

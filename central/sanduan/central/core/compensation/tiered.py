@@ -21,9 +21,9 @@ from sanduan.central.core.compensation.base import (
     SettlementContext,
     Yuan,
 )
-from sanduan.shared.config import Strict
 from sanduan.shared.precision import decimal_of, exact_multiple
 from sanduan.shared.standards import Direction, gb3838
+from sanduan.shared.tables import Strict
 
 KIND = "tiered"
 
