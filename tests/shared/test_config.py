@@ -97,6 +97,89 @@ def test_bad_station_config_names_file_key_reason(
     assert str(err).startswith("station.toml")
 
 
+@pytest.mark.parametrize(
+    ("data", "key", "reason"),
+    [
+        (
+            _station(uplink={"keepalive_s": "soon"}),
+            "uplink.keepalive_s",
+            "must be an integer, not a string",
+        ),
+        (_station(bus={"name": "b"}), "bus", "must be a list, not a table"),
+        (
+            _station(bus=[{"name": "b", "port": "/dev/x", "parity": "X"}]),
+            "bus[0].parity",
+            "must be one of 'N', 'E', 'O', not 'X'",
+        ),
+        (
+            _station(bus=[{"name": "b", "port": "/dev/x", "stopbits": 3}]),
+            "bus[0].stopbits",
+            "must be one of 1, 2, not 3",
+        ),
+        (
+            {"station": {"id": "S", "water_body": "sea"}},
+            "station.water_body",
+            "must be one of 'river', 'lake', not 'sea'",
+        ),
+        (
+            _station(grading={"stuck_polls": -1}),
+            "grading.stuck_polls",
+            "greater than or equal to 0",
+        ),
+        (
+            _station(
+                hj212=[{"mn": "M1", "password": "p", "name": "a", "address": "h:1", "st": "2"}]
+            ),
+            "hj212[0].st",
+            "must match the pattern",
+        ),
+        (
+            _station(hj212=[{"mn": "M 1", "password": "p", "name": "a", "address": "h:1"}]),
+            "hj212[0].mn",
+            "must be 1-24 letters",
+        ),
+        (
+            _station(hj212=[{"mn": "M1", "name": "a", "address": "h:1"}]),
+            "hj212[0]",
+            "exactly one of 'password' or 'password_file'",
+        ),
+        (
+            _station(bus=[{"name": "b", "port": "/dev/x", "device": [{"name": "d", "slave": 0}]}]),
+            "bus[0].device[0].slave",
+            "greater than or equal to 1",
+        ),
+    ],
+)
+def test_msgspec_errors_in_plain_words(data: dict[str, object], key: str, reason: str) -> None:
+    """The configuration is validated with msgspec; its messages are put in plain words with
+    the key they are about (a field's own check names the field)."""
+    with pytest.raises(ConfigError) as info:
+        parse_model(StationConfig, data, "station.toml")
+    assert (info.value.key, info.value.file) == (key, "station.toml")
+    assert reason in info.value.reason
+
+
+def test_strings_from_the_environment_become_numbers_and_paths() -> None:
+    """``${ENV}`` substitution yields strings: a number or a path given that way is taken."""
+    cfg = parse_model(
+        StationConfig,
+        _station(
+            uplink={"keepalive_s": "45", "tls": {"ca_file": "ca.pem"}}, buffer={"path": "b.db"}
+        ),
+        "station.toml",
+    )
+    assert cfg.uplink.keepalive_s == 45
+    assert cfg.uplink.tls is not None and cfg.uplink.tls.ca_file == Path("ca.pem")
+    assert cfg.buffer.path == Path("b.db")
+
+
+def test_replace_gives_a_changed_copy() -> None:
+    cfg = parse_model(StationConfig, _station(), "station.toml")
+    other = cfg.replace(uplink=cfg.uplink.replace(username="u"))
+    assert other.uplink.username == "u" and cfg.uplink.username is None
+    assert other.station == cfg.station
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_station_config(tmp_path / "nope.toml")
