@@ -265,6 +265,16 @@ def _inline(**reg: Any) -> dict[str, Any]:
         ({"sentinels": [70000], "type": "int16"}, "registers[0]", "does not fit"),
         ({"role": "status", "code": None, "type": "uint16"}, "registers[0]", "flags"),
         ({"bogus": 1}, "registers[0].bogus", "unknown key"),
+        (
+            {"role": "status", "code": None, "type": "uint16", "flags": {"x": "N"}},
+            "registers[0].flags",
+            "a key must be an integer, not a string",
+        ),
+        (
+            {"role": "status", "code": None, "type": "uint16", "flags": {"0": "Q"}},
+            "registers[0].flags",
+            "a value must be one of 'N',",
+        ),
     ],
 )
 def test_inline_map_errors(reg: dict[str, Any], key: str, reason: str) -> None:
