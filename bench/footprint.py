@@ -13,7 +13,8 @@ One run per grading set-up: ``aot`` (``grading.engine = "numba"`` with the kerne
 of time, the default), ``jit`` (the same engine on numba's JIT, the fallback where the package
 was built without a C compiler; ``SANDUAN_KERNELS=jit``), ``numpy``
 (``grading.engine = "numpy"``) and ``aot-OO`` (``aot`` with ``PYTHONOPTIMIZE=2``, the interpreter
-keeping no docstrings or asserts: an option of the service's environment, docs/benchmarks.md).
+keeping no docstrings or asserts: how the shipped unit, deploy/systemd/sanduan-edge.service, runs
+the agent; docs/benchmarks.md).
 "Grading ready" is what the agent logs when it has created its
 :class:`~sanduan.edge.grader.Grader`: the time to build the grading tables and to load (and
 call once) the kernel, i.e. how long the first batch after start waits for grading; its CPU time
@@ -69,10 +70,7 @@ SETUPS: dict[str, tuple[str, str, int]] = {
 }
 AGENT_PACKAGES = (
     "numpy",
-    "pydantic",
-    "pydantic_core",
-    "annotated_types",
-    "typing_inspection",
+    "msgspec",
     "typing_extensions",
     "paho",
     "pymodbus",
