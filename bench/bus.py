@@ -337,7 +337,7 @@ def main() -> None:
     ok = True
     print(
         f"agent polling back to back for {elapsed:.1f} s (after {args.warmup:g} s warm-up);"
-        f" devices on {'their threads' if args.thread_times else 'the line'}' times\n"
+        f" simulated devices timed by {'their threads' if args.thread_times else 'the line'}\n"
     )
     for plan in plans:
         timing = bus_timing(plan)

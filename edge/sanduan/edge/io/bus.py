@@ -437,7 +437,8 @@ class BusPoller:
         missed by everything else. The event loop's timers have a resolution of 1 ms (and wake
         up to 1 ms late), more than half the whole silence above 19200 baud (1.75 ms): the last
         part of a wait, under :data:`TIMER_RESOLUTION_S`, is a short blocking sleep of the
-        thread (0.911 of the wire limit at 115200 baud in ``bench/bus.py``, 0.880 without)."""
+        thread (0.911 of the wire limit at 115200 baud in ``bench/bus.py``, 0.880 without), and
+        the thread's timer slack is 1 us (:func:`precise_timers`)."""
         while True:
             wait = self._last_io + quiet_s - self._loop_time()
             if wait <= 0:
