@@ -38,7 +38,7 @@ from typing import Any
 
 import serial
 
-from sanduan.hil.ports import SPIN_S, sleep_until
+from sanduan.hil.ports import SPIN_S, PythonRelay, sleep_until
 from sanduan.hil.rtu import (
     ILLEGAL_DATA_ADDRESS,
     ILLEGAL_DATA_VALUE,
@@ -315,8 +315,14 @@ class SimulatedBus:
         stopbits: int = 1,
         silence_s: float = 0.003,
         log_size: int = 10_000,
+        line: PythonRelay | None = None,
     ) -> None:
         self.port = port
+        self.line = line
+        """The relay emulating the line ``port`` is an end of, when it runs in this process: a
+        request's turnaround then counts from when it ended on the emulated wire and a reply is
+        on the wire from when it is written (:mod:`sanduan.hil.ports`), not from when a thread
+        noticed."""
         self.devices: dict[int, SimulatedDevice] = {}
         for d in devices:
             if d.slave in self.devices:
@@ -416,6 +422,8 @@ class SimulatedBus:
             now = time.monotonic()
             while self._pending and self._pending[0][0] <= now:
                 _, _, reply = heapq.heappop(self._pending)
+                if self.line is not None:
+                    self.line.sending(self.port, time.monotonic())
                 try:
                     ser.write(reply)
                 except (serial.SerialException, OSError):
@@ -438,6 +446,12 @@ class SimulatedBus:
                 time.sleep(0.01)
                 continue
             received = time.monotonic()
+            if data and self.line is not None:
+                # The bytes read ended on the emulated wire at or before the relay's stamp (a
+                # stamp older than the previous read is none of theirs: keep the read's time).
+                arrived = self.line.arrival(self.port)
+                if last_rx < arrived < received:
+                    received = arrived
             if data:
                 requests = hunter.feed(data)
             elif hunter.buf and time.monotonic() - last_rx >= self.silence_s:

@@ -6,6 +6,13 @@ The Python relay can also emulate the line's speed: with ``baud=`` each chunk is
 after ``len(chunk) * bits_per_char / baud`` seconds of wire time, one direction at a time, as on
 a half-duplex RS-485 bus.
 
+A simulated slave served in the same process (:class:`sanduan.hil.devices.SimulatedBus` given
+``line=`` the relay) can also take the line's own times instead of its thread's: when a frame
+delivered to it ended on the emulated wire (:meth:`PythonRelay.arrival`), and, announcing a
+write (:meth:`PythonRelay.sending`), have its reply on the wire from the moment it writes it.
+Without that, each of those two hops adds a pseudo-terminal transfer and a thread wake-up (about
+0.1 ms each, milliseconds now and then) that a wire does not have.
+
 Either way the pair keeps its own file descriptor open on both ends, so a client that closes and
 reopens its port (as a reconnecting poller does) finds the pair still there.
 """
@@ -13,6 +20,7 @@ reopens its port (as a reconnecting poller does) finds the pair still there.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import shutil
@@ -84,6 +92,27 @@ class PythonRelay:
         self.paths: tuple[str, str] = ("", "")
         self._stop_r, self._stop_w = -1, -1
         self._thread: threading.Thread | None = None
+        self._arrived: dict[str, float] = {}  # direction -> when its last chunk ended
+        self._notes: dict[str, float] = {}  # direction -> when an in-process writer began
+
+    def _directions(self, path: str) -> tuple[str, str]:
+        """(the direction delivering to ``path``, the direction carrying what it writes)."""
+        if path == self.paths[0]:
+            return "ba", "ab"
+        if path == self.paths[1]:
+            return "ab", "ba"
+        raise ValueError(f"{path} is not an end of this relay ({self.paths})")
+
+    def arrival(self, path: str) -> float:
+        """When (``time.monotonic()``) the latest bytes delivered to the end ``path`` finished
+        arriving on the emulated wire: their delivery time, set before they are written to
+        ``path``, so whatever a reader finds there ended at or before it (-inf before any)."""
+        return self._arrived.get(self._directions(path)[0], -math.inf)
+
+    def sending(self, path: str, at: float) -> None:
+        """An in-process writer on ``path`` is about to write (call it just before): its bytes
+        are on the wire from ``at``, not from when the relay's thread reads them."""
+        self._notes[self._directions(path)[1]] = at
 
     def start(self) -> tuple[str, str]:
         paths = []
@@ -104,8 +133,16 @@ class PythonRelay:
     def _deliver(self, direction: str, fd: int, data: bytes, received: float) -> None:
         if self.hook is not None:
             data = self.hook(direction, data)
+        # A write announced before these bytes were read started on the wire then (a later
+        # one cannot have: it is announced after these bytes were written).
+        began = self._notes.pop(direction, received)
+        start = began if began <= received else received
         if self.baud:
-            sleep_until(received + len(data) * self.bits_per_char / self.baud)
+            deadline = start + len(data) * self.bits_per_char / self.baud
+            sleep_until(deadline)
+            self._arrived[direction] = deadline
+        else:
+            self._arrived[direction] = time.monotonic()
         view = memoryview(data)
         while view:
             try:
