@@ -215,6 +215,8 @@ def _with_config_error(unit: Unit, env: dict[str, str], config: Path) -> subproc
 @pytest.mark.mosquitto
 def test_edge_unit_starts_connects_and_stops_cleanly(installed: Installed) -> None:
     unit, env = _unit(installed, "sanduan-edge.service")
+    # The agent runs as shipped: without docstrings and asserts (-OO, docs/deploy.md).
+    assert env["PYTHONOPTIMIZE"] == "2"
     broken = _with_config_error(unit, env, installed.root / "etc" / "sanduan" / "station.toml")
     _start_pre(unit, env)
     rc, out = _run_until(unit, env, f"connected to localhost:{installed.broker.port}")
