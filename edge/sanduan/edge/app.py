@@ -445,15 +445,14 @@ class Agent:
         gone = prune_cursors(self.db_path, [p.name for p in cfg.hj212])
         if gone:
             log.warning("forgot %d HJ 212 cursor(s) of platforms no longer configured", gone)
-        if not cfg.hj212:
-            self.hj212_links = []
-            return []
-        from sanduan.edge.hj212.uplink import PlatformLink
+        self.hj212_links = []
+        if cfg.hj212:  # the link's modules only where a platform is configured
+            from sanduan.edge.hj212.uplink import PlatformLink
 
-        self.hj212_links = [
-            PlatformLink(p, self.db_path, timezone=cfg.station.timezone, clock=self.clock)
-            for p in cfg.hj212
-        ]
+            self.hj212_links = [
+                PlatformLink(p, self.db_path, timezone=cfg.station.timezone, clock=self.clock)
+                for p in cfg.hj212
+            ]
         return self.hj212_links
 
     async def _shutdown(self, fwd: Forwarder, uplink: Uplink, db: DbThread) -> None:

@@ -135,8 +135,7 @@ class PythonRelay:
             data = self.hook(direction, data)
         # A write announced before these bytes were read started on the wire then (a later
         # one cannot have: it is announced after these bytes were written).
-        began = self._notes.pop(direction, received)
-        start = began if began <= received else received
+        start = min(self._notes.pop(direction, received), received)
         if self.baud:
             deadline = start + len(data) * self.bits_per_char / self.baud
             sleep_until(deadline)

@@ -76,8 +76,6 @@ def _field(name: str, check: Any, value: Any) -> None:
     """Run ``check(value)``; its ValueError becomes a FieldError naming ``name``."""
     try:
         check(value)
-    except FieldError:
-        raise
     except ValueError as e:
         raise FieldError(name, str(e)) from None
 
@@ -319,7 +317,7 @@ def parse_model(model: type[M], data: Any, source: str, key: str = "") -> M:
         return msgspec.convert(data, model, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         where, reason = validation_message(model, exc)
-        raise ConfigError(source, _join(key, where) if key else where, reason) from None
+        raise ConfigError(source, _join(key, where), reason) from None
 
 
 # --- ${ENV} substitution and secret files ---------------------------------------------------

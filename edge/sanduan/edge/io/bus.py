@@ -303,6 +303,8 @@ class BusPoller:
             self._devs.append(_Device(dp, sched, DeviceStats(dp.name, dp.slave)))
         self.devices: dict[str, DeviceStats] = {d.plan.name: d.stats for d in self._devs}
         self._client: Any = None
+        self._port: Any = None
+        """The open serial port, when requests may be written to it directly (:meth:`_send`)."""
         self._rx = bytearray()
         self._exchange: _Exchange | None = None
         self._last_io = -math.inf
@@ -368,22 +370,25 @@ class BusPoller:
         # Requests are framed and replies judged here (sanduan.edge.core.rtu), byte by byte as
         # they arrive; pymodbus only owns the port.
         client.ctx.callback_data = self._on_bytes  # type: ignore[method-assign]
-        self._read_directly(client)
+        self._port = self._read_directly(client)
         self._rx.clear()
         self._client = client
         log.info("bus %s: port %s open (%s)", bus.name, bus.port, self.line.name)
         return True
 
-    def _read_directly(self, client: Any) -> None:
+    def _read_directly(self, client: Any) -> Any:
         """Read the port here, one system call per wake-up, instead of through pyserial's read
         (a select, the read, another select) and pymodbus's receive buffer: the reply's last
         byte is stamped (the inter-frame silence starts there) as soon as the loop wakes.
         Registered under the transport's own read callback too, in case its set-up (scheduled
-        by the connect) has not run yet. A poll-mode transport (Windows) keeps its own."""
+        by the connect) has not run yet. A poll-mode transport (Windows) keeps its own.
+
+        Returns the port when requests may be written to it directly too (non-blocking
+        writes), else None."""
         transport = client.ctx.transport
         port = getattr(transport, "sync_serial", None)
         if port is None or getattr(transport, "force_poll", True):
-            return
+            return None
         fd = port.fileno()
 
         def read_ready() -> None:
@@ -401,6 +406,7 @@ class BusPoller:
 
         transport.intern_read_ready = read_ready
         asyncio.get_running_loop().add_reader(fd, read_ready)
+        return port if port.write_timeout == 0 else None
 
     async def _connect_with_backoff(self) -> None:
         delay = 0.5
@@ -418,6 +424,7 @@ class BusPoller:
 
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
+        self._port = None
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -448,15 +455,13 @@ class BusPoller:
             else:
                 time.sleep(wait)  # noqa: ASYNC251 (under 1 ms, below the loop's timer resolution)
 
-    @staticmethod
-    def _send(client: Any, frame: bytes) -> None:
+    def _send(self, client: Any, frame: bytes) -> None:
         """Put a request on the line now: written straight to the port when nothing is queued
         before it. pymodbus's transport only queues a write and makes it on the event loop's
         next turn (one more wake-up and two more system calls between the silence and the
         request); what the port does not take at once goes that way."""
-        transport = client.ctx.transport
-        port = getattr(transport, "sync_serial", None)
-        if port is not None and port.write_timeout == 0 and not transport.get_write_buffer_size():
+        port = self._port
+        if port is not None and not client.ctx.transport.get_write_buffer_size():
             try:
                 n = port.write(frame) or 0  # non-blocking (write_timeout 0): what it took
             except Exception:  # the transport's own write (below) reports it
